@@ -1,0 +1,41 @@
+"""Settings, read once from the environment on first use (never at import time)."""
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Settings:
+    table_name: str
+    region: str
+    system_shards: int
+    admin_key_secret_id: str | None  # Secrets Manager secret holding the admin API key
+    admin_key: str | None  # local runtime only: SATFLOW_ADMIN_KEY overrides the secret
+    network: str  # bitcoin network: bitcoin | testnet | signet | regtest
+    endpoint_url: str | None  # AWS_ENDPOINT_URL (moto server / DynamoDB Local) in development
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return default if raw in (None, "") else int(raw)
+
+
+@functools.lru_cache(maxsize=1)
+def settings() -> Settings:
+    env = os.environ
+    return Settings(
+        table_name=env.get("SATFLOW_TABLE", "satflow-ledger"),
+        region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+        system_shards=_int("SATFLOW_SYSTEM_SHARDS", 8),
+        admin_key_secret_id=env.get("SATFLOW_ADMIN_KEY_SECRET_ID") or None,
+        admin_key=env.get("SATFLOW_ADMIN_KEY") or None,
+        network=env.get("SATFLOW_NETWORK", "regtest"),
+        endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
+    )
+
+
+def reset() -> None:
+    """Forget cached settings (tests and the local runtime change the environment)."""
+    settings.cache_clear()

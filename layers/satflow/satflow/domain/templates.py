@@ -1,0 +1,55 @@
+"""Ledger templates, one per business event, balanced by construction (each returns one double-entry transfer)."""
+from __future__ import annotations
+
+from typing import Literal
+
+from .errors import ValidationError
+from .ledger import LedgerAccount, SystemAccount, Transfer, TransferKind, new_transfer
+from .money import BTC, validate_amount
+
+MAX_MEMO = 280
+
+
+def validate_memo(memo: object) -> str | None:
+    if memo is None:
+        return None
+    if not isinstance(memo, str) or len(memo) > MAX_MEMO:
+        raise ValidationError(f"memo must be a string of at most {MAX_MEMO} characters", field="memo")
+    return memo
+
+
+def internal_transfer(
+    *, transfer_id: str, sender: str, recipient: str, amount_msat: int, created_at: str, shards: int,
+    memo: str | None = None, request_hash: str | None = None, asset: str = BTC,
+) -> Transfer:
+    """User -> user, instant and free: one posted transfer between two liability accounts."""
+    validate_amount(amount_msat)
+    return new_transfer(
+        transfer_id=transfer_id, kind=TransferKind.POSTED, debit=LedgerAccount(sender, asset),
+        credit=LedgerAccount(recipient, asset), amount=amount_msat, template="internal_transfer",
+        created_at=created_at, shards=shards, memo=validate_memo(memo),
+        metadata={"request_hash": request_hash} if request_hash else None,
+    )
+
+
+def admin_adjustment(
+    *, transfer_id: str, account_id: str, amount_msat: int, direction: Literal["credit", "debit"], reason: str,
+    created_at: str, shards: int, admin: str = "admin", asset: str = BTC,
+) -> Transfer:
+    """An operator's correction or test funding, always against owner equity, always with a reason."""
+    validate_amount(amount_msat)
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_MEMO:
+        raise ValidationError("reason is required (1-280 characters)", field="reason")
+    user = LedgerAccount(account_id, asset)
+    equity = LedgerAccount(SystemAccount.OWNER_EQUITY.value, asset)
+    if direction == "credit":
+        debit, credit = equity, user
+    elif direction == "debit":
+        debit, credit = user, equity
+    else:
+        raise ValidationError("direction must be 'credit' or 'debit'", field="direction")
+    return new_transfer(
+        transfer_id=transfer_id, kind=TransferKind.POSTED, debit=debit, credit=credit, amount=amount_msat,
+        template=f"adjustment_{direction}", created_at=created_at, shards=shards, memo=reason,
+        metadata={"admin": admin},
+    )
