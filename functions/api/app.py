@@ -1,0 +1,139 @@
+"""HTTP API handler: parse the request, call one use case, shape the result. No business rules here."""
+from __future__ import annotations
+
+import json
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.logging import correlation_paths
+
+from satflow import bootstrap
+from satflow.api.errors import error_body, status_for
+from satflow.api.openapi import document
+from satflow.api.requests import json_object, query_int
+from satflow.app import accounts, transfers
+from satflow.domain.errors import SatflowError
+
+logger = Logger(service="satflow")
+app = APIGatewayHttpResolver()
+
+
+def _json(status: int, body: dict) -> Response:
+    return Response(status_code=status, content_type="application/json", body=json.dumps(body))
+
+
+def _principal():
+    return accounts.authenticate(bootstrap.services(), app.current_event.headers.get("authorization"))
+
+
+def _body() -> str | None:
+    return app.current_event.decoded_body
+
+
+def _transfer_view(t) -> dict:
+    return {"transfer_id": t.id, "status": "SETTLED", "amount_msat": t.amount, "to": t.credit.owner,
+            "created_at": t.created_at}
+
+
+@app.get("/v1/health")
+def health():
+    return _json(200, {"status": "ok"})
+
+
+@app.get("/v1/openapi.json")
+def openapi():
+    return _json(200, document())
+
+
+@app.post("/v1/accounts")
+def create_account():
+    principal = _principal()
+    data = json_object(_body(), {"external_ref", "tier"})
+    account, api_key = accounts.create_account(bootstrap.services(), principal, data["external_ref"], data["tier"])
+    return _json(201, {"account_id": account.account_id, "external_ref": account.external_ref,
+                       "tier": account.tier, "status": account.status.value, "api_key": api_key})
+
+
+@app.get("/v1/accounts/me")
+def me():
+    account = accounts.get_account(bootstrap.services(), _principal())
+    return _json(200, {"account_id": account.account_id, "external_ref": account.external_ref,
+                       "tier": account.tier, "status": account.status.value})
+
+
+@app.get("/v1/balance")
+def balance():
+    items = transfers.balances(bootstrap.services(), _principal())
+    return _json(200, {"balances": [
+        {"asset": b.account.asset, "available_msat": b.available, "pending_out_msat": b.pending_out,
+         "pending_in_msat": b.pending_in} for b in items]})
+
+
+@app.post("/v1/transfers")
+def create_transfer():
+    principal = _principal()
+    data = json_object(_body(), {"to", "amount_msat"}, {"memo"})
+    outcome = transfers.create_transfer(
+        bootstrap.services(), principal, app.current_event.headers.get("idempotency-key"), data["to"],
+        data["amount_msat"], data.get("memo"))
+    if not outcome.replayed:
+        logger.info("transfer settled", extra={"transfer_id": outcome.transfer.id,
+                                               "amount_msat": outcome.transfer.amount})
+    return _json(201, _transfer_view(outcome.transfer))
+
+
+@app.post("/v1/admin/adjustments")
+def admin_adjustment():
+    principal = _principal()
+    data = json_object(_body(), {"account_id", "amount_msat", "direction", "reason"})
+    outcome = transfers.adjust(
+        bootstrap.services(), principal, app.current_event.headers.get("idempotency-key"), data["account_id"],
+        data["amount_msat"], data["direction"], data["reason"])
+    t = outcome.transfer
+    logger.info("admin adjustment", extra={"transfer_id": t.id, "template": t.template, "amount_msat": t.amount})
+    return _json(201, {"adjustment_id": t.id, "account_id": data["account_id"], "direction": data["direction"],
+                       "amount_msat": t.amount, "reason": t.memo, "created_at": t.created_at})
+
+
+@app.get("/v1/transactions")
+def transactions():
+    principal = _principal()
+    params = app.current_event.query_string_parameters or {}
+    page = transfers.history(bootstrap.services(), principal, query_int(params.get("limit"), "limit"),
+                             params.get("cursor"))
+    return _json(200, {"items": [_history_view(h) for h in page.items], "next_cursor": page.next_cursor})
+
+
+def _history_view(h) -> dict:
+    status = {"POSTED": "SETTLED", "PENDING": "PENDING", "POST_PENDING": "SETTLED", "VOID_PENDING": "VOIDED"}
+    view = {"transfer_id": h.transfer_id, "type": h.template, "direction": h.direction,
+            "amount_msat": h.amount, "status": status[h.kind.value], "counterparty": h.counterparty,
+            "memo": h.memo, "created_at": h.created_at}
+    if h.pending_id:
+        view["pending_id"] = h.pending_id
+    return view
+
+
+@app.exception_handler(SatflowError)
+def handle_domain_error(exc: SatflowError):
+    status = status_for(exc)
+    if status >= 500:
+        logger.exception("server-side domain error", extra={"code": exc.code})
+    return _json(status, error_body(exc.code, exc.message))
+
+
+@app.exception_handler(Exception)
+def handle_unexpected(exc: Exception):
+    # Never leak internals; the log carries the stack trace and the request id.
+    logger.exception("unhandled error")
+    return _json(500, error_body("INTERNAL", "internal error"))
+
+
+@app.not_found
+def not_found(exc):
+    return _json(404, error_body("NOT_FOUND", "no such route"))
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+def lambda_handler(event, context):
+    return app.resolve(event, context)

@@ -1,0 +1,81 @@
+"""Customer accounts, external references and hashed API keys on DynamoDB."""
+from __future__ import annotations
+
+from typing import Any
+
+from satflow.domain import errors
+from satflow.domain.accounts import Account, AccountStatus, Scope
+
+from .models import Models, account_pk, key
+from .transaction import put, transact
+
+
+class DynamoAccounts:
+    def __init__(self, client: Any, models: Models) -> None:
+        self._client = client
+        self._m = models
+
+    def create(self, account: Account, api_key_hash: str, key_prefix: str, scopes: list[Scope]) -> None:
+        """Account, its unique external_ref and its first API key in one transaction."""
+        M = self._m
+        items = [
+            put(M.Account(account_pk(account.account_id), "ACCOUNT", account_id=account.account_id,
+                          external_ref=account.external_ref, tier=account.tier, status=account.status.value,
+                          created_at=account.created_at), M.Account.pk.does_not_exist(), "account"),
+            put(M.AccountRef(f"REF#{account.external_ref}", "REF", account_id=account.account_id),
+                M.AccountRef.pk.does_not_exist(), "ref"),
+            put(M.ApiKey(f"APIKEY#{api_key_hash}", "APIKEY", account_id=account.account_id,
+                         scopes=[s.value for s in scopes], key_prefix=key_prefix, created_at=account.created_at),
+                M.ApiKey.pk.does_not_exist(), "api_key"),
+        ]
+        cancellation = transact(self._client, items)
+        if cancellation is None:
+            return
+        if cancellation.condition_failed("ref"):
+            raise errors.AccountAlreadyExists(f"an account with external_ref {account.external_ref} exists",
+                                              external_ref=account.external_ref)
+        raise errors.TransientError(f"account creation cancelled: {sorted(cancellation.failures)}")
+
+    def get(self, account_id: str) -> Account | None:
+        raw = self._get(account_pk(account_id), "ACCOUNT")
+        if raw is None:
+            return None
+        a = self._m.Account.from_raw_data(raw)
+        return Account(a.account_id, a.external_ref, int(a.tier), AccountStatus(a.status), a.created_at)
+
+    def id_for_ref(self, external_ref: str) -> str | None:
+        raw = self._get(f"REF#{external_ref}", "REF")
+        return None if raw is None else raw["account_id"]["S"]
+
+    def api_key(self, api_key_hash: str) -> tuple[str, frozenset[Scope]] | None:
+        raw = self._get(f"APIKEY#{api_key_hash}", "APIKEY")
+        if raw is None:
+            return None
+        k = self._m.ApiKey.from_raw_data(raw)
+        return k.account_id, frozenset(Scope(s) for s in k.scopes)
+
+    def update(self, account_id: str, *, updated_at: str, status: AccountStatus | None = None,
+               tier: int | None = None) -> Account:
+        A = self._m.Account
+        actions = [A.updated_at.set(updated_at)]
+        if status is not None:
+            actions.append(A.status.set(status.value))
+        if tier is not None:
+            actions.append(A.tier.set(tier))
+        params = A(account_pk(account_id), "ACCOUNT").get_update_kwargs_from_instance(
+            actions=actions, condition=A.pk.exists(), return_values_on_condition_failure=None,
+            add_version_condition=False)
+        from botocore.exceptions import ClientError
+
+        try:
+            self._client.update_item(**params)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                raise errors.AccountNotFound(f"account {account_id} not found", account_id=account_id) from exc
+            raise
+        account = self.get(account_id)
+        assert account is not None
+        return account
+
+    def _get(self, pk: str, sk: str) -> dict | None:
+        return self._client.get_item(TableName=self._m.table_name, Key=key(pk, sk), ConsistentRead=True).get("Item")

@@ -1,0 +1,130 @@
+"""Item schemas of the single table, as pynamodb models bound to a table name chosen at composition time.
+
+Key design (pk / sk):
+  ACCOUNT#<account_id> / ACCOUNT            customer account (tier, status)
+  REF#<external_ref>   / REF                uniqueness of external_ref -> account_id
+  APIKEY#<sha256>      / APIKEY             hashed API key -> account_id, scopes
+  BAL#<owner>          / <asset>            user balance (one item per asset)
+  BAL#<sys:...>        / <asset>#<shard>    system balance shard (N items, summed on read)
+  TRANSFER#<id>        / TRANSFER           immutable transfer; a pending one gains resolved_by exactly once
+  HIST#<owner>#<asset>[#<shard>] / <created_at>#<transfer_id>   per-account history, newest first
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pynamodb.attributes import (
+    ListAttribute,
+    MapAttribute,
+    NumberAttribute,
+    UnicodeAttribute,
+)
+from pynamodb.models import Model
+
+
+class _Base(Model):
+    pk = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+
+
+@dataclass(frozen=True)
+class Models:
+    table_name: str
+    Account: type[_Base]
+    AccountRef: type[_Base]
+    ApiKey: type[_Base]
+    Balance: type[_Base]
+    Transfer: type[_Base]
+    History: type[_Base]
+
+
+def build_models(table_name: str, region: str, host: str | None = None) -> Models:
+    """Model classes bound to ``table_name`` (pynamodb reads the table name from a class-level Meta)."""
+
+    def meta() -> type:
+        # Each model needs its own Meta class object (pynamodb keeps per-class connection state on it).
+        attrs: dict = {"table_name": table_name, "region": region}
+        if host:
+            attrs["host"] = host
+        return type("Meta", (), attrs)
+
+    class Account(_Base):
+        Meta = meta()
+        account_id = UnicodeAttribute()
+        external_ref = UnicodeAttribute()
+        tier = NumberAttribute()
+        status = UnicodeAttribute()
+        created_at = UnicodeAttribute()
+        updated_at = UnicodeAttribute(null=True)
+
+    class AccountRef(_Base):
+        Meta = meta()
+        account_id = UnicodeAttribute()
+
+    class ApiKey(_Base):
+        Meta = meta()
+        account_id = UnicodeAttribute()
+        scopes = ListAttribute(of=UnicodeAttribute)
+        key_prefix = UnicodeAttribute()
+        created_at = UnicodeAttribute()
+
+    class Balance(_Base):
+        Meta = meta()
+        owner = UnicodeAttribute(null=True)
+        asset = UnicodeAttribute(null=True)
+        shard = NumberAttribute(null=True)
+        available = NumberAttribute(null=True)
+        pending_out = NumberAttribute(null=True)
+        pending_in = NumberAttribute(null=True)
+
+    class Transfer(_Base):
+        Meta = meta()
+        transfer_id = UnicodeAttribute()
+        kind = UnicodeAttribute()
+        debit_owner = UnicodeAttribute()
+        credit_owner = UnicodeAttribute()
+        asset = UnicodeAttribute()
+        amount = NumberAttribute()
+        template = UnicodeAttribute()
+        created_at = UnicodeAttribute()
+        pending_id = UnicodeAttribute(null=True)
+        pending_amount = NumberAttribute(null=True)
+        memo = UnicodeAttribute(null=True)
+        metadata = MapAttribute(null=True)
+        debit_shard = NumberAttribute(null=True)
+        credit_shard = NumberAttribute(null=True)
+        resolved_by = UnicodeAttribute(null=True)  # pending only: the post/void that resolved it
+        resolution = UnicodeAttribute(null=True)  # pending only: POST_PENDING | VOID_PENDING
+
+    class History(_Base):
+        Meta = meta()
+        transfer_id = UnicodeAttribute()
+        kind = UnicodeAttribute()
+        template = UnicodeAttribute()
+        direction = UnicodeAttribute()  # "out" (debit) | "in" (credit)
+        amount = NumberAttribute()
+        pending_amount = NumberAttribute(null=True)
+        pending_id = UnicodeAttribute(null=True)
+        counterparty = UnicodeAttribute()
+        asset = UnicodeAttribute()
+        memo = UnicodeAttribute(null=True)
+        created_at = UnicodeAttribute()
+
+    return Models(table_name, Account, AccountRef, ApiKey, Balance, Transfer, History)
+
+
+def key(pk: str, sk: str) -> dict:
+    return {"pk": {"S": pk}, "sk": {"S": sk}}
+
+
+def account_pk(account_id: str) -> str:
+    return f"ACCOUNT#{account_id}"
+
+
+def balance_key(owner: str, asset: str, shard: int | None) -> tuple[str, str]:
+    return f"BAL#{owner}", asset if shard is None else f"{asset}#{shard}"
+
+
+def history_pk(owner: str, asset: str, shard: int | None) -> str:
+    base = f"HIST#{owner}#{asset}"
+    return base if shard is None else f"{base}#{shard}"

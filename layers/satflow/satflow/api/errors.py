@@ -1,0 +1,39 @@
+"""The one place that maps domain errors to HTTP. A contract test keeps it exhaustive over SatflowError."""
+from __future__ import annotations
+
+from satflow.domain import errors as e
+
+HTTP_STATUS: dict[type[e.SatflowError], int] = {
+    e.SatflowError: 500,
+    e.ValidationError: 400,
+    e.Unauthorized: 401,
+    e.Forbidden: 403,
+    e.AccountFrozen: 403,
+    e.NotFound: 404,
+    e.AccountNotFound: 404,
+    e.TransferNotFound: 404,
+    e.Conflict: 409,
+    e.IdempotencyKeyReused: 409,
+    e.TransferExistsWithDifferentFields: 409,
+    e.AccountAlreadyExists: 409,
+    e.PendingAlreadyResolved: 409,
+    e.BusinessRejection: 422,
+    e.InsufficientFunds: 422,
+    e.SelfTransfer: 422,
+    e.AccountClosed: 422,
+    e.PendingMismatch: 422,
+    e.TransientError: 503,
+}
+
+
+def status_for(error: e.SatflowError) -> int:
+    """The status of the error's own class; a subclass not yet in the table falls back to its nearest
+    mapped ancestor (the contract test still insists every class is listed)."""
+    for cls in type(error).__mro__:
+        if cls in HTTP_STATUS:
+            return HTTP_STATUS[cls]  # type: ignore[index]
+    return 500
+
+
+def error_body(code: str, message: str) -> dict:
+    return {"error": {"code": code, "message": message}}

@@ -1,0 +1,87 @@
+"""Use cases: authentication, account creation, account views."""
+from __future__ import annotations
+
+import hmac
+
+from satflow.domain import errors
+from satflow.domain.accounts import (
+    ALL_SCOPES,
+    Account,
+    AccountStatus,
+    Principal,
+    Scope,
+    hash_api_key,
+    looks_like_api_key,
+    new_api_key,
+    validate_external_ref,
+    validate_tier,
+)
+from satflow.domain.ids import new_id
+
+from .ports import Services
+
+ADMIN = Principal(account_id=None, scopes=frozenset(), is_admin=True)
+
+
+def authenticate(svc: Services, authorization: str | None) -> Principal:
+    """``Authorization: Bearer <key>`` -> the admin, or a customer account with its key's scopes."""
+    if not authorization or not authorization.startswith("Bearer "):
+        raise errors.Unauthorized("missing bearer token")
+    token = authorization[len("Bearer "):].strip()
+    if not token:
+        raise errors.Unauthorized("missing bearer token")
+    if hmac.compare_digest(token.encode(), svc.admin_key().encode()):
+        return ADMIN
+    if not looks_like_api_key(token):
+        raise errors.Unauthorized("invalid API key")
+    found = svc.accounts.api_key(hash_api_key(token))
+    if found is None:
+        raise errors.Unauthorized("invalid API key")
+    account_id, scopes = found
+    return Principal(account_id=account_id, scopes=scopes)
+
+
+def require_admin(principal: Principal) -> None:
+    if not principal.is_admin:
+        raise errors.Forbidden("this route needs the admin key")
+
+
+def require_scope(principal: Principal, scope: Scope) -> str:
+    """The caller's account id, if it holds ``scope`` (the admin is not an account and has none)."""
+    if principal.account_id is None:
+        raise errors.Forbidden("this route needs an account API key")
+    if scope not in principal.scopes:
+        raise errors.Forbidden(f"this API key lacks the '{scope.value}' scope")
+    return principal.account_id
+
+
+def create_account(svc: Services, principal: Principal, external_ref: object, tier: object) -> tuple[Account, str]:
+    """Admin only. Returns the account and its API key, which is shown this once and stored only hashed."""
+    require_admin(principal)
+    account = Account(
+        account_id=new_id("acc"), external_ref=validate_external_ref(external_ref), tier=validate_tier(tier),
+        status=AccountStatus.ACTIVE, created_at=svc.clock(),
+    )
+    api_key = new_api_key()
+    svc.accounts.create(account, hash_api_key(api_key), api_key[:10], list(ALL_SCOPES))
+    return account, api_key
+
+
+def get_account(svc: Services, principal: Principal) -> Account:
+    account_id = require_scope(principal, Scope.READ)
+    account = svc.accounts.get(account_id)
+    if account is None:  # a key whose account vanished: treat the key as invalid
+        raise errors.Unauthorized("invalid API key")
+    return account
+
+
+def resolve_account_id(svc: Services, to: object) -> str:
+    """An account id (acc_...) or an external_ref -> the account id. Unknown -> 404."""
+    if not isinstance(to, str) or not to:
+        raise errors.ValidationError("to must be an account id or an external_ref", field="to")
+    if to.startswith("acc_"):
+        return to  # existence is checked atomically by the ledger transaction
+    account_id = svc.accounts.id_for_ref(validate_external_ref(to))
+    if account_id is None:
+        raise errors.AccountNotFound(f"no account with external_ref {to}")
+    return account_id

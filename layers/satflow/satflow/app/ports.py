@@ -1,0 +1,42 @@
+"""What the use cases need from the outside world. Adapters implement these; tests pass fakes."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, Protocol, Sequence
+
+from satflow.domain.accounts import Account, AccountStatus, Scope
+from satflow.domain.ledger import Balance, InvariantReport, Transfer
+
+
+class LedgerPort(Protocol):
+    def execute(self, transfer: Transfer, extra: Sequence[Any] = ()) -> Any: ...  # -> LedgerResult
+    def get_transfer(self, transfer_id: str) -> Transfer | None: ...
+    def balances(self, owner: str) -> list[Balance]: ...
+    def history(self, owner: str, asset: str, limit: int, cursor: str | None = None) -> Any: ...
+    def check_invariants(self) -> InvariantReport: ...
+
+
+class AccountsPort(Protocol):
+    def create(self, account: Account, api_key_hash: str, key_prefix: str, scopes: list[Scope]) -> None: ...
+    def get(self, account_id: str) -> Account | None: ...
+    def id_for_ref(self, external_ref: str) -> str | None: ...
+    def api_key(self, api_key_hash: str) -> tuple[str, frozenset[Scope]] | None: ...
+    def update(self, account_id: str, *, updated_at: str, status: AccountStatus | None = None,
+               tier: int | None = None) -> Account: ...
+
+
+def utc_now_iso() -> str:
+    """ISO-8601 UTC with milliseconds: sorts lexicographically, so history sort keys are time-ordered."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+@dataclass
+class Services:
+    """Everything a use case may touch, built once per container by satflow.bootstrap."""
+
+    ledger: LedgerPort
+    accounts: AccountsPort
+    admin_key: Callable[[], str]  # the admin API key (Secrets Manager, cached)
+    system_shards: int
+    clock: Callable[[], str] = utc_now_iso

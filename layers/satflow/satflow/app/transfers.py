@@ -1,0 +1,93 @@
+"""Use cases: internal transfers, admin adjustments, balances and history."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from satflow.domain import errors
+from satflow.domain.accounts import Principal, Scope
+from satflow.domain.ids import derive_id, new_id, request_fingerprint
+from satflow.domain.ledger import Balance, LedgerAccount, Transfer
+from satflow.domain.money import BTC
+from satflow.domain.templates import admin_adjustment, internal_transfer
+
+from .accounts import require_admin, require_scope, resolve_account_id
+from .ports import Services
+
+_IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
+MAX_PAGE = 100
+
+
+def validate_idempotency_key(key: str | None, required: bool = True) -> str | None:
+    if key is None or key == "":
+        if required:
+            raise errors.ValidationError("the Idempotency-Key header is required", field="Idempotency-Key")
+        return None
+    if not _IDEMPOTENCY_KEY_RE.match(key):
+        raise errors.ValidationError("Idempotency-Key must be 1-255 printable ASCII characters",
+                                     field="Idempotency-Key")
+    return key
+
+
+@dataclass(frozen=True)
+class TransferOutcome:
+    transfer: Transfer
+    replayed: bool
+
+
+def create_transfer(svc: Services, principal: Principal, idempotency_key: str | None, to: object,
+                    amount_msat: object, memo: object = None) -> TransferOutcome:
+    """User -> user, instant. The transfer id is derived from (sender, Idempotency-Key): a retry lands on the
+    same ledger item, so it returns the original; a different body under the same key is refused."""
+    sender = require_scope(principal, Scope.SEND)
+    key = validate_idempotency_key(idempotency_key)
+    recipient = resolve_account_id(svc, to)
+    fingerprint = request_fingerprint(recipient, amount_msat, memo)
+    transfer = internal_transfer(
+        transfer_id=derive_id("tr", sender, "transfer", key), sender=sender, recipient=recipient,
+        amount_msat=amount_msat, memo=memo, request_hash=fingerprint, created_at=svc.clock(),
+        shards=svc.system_shards,
+    )
+    try:
+        result = svc.ledger.execute(transfer)
+    except errors.TransferExistsWithDifferentFields as exc:
+        raise errors.IdempotencyKeyReused("this Idempotency-Key was already used with a different request") from exc
+    return TransferOutcome(result.transfer, result.replayed)
+
+
+def adjust(svc: Services, principal: Principal, idempotency_key: str | None, account_id: object,
+           amount_msat: object, direction: object, reason: object) -> TransferOutcome:
+    """Admin credit/debit against owner equity. With an Idempotency-Key a retry is safe; without one each call
+    is a new adjustment."""
+    require_admin(principal)
+    if not isinstance(account_id, str) or not account_id.startswith("acc_"):
+        raise errors.ValidationError("account_id must be an account id (acc_...)", field="account_id")
+    key = validate_idempotency_key(idempotency_key, required=False)
+    transfer_id = derive_id("adj", account_id, key) if key else new_id("adj")
+    transfer = admin_adjustment(
+        transfer_id=transfer_id, account_id=account_id, amount_msat=amount_msat, direction=direction,  # type: ignore[arg-type]
+        reason=reason, created_at=svc.clock(), shards=svc.system_shards,  # type: ignore[arg-type]
+    )
+    try:
+        result = svc.ledger.execute(transfer)
+    except errors.TransferExistsWithDifferentFields as exc:
+        raise errors.IdempotencyKeyReused("this Idempotency-Key was already used with a different request") from exc
+    return TransferOutcome(result.transfer, result.replayed)
+
+
+def balances(svc: Services, principal: Principal) -> list[Balance]:
+    account_id = require_scope(principal, Scope.READ)
+    found = {b.account.asset: b for b in svc.ledger.balances(account_id)}
+    found.setdefault(BTC, Balance(LedgerAccount(account_id, BTC)))  # every account shows BTC, even when empty
+    return [found[a] for a in sorted(found, key=lambda a: (a != BTC, a))]
+
+
+def history(svc: Services, principal: Principal, limit: object, cursor: object):
+    account_id = require_scope(principal, Scope.READ)
+    if limit is None:
+        limit = 20
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+        raise errors.ValidationError(f"limit must be an integer from 1 to {MAX_PAGE}", field="limit")
+    if cursor is not None and (not isinstance(cursor, str) or len(cursor) > 1024):
+        raise errors.ValidationError("cursor is not valid", field="cursor")
+    return svc.ledger.history(account_id, BTC, limit, cursor or None)

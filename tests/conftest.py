@@ -1,0 +1,66 @@
+"""Shared fixtures. AWS is always moto (in-process, or the locked moto server for threaded tests)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Fake credentials before anything creates a client: a test must never reach real AWS.
+os.environ.update(
+    AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_SESSION_TOKEN="testing",
+    AWS_DEFAULT_REGION="us-east-1", AWS_REGION="us-east-1",
+)
+os.environ.pop("AWS_ENDPOINT_URL", None)
+os.environ.pop("AWS_PROFILE", None)
+
+TABLE = "satflow-test"
+SHARDS = 4
+ADMIN_KEY = "admin-test-key-0123456789"
+
+
+def create_table(client, name: str = TABLE) -> None:
+    """The table as template.yaml declares it (pk/sk); tests/contracts keeps the two in step."""
+    client.create_table(
+        TableName=name, BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                              {"AttributeName": "sk", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+    )
+
+
+def build_services(client, table: str = TABLE, shards: int = SHARDS):
+    from satflow.adapters.dynamodb.accounts import DynamoAccounts
+    from satflow.adapters.dynamodb.ledger import DynamoLedger
+    from satflow.adapters.dynamodb.models import build_models
+    from satflow.app.ports import Services
+
+    models = build_models(table, "us-east-1")
+    return Services(ledger=DynamoLedger(client, models, shards), accounts=DynamoAccounts(client, models),
+                    admin_key=lambda: ADMIN_KEY, system_shards=shards)
+
+
+@pytest.fixture
+def aws():
+    from moto import mock_aws
+
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def ddb(aws):
+    import boto3
+
+    client = boto3.client("dynamodb", region_name="us-east-1")
+    create_table(client)
+    return client
+
+
+@pytest.fixture
+def svc(ddb):
+    return build_services(ddb)
+
+
+@pytest.fixture
+def ledger(svc):
+    return svc.ledger
