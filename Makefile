@@ -45,7 +45,7 @@ demo: $(VENV)/.installed
 
 ## layer: the Lambda layer for the target architecture, without Docker (pip platform targeting)
 layer: $(VENV)/.installed
-	$(PY) infra/build_layer.py --arch $${ARCH:-x86_64} --out .build/layer
+	$(PY) infra/build_layer.py --arch $${ARCH:-arm64} --out .build/layer
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .build .aws-sam

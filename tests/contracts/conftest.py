@@ -1,0 +1,69 @@
+"""Shared fixtures for the contract tests: template.yaml as plain data, without AWS or the local runtime."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "template.yaml"
+
+
+def _plain(node: Any) -> Any:
+    """cfn-lint's node classes (dict/str subclasses with line marks) -> plain dicts, lists and strings."""
+    if isinstance(node, dict):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    if isinstance(node, str):
+        return str(node)
+    return node
+
+
+def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
+    # cfn-lint's decoder understands the short intrinsic tags (!Ref, !GetAtt, !Sub) that yaml.safe_load refuses.
+    from cfnlint.decode.cfn_yaml import load
+
+    return _plain(load(str(path)))
+
+
+def resources_of(template: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
+    return {lid: res for lid, res in template.get("Resources", {}).items() if res.get("Type") == resource_type}
+
+
+def function_property(template: dict[str, Any], fn: dict[str, Any], name: str, default: Any = None) -> Any:
+    """A function property with SAM's Globals.Function fallback."""
+    props = fn.get("Properties", {})
+    if name in props:
+        return props[name]
+    return template.get("Globals", {}).get("Function", {}).get(name, default)
+
+
+def function_env(template: dict[str, Any], fn: dict[str, Any]) -> dict[str, Any]:
+    """Globals.Function.Environment.Variables merged with the function's own (the function wins)."""
+    glob = template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
+    own = fn.get("Properties", {}).get("Environment", {}).get("Variables", {})
+    return {**glob, **own}
+
+
+def http_routes(fn: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """routeKey ("GET /v1/health") -> the HttpApi event's properties."""
+    routes: dict[str, dict[str, Any]] = {}
+    for event in fn.get("Properties", {}).get("Events", {}).values():
+        if event.get("Type") == "HttpApi":
+            props = event.get("Properties", {})
+            method = str(props.get("Method", "ANY")).upper()
+            path = props.get("Path", "$default")
+            routes["$default" if path == "$default" else f"{method} {path}"] = props
+    return routes
+
+
+@pytest.fixture(scope="session")
+def template() -> dict[str, Any]:
+    return load_template()
+
+
+@pytest.fixture(scope="session")
+def functions(template) -> dict[str, dict[str, Any]]:
+    return resources_of(template, "AWS::Serverless::Function")

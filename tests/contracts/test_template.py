@@ -1,0 +1,303 @@
+"""template.yaml <-> code: what the deployed stack declares must match what the code expects."""
+from __future__ import annotations
+
+import ast
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT, function_env, function_property, http_routes, resources_of
+
+API_ROUTES = {
+    "GET /v1/health",
+    "GET /v1/openapi.json",
+    "POST /v1/accounts",
+    "GET /v1/accounts/me",
+    "GET /v1/balance",
+    "POST /v1/transfers",
+    "GET /v1/transactions",
+    "POST /v1/admin/adjustments",
+}
+CONFIG_PY = ROOT / "layers" / "satflow" / "satflow" / "config.py"
+# Read by config.py but deliberately never set in AWS (documented as local-runtime only).
+LOCAL_ONLY_ENV = {"SATFLOW_ADMIN_KEY"}
+# What each SATFLOW_ variable must point at in the template.
+ENV_REFS = {
+    "SATFLOW_TABLE": {"Ref": "LedgerTable"},
+    "SATFLOW_ADMIN_KEY_SECRET_ID": {"Ref": "AdminKeySecret"},
+    "SATFLOW_SYSTEM_SHARDS": {"Ref": "SystemShards"},
+    "SATFLOW_NETWORK": {"Ref": "Network"},
+}
+API_DYNAMODB_ACTIONS = {
+    "dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem",
+}
+RUNTIME_PROVIDED = {"boto3", "botocore", "s3transfer"}
+
+
+def _fn_ids(functions):
+    return sorted(functions)
+
+
+# ------------------------------------------------------------------------------------------------ functions
+
+
+def _handler_file(fn: dict) -> tuple[Path, str]:
+    props = fn["Properties"]
+    module, attr = props["Handler"].rsplit(".", 1)
+    return ROOT / props["CodeUri"] / Path(*module.split(".")).with_suffix(".py"), attr
+
+
+def _module_defines(path: Path, name: str) -> bool:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == name:
+            return True
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            return True
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id == name:
+            return True
+    return False
+
+
+def test_there_is_an_api_function(functions):
+    assert "ApiFunction" in functions
+
+
+def test_every_function_code_uri_exists(functions):
+    for lid, fn in functions.items():
+        code_uri = fn["Properties"]["CodeUri"]
+        assert isinstance(code_uri, str), f"{lid}: CodeUri must be a local directory"
+        assert (ROOT / code_uri).is_dir(), f"{lid}: CodeUri {code_uri} does not exist"
+        assert code_uri.startswith("functions/"), f"{lid}: handlers live under functions/"
+
+
+def test_every_handler_module_defines_its_handler(functions):
+    for lid, fn in functions.items():
+        path, attr = _handler_file(fn)
+        assert path.is_file(), f"{lid}: handler module {path.relative_to(ROOT)} does not exist"
+        assert _module_defines(path, attr), f"{lid}: {path.relative_to(ROOT)} does not define {attr}"
+
+
+def test_functions_use_the_layer_and_its_runtime(template, functions):
+    layer = template["Resources"]["SatflowLayer"]["Properties"]
+    for lid, fn in functions.items():
+        runtime = function_property(template, fn, "Runtime")
+        arches = function_property(template, fn, "Architectures", ["x86_64"])
+        assert runtime in layer["CompatibleRuntimes"], lid
+        assert set(arches) <= set(layer["CompatibleArchitectures"]), lid
+        assert {"Ref": "SatflowLayer"} in function_property(template, fn, "Layers", []), lid
+        assert function_property(template, fn, "Tracing") == "Active", lid
+
+
+def test_api_function_settings(template, functions):
+    props = functions["ApiFunction"]["Properties"]
+    assert props["CodeUri"].rstrip("/") == "functions/api"
+    assert props["Handler"] == "app.lambda_handler"
+    assert function_property(template, functions["ApiFunction"], "Runtime") == "python3.11"
+    assert function_property(template, functions["ApiFunction"], "Architectures") == ["arm64"]
+    assert props["MemorySize"] == 512
+    assert props["Timeout"] == 15
+
+
+# ------------------------------------------------------------------------------------------------ routes
+
+
+def test_api_function_routes_are_exactly_the_public_api(functions):
+    assert set(http_routes(functions["ApiFunction"])) == API_ROUTES
+
+
+def test_http_api_events_target_the_http_api_without_an_authorizer(template, functions):
+    apis = resources_of(template, "AWS::Serverless::HttpApi")
+    assert set(apis) == {"HttpApi"}
+    assert "Auth" not in apis["HttpApi"].get("Properties", {}), "the function authenticates API keys itself"
+    seen: dict[str, str] = {}
+    for lid, fn in functions.items():
+        for route, props in http_routes(fn).items():
+            assert props.get("ApiId") == {"Ref": "HttpApi"}, f"{lid} {route}: must use the declared HttpApi"
+            assert route not in seen, f"{route} is declared by {seen.get(route)} and {lid}"
+            seen[route] = lid
+
+
+# ------------------------------------------------------------------------------------------------ table
+
+
+def test_ledger_table(template):
+    table = template["Resources"]["LedgerTable"]
+    assert table["Type"] == "AWS::DynamoDB::Table"
+    assert table.get("DeletionPolicy") == "Retain"
+    assert table.get("UpdateReplacePolicy") == "Retain"
+    props = table["Properties"]
+    assert props["KeySchema"] == [
+        {"AttributeName": "pk", "KeyType": "HASH"},
+        {"AttributeName": "sk", "KeyType": "RANGE"},
+    ]
+    attrs = {a["AttributeName"]: a["AttributeType"] for a in props["AttributeDefinitions"]}
+    assert attrs == {"pk": "S", "sk": "S"}
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["StreamSpecification"]["StreamViewType"] == "NEW_AND_OLD_IMAGES"
+    assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    assert props["TimeToLiveSpecification"] == {"AttributeName": "ttl", "Enabled": True}
+    assert props["SSESpecification"]["SSEEnabled"] is True
+
+
+def test_admin_key_secret_is_generated_without_punctuation(template):
+    secret = template["Resources"]["AdminKeySecret"]
+    assert secret["Type"] == "AWS::SecretsManager::Secret"
+    gen = secret["Properties"]["GenerateSecretString"]
+    assert gen["ExcludePunctuation"] is True
+    assert gen["PasswordLength"] == 48
+    # The SecretString is the key itself, not a JSON document.
+    assert "SecretStringTemplate" not in gen and "GenerateStringKey" not in gen
+    assert "SecretString" not in secret["Properties"]
+
+
+def test_parameters_and_outputs(template):
+    params = template["Parameters"]
+    assert params["Network"]["Default"] == "regtest"
+    assert set(params["Network"]["AllowedValues"]) == {"bitcoin", "testnet", "signet", "regtest"}
+    assert params["SystemShards"]["Type"] == "Number"
+    assert int(params["SystemShards"]["Default"]) == 8
+    assert {"ApiUrl", "TableName"} <= set(template["Outputs"])
+
+
+# ------------------------------------------------------------------------------------------------ environment
+
+
+def _config_env_names() -> set[str]:
+    """Names config.py reads: env.get("X"), os.environ.get("X"), os.getenv("X"), _int("X"), environ["X"]."""
+    tree = ast.parse(CONFIG_PY.read_text(), filename=str(CONFIG_PY))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        arg = None
+        if isinstance(node, ast.Call) and node.args:
+            func = node.func
+            if (isinstance(func, ast.Attribute) and func.attr in {"get", "getenv"}) or (
+                isinstance(func, ast.Name) and (func.id.startswith("_") or func.id == "getenv")
+            ):
+                arg = node.args[0]
+        elif isinstance(node, ast.Subscript):
+            arg = node.slice
+        if isinstance(arg, ast.Constant) and isinstance(arg.value, str) and re.fullmatch(r"[A-Z][A-Z0-9_]+", arg.value):
+            names.add(arg.value)
+    return names
+
+
+def test_config_parser_finds_the_settings():
+    names = _config_env_names()
+    assert {"SATFLOW_TABLE", "SATFLOW_SYSTEM_SHARDS"} <= names, names
+
+
+def test_every_satflow_setting_is_set_for_every_function(template, functions):
+    wanted = {n for n in _config_env_names() if n.startswith("SATFLOW_")} - LOCAL_ONLY_ENV
+    for lid, fn in functions.items():
+        env = function_env(template, fn)
+        missing = sorted(wanted - set(env))
+        assert not missing, f"{lid} lacks environment variables read by config.py: {missing}"
+        for name in sorted(LOCAL_ONLY_ENV & set(env)):
+            pytest.fail(f"{lid} sets {name}, which is local-runtime only (secrets come from Secrets Manager)")
+
+
+def test_settings_point_at_the_right_resources(template, functions):
+    for lid, fn in functions.items():
+        env = function_env(template, fn)
+        for name, ref in ENV_REFS.items():
+            assert env.get(name) == ref, f"{lid}: {name} should be {ref}, is {env.get(name)}"
+        assert env.get("POWERTOOLS_SERVICE_NAME") == "satflow"
+        assert env.get("POWERTOOLS_METRICS_NAMESPACE") == "satflow"
+        assert env.get("LOG_LEVEL") in {"DEBUG", "INFO", "WARNING", "ERROR"}
+
+
+# ------------------------------------------------------------------------------------------------ IAM
+
+
+def _as_list(value):
+    return value if isinstance(value, list) else [value]
+
+
+def _statements(fn: dict):
+    for policy in fn.get("Properties", {}).get("Policies", []) or []:
+        if isinstance(policy, dict) and "Statement" in policy:
+            yield from _as_list(policy["Statement"])
+
+
+def test_no_broad_dynamodb_grants(functions):
+    for lid, fn in functions.items():
+        for policy in fn.get("Properties", {}).get("Policies", []) or []:
+            # SAM policy templates / managed policies for DynamoDB grant Scan and DeleteItem: not here.
+            name = policy if isinstance(policy, str) else next(iter(policy)) if isinstance(policy, dict) else ""
+            assert "dynamodb" not in str(name).lower(), f"{lid}: use explicit statements, not {name}"
+        for st in _statements(fn):
+            actions = [a.lower() for a in _as_list(st.get("Action", []))]
+            assert "*" not in actions, f"{lid}: Action '*'"
+            ddb = [a for a in actions if a.startswith("dynamodb:")]
+            if not ddb:
+                continue
+            assert "dynamodb:*" not in ddb, f"{lid}: dynamodb:*"
+            assert not any("*" in a for a in ddb), f"{lid}: wildcard DynamoDB action {ddb}"
+            assert "*" not in _as_list(st.get("Resource")), f"{lid}: DynamoDB on Resource '*'"
+
+
+def test_api_function_is_least_privilege(functions):
+    statements = list(_statements(functions["ApiFunction"]))
+    ddb_actions = {a for st in statements for a in _as_list(st["Action"]) if a.startswith("dynamodb:")}
+    assert ddb_actions == API_DYNAMODB_ACTIONS, "the API never scans or deletes ledger items"
+    for st in statements:
+        actions = _as_list(st["Action"])
+        resources = _as_list(st["Resource"])
+        assert st["Effect"] == "Allow"
+        if any(a.startswith("dynamodb:") for a in actions):
+            assert resources == [{"Fn::GetAtt": ["LedgerTable", "Arn"]}], resources
+        if any(a.startswith("secretsmanager:") for a in actions):
+            assert actions == ["secretsmanager:GetSecretValue"]
+            assert resources == [{"Ref": "AdminKeySecret"}], resources
+
+
+# ------------------------------------------------------------------------------------------------ layer
+
+
+def _requirements(path: Path) -> dict[str, str]:
+    """name -> specifier of every requirement line (comments and options skipped)."""
+    reqs = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line or line.startswith("-"):
+            continue
+        m = re.match(r"([A-Za-z0-9][A-Za-z0-9._-]*)\s*(.*)", line)
+        assert m, line
+        reqs[re.sub(r"[-_.]+", "-", m.group(1)).lower()] = m.group(2).strip()
+    return reqs
+
+
+def test_layer_content(template):
+    layer = template["Resources"]["SatflowLayer"]
+    props = layer["Properties"]
+    content = ROOT / props["ContentUri"]
+    assert (content / "satflow" / "__init__.py").is_file(), "the package must sit at the root of ContentUri"
+    assert (content / "requirements.txt").is_file()
+    assert layer["Metadata"]["BuildMethod"] in props["CompatibleRuntimes"]
+
+
+def test_layer_requirements_are_pinned_and_exclude_the_runtime_sdk(template):
+    content = ROOT / template["Resources"]["SatflowLayer"]["Properties"]["ContentUri"]
+    reqs = _requirements(content / "requirements.txt")
+    assert not RUNTIME_PROVIDED & set(reqs), "boto3/botocore/s3transfer come from the Lambda runtime"
+    unpinned = sorted(n for n, spec in reqs.items() if not spec.startswith("=="))
+    assert not unpinned, f"the layer list is installed with --no-deps and must be fully pinned: {unpinned}"
+
+
+def test_layer_requirements_agree_with_pyproject(template):
+    from packaging.requirements import Requirement
+
+    content = ROOT / template["Resources"]["SatflowLayer"]["Properties"]["ContentUri"]
+    reqs = _requirements(content / "requirements.txt")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for raw in project["dependencies"]:
+        req = Requirement(raw)
+        name = re.sub(r"[-_.]+", "-", req.name).lower()
+        if name in RUNTIME_PROVIDED:
+            continue
+        assert name in reqs, f"{name} is a runtime dependency in pyproject.toml but missing from the layer"
+        version = reqs[name].removeprefix("==")
+        assert req.specifier.contains(version, prereleases=True), f"{name}: layer pins {version}, pyproject {raw}"
