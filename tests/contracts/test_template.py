@@ -276,7 +276,9 @@ def test_layer_content(template):
     content = ROOT / props["ContentUri"]
     assert (content / "satflow" / "__init__.py").is_file(), "the package must sit at the root of ContentUri"
     assert (content / "requirements.txt").is_file()
-    assert layer["Metadata"]["BuildMethod"] in props["CompatibleRuntimes"]
+    # sam build runs layers/satflow/Makefile, i.e. infra/build_layer.py: no Docker and no botocore in the layer
+    assert layer["Metadata"]["BuildMethod"] == "makefile"
+    assert "build-SatflowLayer:" in (content / "Makefile").read_text()
 
 
 def test_layer_requirements_are_pinned_and_exclude_the_runtime_sdk(template):
