@@ -23,6 +23,28 @@ HTTP_STATUS: dict[type[e.SatflowError], int] = {
     e.AccountClosed: 422,
     e.PendingMismatch: 422,
     e.TransientError: 503,
+    # Lightning (node faults are the upstream's: 502; unavailable is retryable: 503)
+    e.InvalidPaymentRequest: 400,
+    e.LightningInvoiceNotFound: 404,
+    e.LightningInvoiceAlreadySettled: 409,
+    e.LightningNodeError: 502,
+    e.LightningNodeUnavailable: 503,
+    # On-chain
+    e.InvalidAddress: 400,
+    e.WrongNetworkAddress: 400,
+    e.UnsupportedAddressType: 400,
+    e.InvalidBtcAmount: 400,
+    e.InvalidAccountKey: 400,
+    e.WrongNetworkAccountKey: 400,
+    e.BitcoinTxNotFound: 404,
+    e.BitcoinBlockNotFound: 404,
+    e.BitcoinNodeError: 502,
+    e.BitcoinNodeAuthFailed: 502,
+    e.BitcoinRpcMethodNotFound: 502,
+    e.BitcoinRpcInvalidParameter: 502,
+    e.TransactionRejected: 502,
+    e.TransactionInputsMissing: 502,
+    e.BitcoinNodeUnavailable: 503,
 }
 
 

@@ -108,6 +108,137 @@ class TransientError(SatflowError):
     code = "TEMPORARILY_UNAVAILABLE"
 
 
+# --- On-chain: Bitcoin node and addresses ----------------------------------------------------------------
+class InvalidAddress(ValidationError):
+    """Not a well-formed Bitcoin address (bad checksum, bad length, mixed case, unknown prefix ...)."""
+
+    code = "INVALID_ADDRESS"
+
+
+class WrongNetworkAddress(InvalidAddress):
+    """A well-formed address of another network (e.g. a mainnet address given to a regtest deployment)."""
+
+    code = "WRONG_NETWORK_ADDRESS"
+
+
+class UnsupportedAddressType(InvalidAddress):
+    """A valid address of a type we do not pay to (segwit v1 with a non-32-byte program, or v2..v16)."""
+
+    code = "UNSUPPORTED_ADDRESS_TYPE"
+
+
+class InvalidBtcAmount(ValidationError):
+    """A BTC amount that is not an exact number of satoshi (float, sub-satoshi digits, NaN, out of range)."""
+
+    code = "INVALID_BTC_AMOUNT"
+
+
+class BitcoinNodeError(SatflowError):
+    """The node answered with an error that retrying the same request will not fix."""
+
+    code = "BITCOIN_NODE_ERROR"
+
+
+class BitcoinNodeUnavailable(TransientError):
+    """Transport failure, timeout, HTTP 5xx without an RPC error, or the node still warming up (-28).
+
+    Retrying with the same input is safe for every call of the port: reads are idempotent and a broadcast of an
+    already-known transaction is reported as success.
+    """
+
+    code = "BITCOIN_NODE_UNAVAILABLE"
+
+
+class BitcoinNodeAuthFailed(BitcoinNodeError):
+    """HTTP 401/403: wrong RPC credentials (a configuration problem, not retried)."""
+
+    code = "BITCOIN_NODE_AUTH_FAILED"
+
+
+class BitcoinRpcMethodNotFound(BitcoinNodeError):
+    """-32601: the node does not offer the method (wrong version, or blocked by -rpcwhitelist)."""
+
+    code = "BITCOIN_RPC_METHOD_NOT_FOUND"
+
+
+class BitcoinRpcInvalidParameter(BitcoinNodeError):
+    """-8 (invalid parameter) or -5 (invalid address or key) outside the lookups that mean 'not found'."""
+
+    code = "BITCOIN_RPC_INVALID_PARAMETER"
+
+
+class BitcoinTxNotFound(NotFound):
+    """-5 from getrawtransaction: neither in the mempool nor in the chain (or not in the given block)."""
+
+    code = "BITCOIN_TX_NOT_FOUND"
+
+
+class BitcoinBlockNotFound(NotFound):
+    """-5 from getblock (unknown hash) or -8 from getblockhash (height above the tip)."""
+
+    code = "BITCOIN_BLOCK_NOT_FOUND"
+
+
+class TransactionRejected(BitcoinNodeError):
+    """The node refused a transaction (-26 policy/consensus rejection, -25 verify error, -22 undecodable)."""
+
+    code = "TRANSACTION_REJECTED"
+
+
+class TransactionInputsMissing(TransactionRejected):
+    """-25 bad-txns-inputs-missingorspent: an input is unknown or already spent.
+
+    Not necessarily a failure of *our* transaction: it also happens when the transaction itself confirmed and all
+    its outputs were spent since. Look the txid up before treating the payout as failed.
+    """
+
+    code = "TX_INPUTS_MISSING_OR_SPENT"
+
+
+# --- On-chain: account keys ------------------------------------------------------------------------------
+class InvalidAccountKey(ValidationError):
+    """The configured account key or descriptor is unusable (malformed, private, not BIP84, wrong depth)."""
+
+    code = "INVALID_ACCOUNT_KEY"
+
+
+class WrongNetworkAccountKey(InvalidAccountKey):
+    """The key's version bytes (or its origin's coin type) belong to another network than the configured one."""
+
+    code = "WRONG_NETWORK_ACCOUNT_KEY"
+
+
+# --- Lightning -------------------------------------------------------------------------------------------
+class LightningNodeUnavailable(TransientError):
+    """The node could not be reached or answered 5xx to an idempotent call: retry with the same input."""
+
+    code = "LIGHTNING_NODE_UNAVAILABLE"
+
+
+class LightningNodeError(SatflowError):
+    """The node answered with an error we do not map (misconfiguration, permissions): retrying will not help."""
+
+    code = "LIGHTNING_NODE_ERROR"
+
+
+class LightningInvoiceNotFound(NotFound):
+    """The node has no invoice with this payment hash."""
+
+    code = "LIGHTNING_INVOICE_NOT_FOUND"
+
+
+class LightningInvoiceAlreadySettled(Conflict):
+    """A cancel found the invoice already settled on the node: it was paid and must be credited, not cancelled."""
+
+    code = "LIGHTNING_INVOICE_ALREADY_SETTLED"
+
+
+class InvalidPaymentRequest(ValidationError):
+    """A BOLT11 payment request is malformed or for another network."""
+
+    code = "INVALID_PAYMENT_REQUEST"
+
+
 def all_error_classes() -> list[type[SatflowError]]:
     """Every SatflowError subclass, transitively (used by the exhaustive HTTP mapping and contract tests)."""
     seen: list[type[SatflowError]] = [SatflowError]
