@@ -1,0 +1,98 @@
+"""`python -m satflow_dev.runtime` (what `make run` starts): the whole backend on one local port."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from .local_runtime import DEFAULT_TEMPLATE, LocalRuntime
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m satflow_dev.runtime", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("SATFLOW_PORT") or 3000),
+                        help="HTTP API port (default 3000, or $SATFLOW_PORT)")
+    parser.add_argument("--moto-port", type=int, default=int(os.environ.get("SATFLOW_MOTO_PORT") or 0),
+                        help="port for the moto AWS endpoint (default: a free port; or $SATFLOW_MOTO_PORT)")
+    parser.add_argument("--template", type=Path, default=DEFAULT_TEMPLATE, help="SAM template (default: the repo's)")
+    parser.add_argument("--parameter", action="append", default=[], metavar="NAME=VALUE",
+                        help="override a template parameter, e.g. --parameter Network=signet (repeatable)")
+    parser.add_argument("--log-level", default=os.environ.get("SATFLOW_RUNTIME_LOG_LEVEL", "INFO"))
+    return parser.parse_args(argv)
+
+
+def _configure_logging(level: str) -> None:
+    """The runtime's own lines get their own handler: Powertools' Logger(service="satflow") adds a filter to every
+    root handler that drops records whose logger name *contains* "satflow" (so satflow_dev.* too)."""
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(fmt)
+    runtime_logger = logging.getLogger("satflow_dev")
+    runtime_logger.addHandler(handler)
+    runtime_logger.setLevel(level)
+    runtime_logger.propagate = False
+    logging.basicConfig(level=logging.WARNING, format=fmt._fmt)  # moto, botocore, pynamodb: warnings only
+
+
+def _banner(runtime: LocalRuntime) -> str:
+    assert runtime.model is not None
+    routes = sorted({route.route_key for route, _ in runtime.model.routes()})
+    lines = [
+        "",
+        f"satflow local runtime on {runtime.url}   (moto AWS endpoint: {runtime.moto_url})",
+        f"  template:   {runtime.model.path}",
+        f"  parameters: {', '.join(f'{k}={v}' for k, v in runtime.model.parameters.items())}",
+        f"  routes:     {len(routes)} ({', '.join(routes[:4])}{', ...' if len(routes) > 4 else ''})",
+    ]
+    if runtime.admin_key:
+        lines.append(f"  admin key:  {runtime.admin_key}")
+        if runtime.write_admin_key_file:
+            lines.append(f"              (also in {runtime.admin_key_file}; set SATFLOW_ADMIN_KEY to fix it)")
+    lines += [
+        "",
+        f"  curl -s {runtime.url}/v1/health",
+    ]
+    if runtime.admin_key:
+        lines.append(f"  curl -s -X POST {runtime.url}/v1/accounts -H 'Authorization: Bearer {runtime.admin_key}' "
+                     "-d '{\"external_ref\":\"me:1\",\"tier\":1}'")
+    lines += [
+        "  make demo" + ("" if runtime.gateway is None or runtime.gateway.port == 3000 else
+                          f" PORT={runtime.gateway.port}"),
+        "",
+        "Ctrl-C to stop.",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    _configure_logging(args.log_level.upper())
+    overrides = dict(p.split("=", 1) for p in args.parameter)
+    runtime = LocalRuntime(args.template, host=args.host, port=args.port, moto_port=args.moto_port,
+                           parameter_overrides=overrides)
+    stop_requested = threading.Event()
+    # Explicit handlers: a shell starts background jobs with SIGINT ignored, and then Python would never raise
+    # KeyboardInterrupt.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop_requested.set())
+    try:
+        runtime.start()
+    except OSError as exc:
+        print(f"cannot start the local runtime on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        print(_banner(runtime), flush=True)
+        stop_requested.wait()
+    finally:
+        print("stopping...", flush=True)
+        runtime.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

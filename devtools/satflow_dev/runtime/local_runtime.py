@@ -1,0 +1,141 @@
+"""The local runtime: moto + resources from template.yaml + in-process handlers + the HTTP gateway + services.
+
+Start order: bind the HTTP port -> moto server -> resources -> process env + handlers -> services -> serve HTTP
+-> write the admin key file. Stop runs it backwards and puts the process environment back (tests start runtimes
+inside a pytest process).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .http_gateway import HttpGateway, RouteTable
+from .invoker import FunctionInvoker
+from .moto_server import LambdaInvokeResult, start_moto_server
+from .resources import CreatedResources, create_resources
+from .services import DEFAULT_SERVICE_FACTORIES, BackgroundService, ServiceFactory
+from .template import FunctionSpec, TemplateModel, load_template
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+DEFAULT_TEMPLATE = REPO_ROOT / "template.yaml"
+ADMIN_KEY_FILE = Path(".build") / "local-admin-key"  # relative to the template's directory; .build/ is gitignored
+
+
+class LocalRuntime:
+    """One process running what template.yaml declares. `with LocalRuntime(port=0) as rt:` gives `rt.url`,
+    `rt.moto_url` (for boto3 clients), `rt.admin_key`, `rt.invoker` and `rt.gateway` (for /_sim/ routes)."""
+
+    def __init__(
+        self,
+        template: str | Path = DEFAULT_TEMPLATE,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 3000,
+        moto_port: int = 0,
+        parameter_overrides: Mapping[str, str] | None = None,
+        service_factories: Sequence[ServiceFactory] | None = None,
+        write_admin_key_file: bool = True,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.template_path = Path(template)
+        self.host, self.port, self.moto_port = host, port, moto_port
+        self.parameter_overrides = dict(parameter_overrides or {})
+        self.service_factories = list(DEFAULT_SERVICE_FACTORIES if service_factories is None else service_factories)
+        self.write_admin_key_file = write_admin_key_file
+        self.environ = os.environ if environ is None else environ
+        # Set by start():
+        self.model: TemplateModel | None = None
+        self.moto_url: str = ""
+        self.resources: CreatedResources | None = None
+        self.invoker: FunctionInvoker | None = None
+        self.gateway: HttpGateway | None = None
+        self.services: list[BackgroundService] = []
+        self._stops: list[Callable[[], None]] = []
+
+    @property
+    def url(self) -> str:
+        assert self.gateway is not None, "start() first"
+        return self.gateway.url
+
+    @property
+    def admin_key(self) -> str | None:
+        return self.resources.admin_key if self.resources else None
+
+    @property
+    def admin_key_file(self) -> Path:
+        return self.template_path.resolve().parent / ADMIN_KEY_FILE
+
+    def start(self) -> LocalRuntime:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        self.model = load_template(self.template_path, self.parameter_overrides)
+        # Bind the HTTP port before touching anything else: a second `make run` must fail without overwriting
+        # the first one's admin key file or secret.
+        self.gateway = HttpGateway(RouteTable(self.model.routes()), self._invoke, self.host, self.port)
+        self._stops.append(self.gateway.stop)
+
+        # moto hands Lambda Invoke calls (Step Functions tasks) to the invoker, which needs moto's URL: hence
+        # the indirection through self.invoker.
+        self.moto_url, stop_moto = start_moto_server(self.host, self.moto_port, lambda_invoker=self._lambda_api)
+        self._stops.append(stop_moto)
+        self.resources = create_resources(self.model, self.moto_url, self.environ)
+
+        self.invoker = FunctionInvoker(self.model.functions, self.moto_url)
+        self._stops.append(self.invoker.process_env.restore)
+        self.invoker.prepare()
+
+        for factory in self.service_factories:
+            service = factory(self)
+            if service is None:
+                continue
+            service.start()
+            self.services.append(service)
+            self._stops.append(service.stop)
+            log.info("started service %s", service.name)
+
+        self.gateway.start()
+        if self.admin_key and self.write_admin_key_file:
+            self._write_admin_key(self.admin_key)
+
+    def _invoke(self, function: FunctionSpec, event: dict[str, Any]) -> Any:
+        assert self.invoker is not None
+        return self.invoker.invoke(function, event)
+
+    def _lambda_api(self, name: str, payload: bytes, invocation_type: str) -> LambdaInvokeResult | None:
+        if self.invoker is None:  # moto is up, the functions are not loaded yet
+            return None
+        return self.invoker.lambda_api(name, payload, invocation_type)
+
+    def _write_admin_key(self, key: str) -> None:
+        path = self.admin_key_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(key + "\n")
+        path.chmod(0o600)
+
+    def stop(self) -> None:
+        if self.gateway is not None:
+            self.gateway.stop()  # no new requests first, although its port was bound first
+        while self._stops:
+            stop = self._stops.pop()
+            try:
+                stop()
+            except Exception:
+                log.exception("error while stopping the local runtime")
+        self.services.clear()
+
+    def __enter__(self) -> LocalRuntime:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
