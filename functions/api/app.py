@@ -10,7 +10,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from satflow import bootstrap
 from satflow.api.errors import error_body, status_for
 from satflow.api.openapi import document
-from satflow.api.requests import json_object, query_int
+from satflow.api.requests import decode_body, json_object, query_int
 from satflow.app import accounts, transfers
 from satflow.domain.errors import SatflowError
 
@@ -27,7 +27,7 @@ def _principal():
 
 
 def _body() -> str | None:
-    return app.current_event.decoded_body
+    return decode_body(lambda: app.current_event.decoded_body)
 
 
 def _transfer_view(t) -> dict:

@@ -156,6 +156,32 @@ def test_resolution_of_a_pending_that_differs_or_is_missing(ledger, users):
     assert avail(ledger, alice) == (7_000, 3_000, 0) and p.kind is TransferKind.PENDING
 
 
+def test_post_replay_and_shard_mismatch(ledger, users):
+    alice, _ = users
+    fund(ledger, alice, 10_000)
+    p = ledger.execute(lnd_pending(alice)).transfer
+    post = post_pending(p, transfer_id="p1:post", created_at=NOW, amount=2_000)
+    ledger.execute(post)
+    assert ledger.execute(post).replayed
+    assert avail(ledger, alice) == (8_000, 0, 0)
+    # a pending rebuilt with another shard count must not release on the wrong shard items
+    p2 = ledger.execute(lnd_pending(alice, tid="p2")).transfer
+    import dataclasses
+
+    moved = dataclasses.replace(p2, credit_shard=(p2.credit_shard + 1) % 4)
+    with pytest.raises(errors.PendingMismatch):
+        ledger.execute(void_pending(moved, transfer_id="p2:void", created_at=NOW))
+    assert ledger.check_invariants().ok
+
+
+def test_a_resolution_needs_its_own_id(ledger, users):
+    alice, _ = users
+    fund(ledger, alice, 10_000)
+    p = ledger.execute(lnd_pending(alice)).transfer
+    with pytest.raises(errors.ValidationError):
+        post_pending(p, transfer_id=p.id, created_at=NOW)
+
+
 def test_frozen_account_pendings_still_resolve(svc, ledger, users):
     alice, _ = users
     fund(ledger, alice, 10_000)

@@ -12,7 +12,8 @@ def new_account(api, admin, ref, tier=1):
 
 def fund(api, admin, account_id, amount):
     status, body = api.call("POST", "/v1/admin/adjustments", key=admin, body={
-        "account_id": account_id, "amount_msat": amount, "direction": "credit", "reason": "test funding"})
+        "account_id": account_id, "amount_msat": amount, "direction": "credit", "reason": "test funding"},
+        headers={"Idempotency-Key": f"fund-{account_id}-{amount}"})
     assert status == 201, body
     return body
 
@@ -129,7 +130,13 @@ def test_bad_amounts_are_rejected_and_change_nothing(api, pair, amount, code, st
     (dict(body={"to": "tg:bob", "amount_msat": 5, "memo": "x" * 281}), 400, "VALIDATION_ERROR"),
     (dict(body={"to": "tg:alice", "amount_msat": 5}), 422, "SELF_TRANSFER"),
     (dict(body={"to": "tg:nobody", "amount_msat": 5}), 404, "ACCOUNT_NOT_FOUND"),
-    (dict(body={"to": "acc_nobody", "amount_msat": 5}), 404, "ACCOUNT_NOT_FOUND"),
+    (dict(body={"to": "acc_" + "a" * 26, "amount_msat": 5}), 404, "ACCOUNT_NOT_FOUND"),
+    (dict(body={"to": "acc_" + "a" * 3000, "amount_msat": 5}), 400, "VALIDATION_ERROR"),
+    (dict(body={"to": {"nested": 1}, "amount_msat": 5}), 400, "VALIDATION_ERROR"),
+    (dict(body={"to": "tg:bob", "amount_msat": 5, "memo": "\ud800"}), 400, "VALIDATION_ERROR"),
+    (dict(raw_body='{"to":"tg:bob","amount_msat":1,"amount_msat":2}'), 400, "VALIDATION_ERROR"),
+    (dict(raw_body='{"to":"tg:bob","amount_msat":NaN}'), 400, "VALIDATION_ERROR"),
+    (dict(raw_body='{"to":"tg:bob","amount_msat":' + "9" * 5000 + "}"), 400, "VALIDATION_ERROR"),
     (dict(body={"to": "", "amount_msat": 5}), 400, "VALIDATION_ERROR"),
     (dict(body={"to": 12, "amount_msat": 5}), 400, "VALIDATION_ERROR"),
 ])
@@ -157,14 +164,17 @@ def test_frozen_account_cannot_send(api, pair):
 def test_admin_adjustments(api, admin, pair):
     alice, _ = pair
     status, body = api.call("POST", "/v1/admin/adjustments", key=admin, body={
-        "account_id": alice["account_id"], "amount_msat": 40_000, "direction": "debit", "reason": "correction"})
+        "account_id": alice["account_id"], "amount_msat": 40_000, "direction": "debit", "reason": "correction"},
+        headers={"Idempotency-Key": "d1"})
     assert status == 201 and body["direction"] == "debit" and body["amount_msat"] == 40_000
     assert balance(api, alice["api_key"])["available_msat"] == 60_000
     status, body = api.call("POST", "/v1/admin/adjustments", key=admin, body={
-        "account_id": alice["account_id"], "amount_msat": 60_001, "direction": "debit", "reason": "too much"})
+        "account_id": alice["account_id"], "amount_msat": 60_001, "direction": "debit", "reason": "too much"},
+        headers={"Idempotency-Key": "d2"})
     assert (status, body["error"]["code"]) == (422, "INSUFFICIENT_FUNDS")
     status, body = api.call("POST", "/v1/admin/adjustments", key=alice["api_key"], body={
-        "account_id": alice["account_id"], "amount_msat": 1, "direction": "credit", "reason": "self-service"})
+        "account_id": alice["account_id"], "amount_msat": 1, "direction": "credit", "reason": "self-service"},
+        headers={"Idempotency-Key": "d3"})
     assert status == 403
     adj = {"account_id": alice["account_id"], "amount_msat": 5, "direction": "credit", "reason": "retry-safe"}
     first = api.call("POST", "/v1/admin/adjustments", key=admin, body=adj, headers={"Idempotency-Key": "a1"})
@@ -172,7 +182,55 @@ def test_admin_adjustments(api, admin, pair):
     assert first == second and balance(api, alice["api_key"])["available_msat"] == 60_005
 
 
-@pytest.mark.parametrize("query", [{"limit": "0"}, {"limit": "101"}, {"limit": "x"}, {"cursor": "zzz"}])
+def test_adjustment_keys_are_required_and_scoped_to_the_admin(api, admin, pair):
+    alice, bob = pair
+    adj = {"account_id": alice["account_id"], "amount_msat": 5, "direction": "credit", "reason": "x"}
+    status, body = api.call("POST", "/v1/admin/adjustments", key=admin, body=adj)
+    assert (status, body["error"]["code"]) == (400, "VALIDATION_ERROR")
+    assert api.call("POST", "/v1/admin/adjustments", key=admin, body=adj, headers={"Idempotency-Key": "k"})[0] == 201
+    other = dict(adj, account_id=bob["account_id"])
+    status, body = api.call("POST", "/v1/admin/adjustments", key=admin, body=other, headers={"Idempotency-Key": "k"})
+    assert (status, body["error"]["code"]) == (409, "IDEMPOTENCY_KEY_REUSED")
+    assert balance(api, bob["api_key"])["available_msat"] == 0
+
+
+def test_replay_with_memo_returns_the_same_body(api, pair):
+    alice, _ = pair
+    assert transfer(api, alice, "tg:bob", 7, memo="caf\u00e9 \u2615") == transfer(api, alice, "tg:bob", 7,
+                                                                                memo="caf\u00e9 \u2615")
+
+
+@pytest.mark.parametrize("raw", ["bm90IGpzb24=", "!!!notbase64", "//79"])
+def test_undecodable_bodies_are_400(api, pair, raw):
+    alice, _ = pair
+    from tests.handlers.conftest import sample_events, LambdaContext
+    import copy, json as _json
+
+    event = copy.deepcopy(sample_events()["POST /v1/transfers"])
+    event["headers"]["authorization"] = f"Bearer {alice['api_key']}"
+    event["body"], event["isBase64Encoded"] = raw, True
+    from tests.handlers.conftest import load_handler_module
+
+    resp = load_handler_module("api", "satflow_fn_api").lambda_handler(event, LambdaContext())
+    assert resp["statusCode"] == 400, resp
+
+
+def test_customer_keys_do_not_need_secrets_manager(api, pair):
+    alice, _ = pair
+
+    def broken():
+        raise RuntimeError("Secrets Manager is down")
+
+    svc = bootstrap.services()
+    svc.admin_key, saved = broken, svc.admin_key
+    try:
+        assert api.call("GET", "/v1/balance", key=alice["api_key"])[0] == 200
+    finally:
+        svc.admin_key = saved
+
+
+@pytest.mark.parametrize("query", [{"limit": "0"}, {"limit": "101"}, {"limit": "x"}, {"limit": "\u00b2"},
+                                   {"cursor": "zzz"}])
 def test_bad_history_queries(api, pair, query):
     alice, _ = pair
     status, body = api.call("GET", "/v1/transactions", key=alice["api_key"], query=query)

@@ -22,13 +22,19 @@ def _int(name: str, default: int) -> int:
     return default if raw in (None, "") else int(raw)
 
 
+def _shards(n: int) -> int:
+    if not 1 <= n <= 64:
+        raise ValueError("SATFLOW_SYSTEM_SHARDS must be 1..64")
+    return n
+
+
 @functools.lru_cache(maxsize=1)
 def settings() -> Settings:
     env = os.environ
     return Settings(
         table_name=env.get("SATFLOW_TABLE", "satflow-ledger"),
         region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
-        system_shards=_int("SATFLOW_SYSTEM_SHARDS", 8),
+        system_shards=_shards(_int("SATFLOW_SYSTEM_SHARDS", 8)),
         admin_key_secret_id=env.get("SATFLOW_ADMIN_KEY_SECRET_ID") or None,
         admin_key=env.get("SATFLOW_ADMIN_KEY") or None,
         network=env.get("SATFLOW_NETWORK", "regtest"),

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+import re
+from typing import Any, Callable
 
 from satflow.domain.errors import ValidationError
 
@@ -17,9 +18,9 @@ def json_object(body: str | None, required: set[str], optional: set[str] = froze
     if len(body) > MAX_BODY:
         raise ValidationError("the body is too large")
     try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValidationError(f"the body is not valid JSON: {exc.msg if hasattr(exc, 'msg') else exc}") from exc
+        data = json.loads(body, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
+    except ValueError as exc:  # JSONDecodeError, oversized integers, duplicate keys, NaN/Infinity
+        raise ValidationError(f"the body is not valid JSON: {getattr(exc, 'msg', exc)}") from exc
     if not isinstance(data, dict):
         raise ValidationError("the body must be a JSON object")
     missing = sorted(required - data.keys())
@@ -31,9 +32,28 @@ def json_object(body: str | None, required: set[str], optional: set[str] = froze
     return data
 
 
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    if len(keys) != len(set(keys)):
+        raise ValueError("duplicate keys")  # {"amount_msat":1,"amount_msat":2} must not silently mean 2
+    return dict(pairs)
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def decode_body(get_body: Callable[[], str | None]) -> str | None:
+    """The request body as text; undecodable base64 or non-UTF-8 bytes are the client's error."""
+    try:
+        return get_body()
+    except (ValueError, UnicodeDecodeError) as exc:  # binascii.Error is a ValueError
+        raise ValidationError("the body is not valid UTF-8 JSON") from exc
+
+
 def query_int(raw: str | None, name: str) -> int | None:
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or len(raw) > 6:
+    if not re.fullmatch(r"[0-9]{1,6}", raw):
         raise ValidationError(f"{name} must be a positive integer", field=name)
     return int(raw)

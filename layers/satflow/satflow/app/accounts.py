@@ -11,6 +11,7 @@ from satflow.domain.accounts import (
     Principal,
     Scope,
     hash_api_key,
+    validate_account_id,
     looks_like_api_key,
     new_api_key,
     validate_external_ref,
@@ -28,11 +29,12 @@ def authenticate(svc: Services, authorization: str | None) -> Principal:
     if not authorization or not authorization.startswith("Bearer "):
         raise errors.Unauthorized("missing bearer token")
     token = authorization[len("Bearer "):].strip()
-    if not token:
-        raise errors.Unauthorized("missing bearer token")
-    if hmac.compare_digest(token.encode(), svc.admin_key().encode()):
-        return ADMIN
+    if not token or not token.isascii():
+        raise errors.Unauthorized("missing or malformed bearer token")
     if not looks_like_api_key(token):
+        # Only non-sk_ tokens are compared with the admin key: customer requests never depend on Secrets Manager.
+        if hmac.compare_digest(token.encode(), svc.admin_key().encode()):
+            return ADMIN
         raise errors.Unauthorized("invalid API key")
     found = svc.accounts.api_key(hash_api_key(token))
     if found is None:
@@ -80,7 +82,7 @@ def resolve_account_id(svc: Services, to: object) -> str:
     if not isinstance(to, str) or not to:
         raise errors.ValidationError("to must be an account id or an external_ref", field="to")
     if to.startswith("acc_"):
-        return to  # existence is checked atomically by the ledger transaction
+        return validate_account_id(to, "to")  # existence is checked atomically by the ledger transaction
     account_id = svc.accounts.id_for_ref(validate_external_ref(to))
     if account_id is None:
         raise errors.AccountNotFound(f"no account with external_ref {to}")

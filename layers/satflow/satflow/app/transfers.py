@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from satflow.domain import errors
 from satflow.domain.accounts import Principal, Scope
-from satflow.domain.ids import derive_id, new_id, request_fingerprint
+from satflow.domain.accounts import validate_account_id
+from satflow.domain.ids import derive_id, request_fingerprint
 from satflow.domain.ledger import Balance, LedgerAccount, Transfer
 from satflow.domain.money import BTC
 from satflow.domain.templates import admin_adjustment, internal_transfer
@@ -57,13 +58,12 @@ def create_transfer(svc: Services, principal: Principal, idempotency_key: str | 
 
 def adjust(svc: Services, principal: Principal, idempotency_key: str | None, account_id: object,
            amount_msat: object, direction: object, reason: object) -> TransferOutcome:
-    """Admin credit/debit against owner equity. With an Idempotency-Key a retry is safe; without one each call
-    is a new adjustment."""
+    """Admin credit/debit against owner equity. This route creates money, so the Idempotency-Key is required
+    and scoped to the admin: a retry returns the original; the same key for another account or amount is a 409."""
     require_admin(principal)
-    if not isinstance(account_id, str) or not account_id.startswith("acc_"):
-        raise errors.ValidationError("account_id must be an account id (acc_...)", field="account_id")
-    key = validate_idempotency_key(idempotency_key, required=False)
-    transfer_id = derive_id("adj", account_id, key) if key else new_id("adj")
+    account_id = validate_account_id(account_id)
+    key = validate_idempotency_key(idempotency_key)
+    transfer_id = derive_id("adj", "admin", key)
     transfer = admin_adjustment(
         transfer_id=transfer_id, account_id=account_id, amount_msat=amount_msat, direction=direction,  # type: ignore[arg-type]
         reason=reason, created_at=svc.clock(), shards=svc.system_shards,  # type: ignore[arg-type]

@@ -48,6 +48,15 @@ class Principal:
     is_admin: bool = False
 
 
+_ACCOUNT_ID_RE = re.compile(r"^acc_[a-z2-7]{26}$")
+
+
+def validate_account_id(account_id: object, field: str = "account_id") -> str:
+    if not isinstance(account_id, str) or not _ACCOUNT_ID_RE.match(account_id):
+        raise ValidationError(f"{field} must be an account id (acc_ followed by 26 characters)", field=field)
+    return account_id
+
+
 def validate_external_ref(ref: object) -> str:
     if not isinstance(ref, str) or not _REF_RE.match(ref):
         raise ValidationError(

@@ -137,7 +137,7 @@ def new_transfer(
     validate_amount(amount, field="amount")
     return Transfer(
         id=transfer_id, kind=kind, debit=debit, credit=credit, amount=amount, template=template,
-        created_at=created_at, memo=memo, metadata=dict(metadata or {}),
+        created_at=created_at, memo=memo, metadata=validate_metadata(metadata),
         debit_shard=shard_for(transfer_id, shards) if debit.is_system else None,
         credit_shard=shard_for(transfer_id, shards) if credit.is_system else None,
     )
@@ -174,11 +174,21 @@ def _require_pending(pending: Transfer) -> None:
 
 def _resolution(pending: Transfer, kind: TransferKind, transfer_id: str, amount: int, created_at: str,
                 metadata: Mapping[str, str] | None) -> Transfer:
+    if transfer_id == pending.id:
+        raise ValidationError("a post or void needs an id of its own, not the pending transfer's", field="transfer_id")
     # Same accounts and the same shards as the pending: the reservation is released where it was made.
     return replace(
         pending, id=transfer_id, kind=kind, amount=amount, created_at=created_at, pending_id=pending.id,
-        pending_amount=pending.amount, metadata=dict(metadata or {}),
+        pending_amount=pending.amount, metadata=validate_metadata(metadata),
     )
+
+
+def validate_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
+    """String -> string only: what DynamoDB stores must read back identical, or a replay looks like a conflict."""
+    out = dict(metadata or {})
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in out.items()):
+        raise ValueError("transfer metadata maps strings to strings")
+    return out
 
 
 def validate_transfer_id(transfer_id: object) -> str:

@@ -13,9 +13,18 @@ MAX_MEMO = 280
 def validate_memo(memo: object) -> str | None:
     if memo is None:
         return None
-    if not isinstance(memo, str) or len(memo) > MAX_MEMO:
+    if not isinstance(memo, str) or len(memo) > MAX_MEMO or not is_utf8(memo):
         raise ValidationError(f"memo must be a string of at most {MAX_MEMO} characters", field="memo")
     return memo
+
+
+def is_utf8(text: str) -> bool:
+    """False for strings holding lone surrogates (valid JSON escapes, but not storable text)."""
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def internal_transfer(
@@ -38,7 +47,7 @@ def admin_adjustment(
 ) -> Transfer:
     """An operator's correction or test funding, always against owner equity, always with a reason."""
     validate_amount(amount_msat)
-    if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_MEMO:
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_MEMO or not is_utf8(reason):
         raise ValidationError("reason is required (1-280 characters)", field="reason")
     user = LedgerAccount(account_id, asset)
     equity = LedgerAccount(SystemAccount.OWNER_EQUITY.value, asset)

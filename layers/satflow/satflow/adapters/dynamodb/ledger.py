@@ -110,8 +110,11 @@ class DynamoLedger:
         condition = (
             T.pk.exists() & (T.kind == TransferKind.PENDING.value) & T.resolved_by.does_not_exist()
             & (T.amount == t.pending_amount) & (T.debit_owner == t.debit.owner)
-            & (T.credit_owner == t.credit.owner) & (T.asset == t.asset)
+            & (T.credit_owner == t.credit.owner) & (T.asset == t.asset) & (T.template == t.template)
         )
+        # The reservation must be released on the very shard items it was made on.
+        for attr, shard in ((T.debit_shard, t.debit_shard), (T.credit_shard, t.credit_shard)):
+            condition &= attr.does_not_exist() if shard is None else (attr == shard)
         return update(pending, [T.resolved_by.set(t.id), T.resolution.set(t.kind.value)], condition, "pending")
 
     def _balance_item(self, d: BalanceDelta, tag: str) -> TxItem:
