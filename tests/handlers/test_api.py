@@ -204,7 +204,7 @@ def test_replay_with_memo_returns_the_same_body(api, pair):
 def test_undecodable_bodies_are_400(api, pair, raw):
     alice, _ = pair
     from tests.handlers.conftest import sample_events, LambdaContext
-    import copy, json as _json
+    import copy
 
     event = copy.deepcopy(sample_events()["POST /v1/transfers"])
     event["headers"]["authorization"] = f"Bearer {alice['api_key']}"

@@ -20,7 +20,7 @@ from embit import base58
 from embit import bech32 as embit_bech32
 from embit.networks import NETWORKS as EMBIT_NETWORKS
 
-from .errors import NotFound, SatflowError, TransientError, ValidationError
+from .errors import ValidationError
 from .errors import (  # noqa: F401  (re-exported: defined with every other typed error)
     InvalidAddress,
     WrongNetworkAddress,

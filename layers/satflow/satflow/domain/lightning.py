@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Mapping, Union
 
-from .errors import Conflict, NotFound, SatflowError, TransientError, ValidationError
+from .errors import ValidationError
 from .errors import (  # noqa: F401  (re-exported: defined with every other typed error)
     LightningNodeUnavailable,
     LightningNodeError,
