@@ -94,6 +94,21 @@ def test_frozen_account_cannot_send_but_can_receive(svc, ledger, users):
     assert avail(ledger, alice) == (5_001, 0, 0)
 
 
+def test_an_operator_can_claw_back_from_a_frozen_account(svc, ledger, users):
+    alice, _ = users
+    fund(ledger, alice, 5_000)
+    svc.accounts.update(alice, updated_at=NOW, status=AccountStatus.FROZEN)
+    clawback = admin_adjustment(transfer_id="claw", account_id=alice, amount_msat=2_000, direction="debit",
+                                reason="fraud clawback", created_at=NOW, shards=4)
+    ledger.execute(clawback)
+    assert ledger.execute(clawback).replayed and ledger.get_transfer("claw").operator
+    assert avail(ledger, alice) == (3_000, 0, 0)
+    svc.accounts.update(alice, updated_at=NOW, status=AccountStatus.CLOSED)
+    with pytest.raises(errors.AccountFrozen):
+        ledger.execute(admin_adjustment(transfer_id="claw2", account_id=alice, amount_msat=1, direction="debit",
+                                        reason="closed", created_at=NOW, shards=4))
+
+
 def test_closed_account_cannot_receive(svc, ledger, users):
     alice, bob = users
     fund(ledger, alice, 5_000)

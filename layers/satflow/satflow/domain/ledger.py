@@ -80,6 +80,8 @@ class Transfer:
     metadata: Mapping[str, str] = field(default_factory=dict)
     debit_shard: int | None = None  # set for system accounts only
     credit_shard: int | None = None
+    # An operator's action (admin adjustment): it may debit a frozen account, e.g. to claw funds back.
+    operator: bool = False
 
     @property
     def asset(self) -> str:
@@ -90,7 +92,7 @@ class Transfer:
         return (
             self.id, self.kind, self.debit, self.credit, self.amount, self.template, self.pending_id,
             self.pending_amount, self.memo, tuple(sorted(self.metadata.items())), self.debit_shard,
-            self.credit_shard,
+            self.credit_shard, self.operator,
         )
 
     def same_as(self, other: "Transfer") -> bool:
@@ -128,6 +130,7 @@ def new_transfer(
     shards: int,
     memo: str | None = None,
     metadata: Mapping[str, str] | None = None,
+    operator: bool = False,
 ) -> Transfer:
     """A POSTED or PENDING transfer, validated, with shards chosen for its system accounts."""
     if kind not in (TransferKind.POSTED, TransferKind.PENDING):
@@ -139,7 +142,7 @@ def new_transfer(
         id=transfer_id, kind=kind, debit=debit, credit=credit, amount=amount, template=template,
         created_at=created_at, memo=memo, metadata=validate_metadata(metadata),
         debit_shard=shard_for(transfer_id, shards) if debit.is_system else None,
-        credit_shard=shard_for(transfer_id, shards) if credit.is_system else None,
+        credit_shard=shard_for(transfer_id, shards) if credit.is_system else None, operator=operator,
     )
 
 

@@ -60,5 +60,5 @@ def admin_adjustment(
     return new_transfer(
         transfer_id=transfer_id, kind=TransferKind.POSTED, debit=debit, credit=credit, amount=amount_msat,
         template=f"adjustment_{direction}", created_at=created_at, shards=shards, memo=reason,
-        metadata={"admin": admin},
+        metadata={"admin": admin}, operator=True,
     )

@@ -84,8 +84,9 @@ class DynamoLedger:
             items.append(self._resolve_pending_item(t))
         else:
             if not t.debit.is_system:
-                items.append(check(M.Account, account_pk(t.debit.owner), "ACCOUNT",
-                                   M.Account.status == ACTIVE, "debit_owner"))
+                # Frozen accounts cannot send; an operator may still debit them (never a closed or missing one).
+                may_debit = M.Account.status.is_in(ACTIVE, FROZEN) if t.operator else M.Account.status == ACTIVE
+                items.append(check(M.Account, account_pk(t.debit.owner), "ACCOUNT", may_debit, "debit_owner"))
             if not t.credit.is_system:
                 items.append(check(M.Account, account_pk(t.credit.owner), "ACCOUNT",
                                    M.Account.pk.exists() & (M.Account.status != CLOSED), "credit_owner"))
@@ -102,6 +103,7 @@ class DynamoLedger:
             credit_owner=t.credit.owner, asset=t.asset, amount=t.amount, template=t.template,
             created_at=t.created_at, pending_id=t.pending_id, pending_amount=t.pending_amount, memo=t.memo,
             metadata=dict(t.metadata) or None, debit_shard=t.debit_shard, credit_shard=t.credit_shard,
+            operator=t.operator or None,
         )
 
     def _resolve_pending_item(self, t: Transfer) -> TxItem:
@@ -204,7 +206,7 @@ class DynamoLedger:
             pending_amount=None if m.pending_amount is None else int(m.pending_amount), memo=m.memo,
             metadata={str(k): str(v) for k, v in metadata.items()},
             debit_shard=None if m.debit_shard is None else int(m.debit_shard),
-            credit_shard=None if m.credit_shard is None else int(m.credit_shard),
+            credit_shard=None if m.credit_shard is None else int(m.credit_shard), operator=bool(m.operator),
         )
 
     def balances(self, owner: str) -> list[Balance]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pynamodb.attributes import (
+    BooleanAttribute,
     ListAttribute,
     MapAttribute,
     NumberAttribute,
@@ -93,6 +94,7 @@ def build_models(table_name: str, region: str, host: str | None = None) -> Model
         metadata = MapAttribute(null=True)
         debit_shard = NumberAttribute(null=True)
         credit_shard = NumberAttribute(null=True)
+        operator = BooleanAttribute(null=True)
         resolved_by = UnicodeAttribute(null=True)  # pending only: the post/void that resolved it
         resolution = UnicodeAttribute(null=True)  # pending only: POST_PENDING | VOID_PENDING
 
