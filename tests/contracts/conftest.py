@@ -10,22 +10,10 @@ ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 
 
-def _plain(node: Any) -> Any:
-    """cfn-lint's node classes (dict/str subclasses with line marks) -> plain dicts, lists and strings."""
-    if isinstance(node, dict):
-        return {str(k): _plain(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_plain(v) for v in node]
-    if isinstance(node, str):
-        return str(node)
-    return node
-
-
 def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
-    # cfn-lint's decoder understands the short intrinsic tags (!Ref, !GetAtt, !Sub) that yaml.safe_load refuses.
-    from cfnlint.decode.cfn_yaml import load
+    from satflow_dev.runtime.template import load_template_document
 
-    return _plain(load(str(path)))
+    return load_template_document(path)
 
 
 def resources_of(template: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:

@@ -172,12 +172,17 @@ class TemplateModel:
 
 
 def load_template(path: str | Path, parameter_overrides: Mapping[str, str] | None = None) -> TemplateModel:
-    """Parse template.yaml (cfn-lint's decoder understands the short intrinsic tags) and build the model."""
+    """Parse template.yaml and build the model."""
+    path = Path(path).resolve()
+    return _ModelBuilder(path, load_template_document(path), dict(parameter_overrides or {})).build()
+
+
+def load_template_document(path: str | Path) -> dict[str, Any]:
+    """template.yaml as plain dicts, lists and strings (cfn-lint's decoder understands the short intrinsic tags
+    such as !Ref that yaml.safe_load refuses). The contract tests read the template through this too."""
     from cfnlint.decode.cfn_yaml import load  # ~0.8 s cold; only the runtime and template tests pay it
 
-    path = Path(path).resolve()
-    raw = _plain(load(str(path)))
-    return _ModelBuilder(path, raw, dict(parameter_overrides or {})).build()
+    return _plain(load(str(path)))
 
 
 def _plain(node: Any) -> Any:
