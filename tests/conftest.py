@@ -31,12 +31,22 @@ def create_table(client, name: str = TABLE) -> None:
 def build_services(client, table: str = TABLE, shards: int = SHARDS):
     from satflow.adapters.dynamodb.accounts import DynamoAccounts
     from satflow.adapters.dynamodb.ledger import DynamoLedger
+    from satflow.adapters.dynamodb.lightning import DynamoLightningStore
     from satflow.adapters.dynamodb.models import build_models
     from satflow.app.ports import Services
 
     models = build_models(table, "us-east-1")
     return Services(ledger=DynamoLedger(client, models, shards), accounts=DynamoAccounts(client, models),
-                    admin_key=lambda: ADMIN_KEY, system_shards=shards)
+                    admin_key=lambda: ADMIN_KEY, system_shards=shards,
+                    lightning=DynamoLightningStore(client, models))
+
+
+def simulated_lnd(sim):
+    """An LND client speaking to the Lightning simulator through httpx.MockTransport (no sockets)."""
+    from satflow.adapters.lnd import LndRestClient
+
+    client = LndRestClient.from_secret({**sim.secret(), "url": "https://lnd.sim:8080"}, transport=sim.transport())
+    return lambda: client
 
 
 @pytest.fixture

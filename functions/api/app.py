@@ -11,7 +11,7 @@ from satflow import bootstrap
 from satflow.api.errors import error_body, status_for
 from satflow.api.openapi import document
 from satflow.api.requests import decode_body, json_object, query_int
-from satflow.app import accounts, transfers
+from satflow.app import accounts, invoices, payments, transfers
 from satflow.domain.errors import SatflowError
 
 logger = Logger(service="satflow")
@@ -102,6 +102,48 @@ def transactions():
     page = transfers.history(bootstrap.services(), principal, query_int(params.get("limit"), "limit"),
                              params.get("cursor"))
     return _json(200, {"items": [_history_view(h) for h in page.items], "next_cursor": page.next_cursor})
+
+
+@app.post("/v1/invoices")
+def create_invoice():
+    principal = _principal()
+    data = json_object(_body() or "{}", set(), {"amount_msat", "memo", "description_hash", "expiry_s", "metadata"})
+    invoice = invoices.create_invoice(bootstrap.services(), principal, **data)
+    return _json(201, _invoice_view(invoice))
+
+
+@app.get("/v1/invoices/<payment_hash>")
+def get_invoice(payment_hash: str):
+    return _json(200, _invoice_view(invoices.get_invoice(bootstrap.services(), _principal(), payment_hash)))
+
+
+def _invoice_view(inv) -> dict:
+    return {"payment_hash": inv.payment_hash, "payment_request": inv.payment_request, "amount_msat": inv.amount_msat,
+            "expires_at": inv.expires_at, "status": inv.status.value, "amount_received_msat": inv.amount_received_msat,
+            "settled_at": inv.settled_at, "memo": inv.memo, "metadata": dict(inv.metadata),
+            "created_at": inv.created_at}
+
+
+@app.post("/v1/payments")
+def create_payment():
+    principal = _principal()
+    data = json_object(_body(), {"payment_request"}, {"amount_msat", "max_fee_msat"})
+    payment = payments.create_payment(
+        bootstrap.services(), principal, app.current_event.headers.get("idempotency-key"), data["payment_request"],
+        data.get("amount_msat"), data.get("max_fee_msat"))
+    return _json(202, _payment_view(payment))
+
+
+@app.get("/v1/payments/<payment_id>")
+def get_payment(payment_id: str):
+    return _json(200, _payment_view(payments.get_payment(bootstrap.services(), _principal(), payment_id)))
+
+
+def _payment_view(p) -> dict:
+    return {"payment_id": p.payment_id, "payment_hash": p.payment_hash, "status": p.status.value,
+            "amount_msat": p.amount_msat, "max_fee_msat": p.fee_reserve_msat, "fee_msat": p.fee_msat,
+            "preimage": p.preimage, "failure_reason": p.failure_reason, "internal": p.internal,
+            "created_at": p.created_at}
 
 
 def _history_view(h) -> dict:

@@ -19,19 +19,28 @@ API_ROUTES = {
     "POST /v1/transfers",
     "GET /v1/transactions",
     "POST /v1/admin/adjustments",
+    "POST /v1/invoices",
+    "GET /v1/invoices/{payment_hash}",
+    "POST /v1/payments",
+    "GET /v1/payments/{payment_id}",
 }
 CONFIG_PY = ROOT / "layers" / "satflow" / "satflow" / "config.py"
 # Read by config.py but deliberately never set in AWS (documented as local-runtime only).
 LOCAL_ONLY_ENV = {"SATFLOW_ADMIN_KEY"}
+# Set only on the functions that use them (a Globals entry would make the state machine depend on itself).
+PER_FUNCTION_ENV = {"SATFLOW_PAYMENT_STATE_MACHINE_ARN": {"ApiFunction", "MonitorFunction"}}
 # What each SATFLOW_ variable must point at in the template.
 ENV_REFS = {
     "SATFLOW_TABLE": {"Ref": "LedgerTable"},
     "SATFLOW_ADMIN_KEY_SECRET_ID": {"Ref": "AdminKeySecret"},
     "SATFLOW_SYSTEM_SHARDS": {"Ref": "SystemShards"},
     "SATFLOW_NETWORK": {"Ref": "Network"},
+    "SATFLOW_LND_SECRET_ID": {"Ref": "LndSecret"},
+    "SATFLOW_INVOICE_QUEUE_URL": {"Ref": "InvoiceEventsQueue"},
 }
 API_DYNAMODB_ACTIONS = {
     "dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem",
+    "dynamodb:DeleteItem",  # index items (open invoices, pending payments) leave with the transaction that ends them
 }
 RUNTIME_PROVIDED = {"boto3", "botocore", "s3transfer"}
 
@@ -190,9 +199,11 @@ def test_config_parser_finds_the_settings():
 
 
 def test_every_satflow_setting_is_set_for_every_function(template, functions):
-    wanted = {n for n in _config_env_names() if n.startswith("SATFLOW_")} - LOCAL_ONLY_ENV
+    wanted = {n for n in _config_env_names() if n.startswith("SATFLOW_")} - LOCAL_ONLY_ENV - set(PER_FUNCTION_ENV)
     for lid, fn in functions.items():
         env = function_env(template, fn)
+        for name, users in PER_FUNCTION_ENV.items():
+            assert (name in env) == (lid in users), f"{lid}: {name} belongs exactly to {sorted(users)}"
         missing = sorted(wanted - set(env))
         assert not missing, f"{lid} lacks environment variables read by config.py: {missing}"
         for name in sorted(LOCAL_ONLY_ENV & set(env)):
@@ -242,7 +253,7 @@ def test_no_broad_dynamodb_grants(functions):
 def test_api_function_is_least_privilege(functions):
     statements = list(_statements(functions["ApiFunction"]))
     ddb_actions = {a for st in statements for a in _as_list(st["Action"]) if a.startswith("dynamodb:")}
-    assert ddb_actions == API_DYNAMODB_ACTIONS, "the API never scans or deletes ledger items"
+    assert ddb_actions == API_DYNAMODB_ACTIONS, "the API never scans the table"
     for st in statements:
         actions = _as_list(st["Action"])
         resources = _as_list(st["Resource"])
@@ -251,7 +262,9 @@ def test_api_function_is_least_privilege(functions):
             assert resources == [{"Fn::GetAtt": ["LedgerTable", "Arn"]}], resources
         if any(a.startswith("secretsmanager:") for a in actions):
             assert actions == ["secretsmanager:GetSecretValue"]
-            assert resources == [{"Ref": "AdminKeySecret"}], resources
+            assert resources == [{"Ref": "AdminKeySecret"}, {"Ref": "LndSecret"}], resources
+        if any(a.startswith("states:") for a in actions):
+            assert actions == ["states:StartExecution"] and resources == [{"Ref": "PaymentStateMachine"}]
 
 
 # ------------------------------------------------------------------------------------------------ layer

@@ -12,7 +12,7 @@ import pytest
 
 from satflow import bootstrap
 
-from tests.conftest import ADMIN_KEY, build_services
+from tests.conftest import ADMIN_KEY, build_services, simulated_lnd
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -80,8 +80,23 @@ class Api:
 
 
 @pytest.fixture
-def api(ddb):
+def sim():
+    from satflow_dev.simulators.lightning import LightningSimulator
+
+    return LightningSimulator()
+
+
+@pytest.fixture
+def started():
+    """Payment workflows the API asked to start (the state machine itself runs in tests/flows)."""
+    return []
+
+
+@pytest.fixture
+def api(ddb, sim, started):
     svc = build_services(ddb)
+    svc.lnd = simulated_lnd(sim)
+    svc.start_payment = started.append
     bootstrap.override(svc)
     module = load_handler_module("api", "satflow_fn_api")
     yield Api(module.lambda_handler)

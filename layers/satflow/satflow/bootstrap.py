@@ -37,6 +37,7 @@ def aws_client(service: str) -> Any:
 def _build() -> Services:
     from .adapters.dynamodb.accounts import DynamoAccounts
     from .adapters.dynamodb.ledger import DynamoLedger
+    from .adapters.dynamodb.lightning import DynamoLightningStore
     from .adapters.dynamodb.models import build_models
 
     s = settings()
@@ -47,7 +48,77 @@ def _build() -> Services:
         accounts=DynamoAccounts(client, models),
         admin_key=_admin_key_provider(),
         system_shards=s.system_shards,
+        network=s.network,
+        lightning=DynamoLightningStore(client, models),
+        lnd=_lnd_provider(),
+        start_payment=_payment_starter(),
+        publish_invoice_event=_invoice_publisher(),
     )
+
+
+def _once(build: Callable[[], Any]) -> Callable[[], Any]:
+    """Build on first call, then reuse (one client per container)."""
+    cache: list[Any] = []
+
+    def get() -> Any:
+        if not cache:
+            with _lock:
+                if not cache:
+                    cache.append(build())
+        return cache[0]
+
+    return get
+
+
+def _lnd_provider() -> Callable[[], Any]:
+    def build() -> Any:
+        import json
+
+        from .adapters.lnd import LndRestClient
+
+        s = settings()
+        if not s.lnd_secret_id:
+            raise RuntimeError("set SATFLOW_LND_SECRET_ID")
+        secret = json.loads(aws_client("secretsmanager").get_secret_value(SecretId=s.lnd_secret_id)["SecretString"])
+        return LndRestClient.from_secret(secret, timeout_s=s.lnd_timeout_s)
+
+    return _once(build)
+
+
+def _payment_starter() -> Callable[[str], None]:
+    sfn = _once(lambda: aws_client("stepfunctions"))
+
+    def start(payment_id: str) -> None:
+        import json
+
+        from botocore.exceptions import ClientError
+
+        s = settings()
+        if not s.payment_state_machine_arn:
+            raise RuntimeError("set SATFLOW_PAYMENT_STATE_MACHINE_ARN")
+        try:
+            # Named by the payment id: starting it twice cannot create two workflows for one payment.
+            sfn().start_execution(stateMachineArn=s.payment_state_machine_arn, name=payment_id,
+                                  input=json.dumps({"payment_id": payment_id}))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ExecutionAlreadyExists":
+                raise
+
+    return start
+
+
+def _invoice_publisher() -> Callable[[dict], None]:
+    sqs = _once(lambda: aws_client("sqs"))
+
+    def publish(event: dict) -> None:
+        import json
+
+        s = settings()
+        if not s.invoice_queue_url:
+            raise RuntimeError("set SATFLOW_INVOICE_QUEUE_URL")
+        sqs().send_message(QueueUrl=s.invoice_queue_url, MessageBody=json.dumps(event, sort_keys=True))
+
+    return publish
 
 
 def _admin_key_provider(ttl_s: float = 300.0) -> Callable[[], str]:

@@ -15,6 +15,10 @@ class Settings:
     admin_key: str | None  # local runtime only: SATFLOW_ADMIN_KEY overrides the secret
     network: str  # bitcoin network: bitcoin | testnet | signet | regtest
     endpoint_url: str | None  # AWS_ENDPOINT_URL (moto server / DynamoDB Local) in development
+    lnd_secret_id: str | None  # Secrets Manager: {"url", "macaroon_hex", "tls_cert_pem"}
+    lnd_timeout_s: float
+    payment_state_machine_arn: str | None
+    invoice_queue_url: str | None
 
 
 def _int(name: str, default: int) -> int:
@@ -39,6 +43,10 @@ def settings() -> Settings:
         admin_key=env.get("SATFLOW_ADMIN_KEY") or None,
         network=env.get("SATFLOW_NETWORK", "regtest"),
         endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
+        lnd_secret_id=env.get("SATFLOW_LND_SECRET_ID") or None,
+        lnd_timeout_s=float(env.get("SATFLOW_LND_TIMEOUT_S") or 10),
+        payment_state_machine_arn=env.get("SATFLOW_PAYMENT_STATE_MACHINE_ARN") or None,
+        invoice_queue_url=env.get("SATFLOW_INVOICE_QUEUE_URL") or None,
     )
 
 

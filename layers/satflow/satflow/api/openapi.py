@@ -24,6 +24,24 @@ _TRANSFER = {
     "properties": {"transfer_id": _STR, "status": {"type": "string", "enum": ["SETTLED"]}, "amount_msat": _INT,
                    "to": _STR, "created_at": {"type": "string", "format": "date-time"}},
 }
+_HASH = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+_INVOICE = {
+    "type": "object",
+    "required": ["payment_hash", "payment_request", "amount_msat", "expires_at", "status"],
+    "properties": {"payment_hash": _HASH, "payment_request": _STR, "amount_msat": _INT,
+                   "expires_at": {"type": "string", "format": "date-time"},
+                   "status": {"type": "string", "enum": ["OPEN", "SETTLED", "EXPIRED", "CANCELED"]},
+                   "amount_received_msat": _INT, "settled_at": {"type": "string", "nullable": True},
+                   "memo": {"type": "string", "nullable": True}, "metadata": {"type": "object"}},
+}
+_PAYMENT = {
+    "type": "object", "required": ["payment_id", "payment_hash", "status", "amount_msat", "max_fee_msat"],
+    "properties": {"payment_id": _STR, "payment_hash": _HASH,
+                   "status": {"type": "string", "enum": ["PENDING", "SUCCEEDED", "FAILED"]},
+                   "amount_msat": _INT, "max_fee_msat": _INT, "fee_msat": {**_INT, "nullable": True},
+                   "preimage": {"type": "string", "nullable": True},
+                   "failure_reason": {"type": "string", "nullable": True}, "internal": {"type": "boolean"}},
+}
 _IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string", "maxLength": 255}}
 
 
@@ -72,7 +90,23 @@ ROUTES: tuple[Route, ...] = (
                    "properties": {"account_id": _STR, "amount_msat": _AMOUNT,
                                   "direction": {"type": "string", "enum": ["credit", "debit"]},
                                   "reason": {"type": "string", "maxLength": 280}}},
-          parameters=(_IDEMPOTENCY,)),
+          parameters=({**_IDEMPOTENCY, "required": True},)),
+    Route("POST", "/v1/invoices", "Create a Lightning invoice to receive", "receive", 201,
+          request={"type": "object", "additionalProperties": False,
+                   "properties": {"amount_msat": {"type": "integer", "minimum": 0, "description": "0 or absent: any"},
+                                  "memo": {"type": "string", "maxLength": 280}, "description_hash": _HASH,
+                                  "expiry_s": {"type": "integer", "minimum": 60, "maximum": 604800},
+                                  "metadata": {"type": "object"}}},
+          response=_INVOICE),
+    Route("GET", "/v1/invoices/{payment_hash}", "One of the caller's invoices", "read", response=_INVOICE,
+          parameters=({"name": "payment_hash", "in": "path", "required": True, "schema": _HASH},)),
+    Route("POST", "/v1/payments", "Pay a BOLT11 invoice (internal invoices settle at once, free)", "send", 202,
+          request={"type": "object", "required": ["payment_request"], "additionalProperties": False,
+                   "properties": {"payment_request": _STR, "amount_msat": _AMOUNT,
+                                  "max_fee_msat": {"type": "integer", "minimum": 0}}},
+          response=_PAYMENT, parameters=({**_IDEMPOTENCY, "required": True},)),
+    Route("GET", "/v1/payments/{payment_id}", "One of the caller's payments", "read", response=_PAYMENT,
+          parameters=({"name": "payment_id", "in": "path", "required": True, "schema": _STR},)),
 )
 
 

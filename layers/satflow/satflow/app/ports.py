@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+import time
 from datetime import datetime, timezone
 from typing import Any, Callable, Protocol, Sequence
 
@@ -26,6 +27,14 @@ class AccountsPort(Protocol):
                tier: int | None = None) -> Account: ...
 
 
+def unix_now() -> int:
+    return int(time.time())
+
+
+def iso_from_unix(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
 def utc_now_iso() -> str:
     """ISO-8601 UTC with milliseconds: sorts lexicographically, so history sort keys are time-ordered."""
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
@@ -40,3 +49,10 @@ class Services:
     admin_key: Callable[[], str]  # the admin API key (Secrets Manager, cached)
     system_shards: int
     clock: Callable[[], str] = utc_now_iso
+    unix_clock: Callable[[], int] = unix_now
+    network: str = "regtest"
+    # Lightning (built lazily: a handler that never touches LND never loads its secret)
+    lightning: Any = None  # DynamoLightningStore
+    lnd: Callable[[], Any] | None = None  # -> LndRestClient
+    start_payment: Callable[[str], None] | None = None  # starts the payment workflow named by the payment id
+    publish_invoice_event: Callable[[dict], None] | None = None  # -> the invoice events queue

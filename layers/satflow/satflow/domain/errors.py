@@ -239,6 +239,53 @@ class InvalidPaymentRequest(ValidationError):
     code = "INVALID_PAYMENT_REQUEST"
 
 
+
+# --- Lightning payments and invoices -----------------------------------------------------------------------------
+class WrongNetworkInvoice(ValidationError):
+    code = "WRONG_NETWORK_INVOICE"
+
+
+class InvoiceExpired(ValidationError):
+    code = "INVOICE_EXPIRED"
+
+
+class AmountRequired(ValidationError):
+    """An amount-less invoice needs amount_msat in the request."""
+
+    code = "AMOUNT_REQUIRED"
+
+
+class AmountNotAllowed(ValidationError):
+    """The invoice fixes the amount: the request must not set a different one."""
+
+    code = "AMOUNT_NOT_ALLOWED"
+
+
+class SelfPayment(BusinessRejection):
+    """Paying your own invoice."""
+
+    code = "SELF_PAYMENT"
+
+
+class InvoiceNotPayable(BusinessRejection):
+    """The internal invoice is already settled, expired or cancelled."""
+
+    code = "INVOICE_NOT_PAYABLE"
+
+
+class PaymentHashInFlight(Conflict):
+    """Another payment of the same hash is pending or succeeded: one hash is paid at most once."""
+
+    code = "PAYMENT_HASH_IN_USE"
+
+
+class PaymentNotFound(NotFound):
+    code = "PAYMENT_NOT_FOUND"
+
+
+class InvoiceNotFound(NotFound):
+    code = "INVOICE_NOT_FOUND"
+
 def all_error_classes() -> list[type[SatflowError]]:
     """Every SatflowError subclass, transitively (used by the exhaustive HTTP mapping and contract tests)."""
     seen: list[type[SatflowError]] = [SatflowError]

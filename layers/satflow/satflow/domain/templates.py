@@ -62,3 +62,37 @@ def admin_adjustment(
         template=f"adjustment_{direction}", created_at=created_at, shards=shards, memo=reason,
         metadata={"admin": admin}, operator=True,
     )
+
+
+# --- Lightning -------------------------------------------------------------------------------------------------
+def invoice_settled(*, payment_hash: str, account_id: str, amount_msat: int, created_at: str, shards: int,
+                    asset: str = BTC) -> Transfer:
+    """Inbound Lightning: our node received ``amount_msat`` for the user's invoice. Keyed by payment hash, so a
+    duplicate or late settlement event can never credit twice."""
+    return new_transfer(
+        transfer_id=f"inv_{payment_hash}", kind=TransferKind.POSTED,
+        debit=LedgerAccount(SystemAccount.LND_NODE.value, asset), credit=LedgerAccount(account_id, asset),
+        amount=amount_msat, template="invoice_settled", created_at=created_at, shards=shards,
+        metadata={"payment_hash": payment_hash},
+    )
+
+
+def payment_reserved(*, payment_id: str, account_id: str, amount_msat: int, fee_reserve_msat: int,
+                     payment_hash: str, created_at: str, shards: int, asset: str = BTC) -> Transfer:
+    """Outbound Lightning: hold amount + fee reserve until the node says SUCCEEDED (post) or FAILED (void)."""
+    return new_transfer(
+        transfer_id=payment_id, kind=TransferKind.PENDING, debit=LedgerAccount(account_id, asset),
+        credit=LedgerAccount(SystemAccount.LND_NODE.value, asset), amount=amount_msat + fee_reserve_msat,
+        template="payment_reserved", created_at=created_at, shards=shards,
+        metadata={"payment_hash": payment_hash},
+    )
+
+
+def internal_invoice_payment(*, payment_id: str, payer: str, payee: str, amount_msat: int, payment_hash: str,
+                             created_at: str, shards: int, asset: str = BTC) -> Transfer:
+    """Paying another satflow account's invoice: settled on the ledger at once, free."""
+    return new_transfer(
+        transfer_id=payment_id, kind=TransferKind.POSTED, debit=LedgerAccount(payer, asset),
+        credit=LedgerAccount(payee, asset), amount=amount_msat, template="internal_invoice_payment",
+        created_at=created_at, shards=shards, metadata={"payment_hash": payment_hash},
+    )

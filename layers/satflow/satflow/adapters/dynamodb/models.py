@@ -8,6 +8,12 @@ Key design (pk / sk):
   BAL#<sys:...>        / <asset>#<shard>    system balance shard (N items, summed on read)
   TRANSFER#<id>        / TRANSFER           immutable transfer; a pending one gains resolved_by exactly once
   HIST#<owner>#<asset>[#<shard>] / <created_at>#<transfer_id>   per-account history, newest first
+  INVOICE#<payment_hash> / INVOICE         our invoice: owner, amount, status (OPEN -> SETTLED exactly once)
+  OPENINV#<shard>      / <expires_unix>#<hash>   index of OPEN invoices for the expiry sweeper
+  PAYMENT#<payment_id> / PAYMENT           an outbound payment and its state
+  PAYHASH#<payment_hash> / LOCK            one payment per hash across all accounts (FAILED frees it)
+  PAYPENDING#<shard>   / <payment_id>      index of PENDING payments for the reconciler
+  LNDCURSOR            / INVOICES          the settle/add index the invoice listener and poller resume from
 """
 from __future__ import annotations
 
@@ -37,6 +43,9 @@ class Models:
     Balance: type[_Base]
     Transfer: type[_Base]
     History: type[_Base]
+    Invoice: type[_Base]
+    Payment: type[_Base]
+    Marker: type[_Base]
 
 
 def build_models(table_name: str, region: str, host: str | None = None) -> Models:
@@ -112,7 +121,57 @@ def build_models(table_name: str, region: str, host: str | None = None) -> Model
         memo = UnicodeAttribute(null=True)
         created_at = UnicodeAttribute()
 
-    return Models(table_name, Account, AccountRef, ApiKey, Balance, Transfer, History)
+    class Invoice(_Base):
+        Meta = meta()
+        payment_hash = UnicodeAttribute()
+        account_id = UnicodeAttribute()
+        amount_msat = NumberAttribute()
+        payment_request = UnicodeAttribute()
+        status = UnicodeAttribute()
+        created_at = UnicodeAttribute()
+        expires_at = UnicodeAttribute()
+        expires_at_unix = NumberAttribute()
+        memo = UnicodeAttribute(null=True)
+        description_hash = UnicodeAttribute(null=True)
+        metadata_json = UnicodeAttribute(null=True)
+        amount_received_msat = NumberAttribute(null=True)
+        settled_at = UnicodeAttribute(null=True)
+        settled_by = UnicodeAttribute(null=True)
+
+    class Payment(_Base):
+        Meta = meta()
+        payment_id = UnicodeAttribute()
+        account_id = UnicodeAttribute()
+        payment_hash = UnicodeAttribute()
+        payment_request = UnicodeAttribute()
+        destination = UnicodeAttribute()
+        amount_msat = NumberAttribute()
+        fee_reserve_msat = NumberAttribute()
+        request_hash = UnicodeAttribute()
+        invoice_expires_at = NumberAttribute()
+        cltv_deadline_height = NumberAttribute(null=True)
+        internal = BooleanAttribute()
+        amountless = BooleanAttribute(null=True)
+        status = UnicodeAttribute()
+        created_at = UnicodeAttribute()
+        updated_at = UnicodeAttribute()
+        fee_msat = NumberAttribute(null=True)
+        preimage = UnicodeAttribute(null=True)
+        failure_reason = UnicodeAttribute(null=True)
+        send_attempted_at = UnicodeAttribute(null=True)
+        send_rejected = BooleanAttribute(null=True)
+
+    class Marker(_Base):
+        """Small index/lock items: payment-hash locks, pending-payment and open-invoice indexes, cursors."""
+
+        Meta = meta()
+        ref = UnicodeAttribute(null=True)
+        status = UnicodeAttribute(null=True)
+        at = UnicodeAttribute(null=True)
+        settle_index = NumberAttribute(null=True)
+        add_index = NumberAttribute(null=True)
+
+    return Models(table_name, Account, AccountRef, ApiKey, Balance, Transfer, History, Invoice, Payment, Marker)
 
 
 def key(pk: str, sk: str) -> dict:

@@ -93,3 +93,9 @@ def transact(client: Any, items: Sequence[TxItem]) -> Cancellation | None:
     except BotoCoreError as exc:
         # The outcome is unknown; the caller retries with the same ids, which is idempotent.
         raise TransientError(f"DynamoDB unreachable: {type(exc).__name__}") from exc
+
+
+def delete(model: Any, condition: Any, tag: str,
+           on_fail: Callable[[dict | None], SatflowError] | None = None) -> TxItem:
+    params = model.get_delete_kwargs_from_instance(condition=condition, add_version_condition=False)
+    return TxItem(tag, "Delete", params, on_fail)

@@ -1,0 +1,44 @@
+"""Scheduled monitors. The schedule's Input names the job; each job is safe to run twice or concurrently."""
+from __future__ import annotations
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+
+from satflow import bootstrap
+from satflow.app import invoices, payments
+
+logger = Logger(service="satflow")
+metrics = Metrics(namespace="satflow", service="satflow")
+
+
+def _invoice_catchup(svc) -> dict:
+    return {"published": invoices.catch_up(svc)}
+
+
+def _invoice_expiry(svc) -> dict:
+    return {"expired": invoices.expire_invoices(svc)}
+
+
+def _payment_reconciler(svc) -> dict:
+    counts = payments.reconcile(svc)
+    if counts["past_cltv"]:
+        metrics.add_metric(name="PaymentsInFlightPastCltv", unit=MetricUnit.Count, value=counts["past_cltv"])
+    return counts
+
+
+JOBS = {
+    "invoice_catchup": _invoice_catchup,
+    "invoice_expiry": _invoice_expiry,
+    "payment_reconciler": _payment_reconciler,
+}
+
+
+@metrics.log_metrics
+@logger.inject_lambda_context
+def lambda_handler(event, context):
+    job = event.get("job") if isinstance(event, dict) else None
+    if job not in JOBS:
+        raise ValueError(f"unknown monitor job {job!r}; expected one of {sorted(JOBS)}")
+    result = JOBS[job](bootstrap.services())
+    logger.info("monitor job done", extra={"job": job, **result})
+    return {"job": job, **result}

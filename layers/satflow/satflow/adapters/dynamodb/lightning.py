@@ -1,0 +1,221 @@
+"""Invoices, outbound payments, payment-hash locks and the invoice cursor on DynamoDB.
+
+Methods named ``*_items`` return tagged transaction items that the use cases add to the ledger transaction of
+the same business event, so the invoice/payment state and the money move together or not at all."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from satflow.domain import errors
+from satflow.domain.invoices import Invoice, InvoiceStatus
+from satflow.domain.ledger import shard_for
+from satflow.domain.payments import Payment, PaymentStatus
+
+from .models import Models, key
+from .transaction import TxItem, delete, put, transact, update
+
+INDEX_SHARDS = 8
+
+
+class DynamoLightningStore:
+    def __init__(self, client: Any, models: Models) -> None:
+        self._client = client
+        self._m = models
+
+    # ------------------------------------------------------------------ invoices
+    def create_invoice(self, inv: Invoice) -> None:
+        I, K = self._m.Invoice, self._m.Marker
+        item = I(f"INVOICE#{inv.payment_hash}", "INVOICE", payment_hash=inv.payment_hash, account_id=inv.account_id,
+                 amount_msat=inv.amount_msat, payment_request=inv.payment_request, status=inv.status.value,
+                 created_at=inv.created_at, expires_at=inv.expires_at, expires_at_unix=inv.expires_at_unix,
+                 memo=inv.memo, description_hash=inv.description_hash,
+                 metadata_json=json.dumps(dict(inv.metadata)) if inv.metadata else None)
+        index = K(*self._open_invoice_key(inv.payment_hash, inv.expires_at_unix), ref=inv.payment_hash)
+        cancelled = transact(self._client, [put(item, I.pk.does_not_exist(), "invoice"), put(index, None, "index")])
+        if cancelled is not None:
+            raise errors.Conflict(f"invoice {inv.payment_hash} already exists")
+
+    def get_invoice(self, payment_hash: str) -> Invoice | None:
+        raw = self._get(f"INVOICE#{payment_hash}", "INVOICE")
+        return None if raw is None else self._invoice(raw)
+
+    def settle_invoice_items(self, inv: Invoice, *, amount_received_msat: int, settled_at: str,
+                             settled_by: str) -> list[TxItem]:
+        """OPEN (or EXPIRED: the node may settle at the edge of expiry) -> SETTLED, exactly once."""
+        I, K = self._m.Invoice, self._m.Marker
+        model = I(f"INVOICE#{inv.payment_hash}", "INVOICE")
+
+        def already(old: dict | None) -> errors.SatflowError:
+            if old is None:
+                return errors.InvoiceNotFound(f"invoice {inv.payment_hash} not found")
+            return errors.InvoiceNotPayable(
+                f"invoice {inv.payment_hash} is {old['status']['S']}", settled_by=old.get("settled_by", {}).get("S"))
+
+        return [
+            update(model, [I.status.set(InvoiceStatus.SETTLED.value), I.amount_received_msat.set(amount_received_msat),
+                           I.settled_at.set(settled_at), I.settled_by.set(settled_by)],
+                   I.status.is_in(InvoiceStatus.OPEN.value, InvoiceStatus.EXPIRED.value), "invoice", already),
+            delete(K(*self._open_invoice_key(inv.payment_hash, inv.expires_at_unix)), None, "invoice_index"),
+        ]
+
+    def close_invoice(self, inv: Invoice, status: InvoiceStatus) -> bool:
+        """OPEN -> EXPIRED or CANCELED. False when it was no longer OPEN (e.g. settled meanwhile)."""
+        I, K = self._m.Invoice, self._m.Marker
+        items = [
+            update(I(f"INVOICE#{inv.payment_hash}", "INVOICE"), [I.status.set(status.value)],
+                   I.status == InvoiceStatus.OPEN.value, "invoice"),
+            delete(K(*self._open_invoice_key(inv.payment_hash, inv.expires_at_unix)), None, "invoice_index"),
+        ]
+        return transact(self._client, items) is None
+
+    def open_invoices_expired_before(self, unix_now: int, limit: int = 100) -> list[Invoice]:
+        found: list[Invoice] = []
+        for shard in range(INDEX_SHARDS):
+            resp = self._client.query(
+                TableName=self._m.table_name, KeyConditionExpression="pk = :pk AND sk < :sk",
+                ExpressionAttributeValues={":pk": {"S": f"OPENINV#{shard}"}, ":sk": {"S": f"{unix_now:012d}#"}},
+                Limit=limit)
+            for raw in resp.get("Items", []):
+                inv = self.get_invoice(raw["ref"]["S"])
+                if inv is not None:
+                    found.append(inv)
+        return found
+
+    @staticmethod
+    def _open_invoice_key(payment_hash: str, expires_unix: int) -> tuple[str, str]:
+        return f"OPENINV#{shard_for(payment_hash, INDEX_SHARDS)}", f"{expires_unix:012d}#{payment_hash}"
+
+    def _invoice(self, raw: dict) -> Invoice:
+        m = self._m.Invoice.from_raw_data(raw)
+        return Invoice(
+            payment_hash=m.payment_hash, account_id=m.account_id, amount_msat=int(m.amount_msat),
+            payment_request=m.payment_request, status=InvoiceStatus(m.status), created_at=m.created_at,
+            expires_at=m.expires_at, expires_at_unix=int(m.expires_at_unix), memo=m.memo,
+            description_hash=m.description_hash, metadata=json.loads(m.metadata_json) if m.metadata_json else {},
+            amount_received_msat=int(m.amount_received_msat or 0), settled_at=m.settled_at, settled_by=m.settled_by)
+
+    # ------------------------------------------------------------------ the listener/poller cursor
+    def invoice_cursor(self) -> tuple[int, int]:
+        raw = self._get("LNDCURSOR", "INVOICES")
+        if raw is None:
+            return 0, 0
+        m = self._m.Marker.from_raw_data(raw)
+        return int(m.settle_index or 0), int(m.add_index or 0)
+
+    def advance_invoice_cursor(self, settle_index: int, add_index: int) -> None:
+        """Monotonic: a late or concurrent writer never moves the cursor back."""
+        K = self._m.Marker
+        params = K("LNDCURSOR", "INVOICES").get_update_kwargs_from_instance(
+            actions=[K.settle_index.set(settle_index), K.add_index.set(add_index)],
+            condition=K.settle_index.does_not_exist() | (K.settle_index < settle_index),
+            return_values_on_condition_failure=None, add_version_condition=False)
+        from botocore.exceptions import ClientError
+
+        try:
+            self._client.update_item(**params)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+
+    # ------------------------------------------------------------------ payments
+    def get_payment(self, payment_id: str) -> Payment | None:
+        raw = self._get(f"PAYMENT#{payment_id}", "PAYMENT")
+        return None if raw is None else self._payment(raw)
+
+    def new_payment_items(self, p: Payment) -> list[TxItem]:
+        """The payment record, the hash lock and (external payments) the pending index, for the reserve tx."""
+        P, K = self._m.Payment, self._m.Marker
+        record = P(f"PAYMENT#{p.payment_id}", "PAYMENT", payment_id=p.payment_id, account_id=p.account_id,
+                   payment_hash=p.payment_hash, payment_request=p.payment_request, destination=p.destination,
+                   amount_msat=p.amount_msat, fee_reserve_msat=p.fee_reserve_msat, request_hash=p.request_hash,
+                   invoice_expires_at=p.invoice_expires_at, internal=p.internal, status=p.status.value,
+                   amountless=p.amountless,
+                   created_at=p.created_at, updated_at=p.updated_at, fee_msat=p.fee_msat)
+        lock = K(f"PAYHASH#{p.payment_hash}", "LOCK", ref=p.payment_id, status=p.status.value, at=p.created_at)
+
+        def hash_taken(old: dict | None) -> errors.SatflowError:
+            return errors.PaymentHashInFlight(
+                "this invoice is already being paid or has been paid", payment_hash=p.payment_hash)
+
+        items = [
+            put(record, P.pk.does_not_exist(), "payment"),
+            # A FAILED payment frees its hash (LND may retry a failed hash); PENDING and SUCCEEDED hold it.
+            put(lock, K.pk.does_not_exist() | (K.status == PaymentStatus.FAILED.value), "payment_lock", hash_taken),
+        ]
+        if p.status is PaymentStatus.PENDING:
+            items.append(put(K(*self._pending_key(p.payment_id), at=p.created_at), None, "payment_pending"))
+        return items
+
+    def finish_payment_items(self, p: Payment, status: PaymentStatus, updated_at: str, *, fee_msat: int | None = None,
+                             preimage: str | None = None, failure_reason: str | None = None) -> list[TxItem]:
+        """PENDING -> SUCCEEDED | FAILED exactly once, with the lock and the pending index, for the post/void tx."""
+        P, K = self._m.Payment, self._m.Marker
+        actions = [P.status.set(status.value), P.updated_at.set(updated_at)]
+        if fee_msat is not None:
+            actions.append(P.fee_msat.set(fee_msat))
+        if preimage is not None:
+            actions.append(P.preimage.set(preimage))
+        if failure_reason is not None:
+            actions.append(P.failure_reason.set(failure_reason))
+        return [
+            update(P(f"PAYMENT#{p.payment_id}", "PAYMENT"), actions, P.status == PaymentStatus.PENDING.value,
+                   "payment", lambda old: errors.PendingAlreadyResolved(f"payment {p.payment_id} already finished")),
+            update(K(f"PAYHASH#{p.payment_hash}", "LOCK"), [K.status.set(status.value), K.at.set(updated_at)],
+                   K.ref == p.payment_id, "payment_lock"),
+            delete(K(*self._pending_key(p.payment_id)), None, "payment_pending"),
+        ]
+
+    def mark_send_attempted(self, payment_id: str, at: str) -> bool:
+        """Claim the single send of a payment. False if it was already claimed (never send a hash twice)."""
+        P = self._m.Payment
+        return self._conditional_update(P(f"PAYMENT#{payment_id}", "PAYMENT"), [P.send_attempted_at.set(at)],
+                                        P.pk.exists() & P.send_attempted_at.does_not_exist())
+
+    def mark_send_rejected(self, payment_id: str) -> None:
+        P = self._m.Payment
+        self._conditional_update(P(f"PAYMENT#{payment_id}", "PAYMENT"), [P.send_rejected.set(True)], P.pk.exists())
+
+    def pending_payment_ids(self, limit_per_shard: int = 100) -> list[str]:
+        ids: list[str] = []
+        for shard in range(INDEX_SHARDS):
+            resp = self._client.query(TableName=self._m.table_name, KeyConditionExpression="pk = :pk",
+                                      ExpressionAttributeValues={":pk": {"S": f"PAYPENDING#{shard}"}},
+                                      Limit=limit_per_shard)
+            ids.extend(raw["sk"]["S"] for raw in resp.get("Items", []))
+        return ids
+
+    @staticmethod
+    def _pending_key(payment_id: str) -> tuple[str, str]:
+        return f"PAYPENDING#{shard_for(payment_id, INDEX_SHARDS)}", payment_id
+
+    def _payment(self, raw: dict) -> Payment:
+        m = self._m.Payment.from_raw_data(raw)
+        return Payment(
+            payment_id=m.payment_id, account_id=m.account_id, payment_hash=m.payment_hash,
+            payment_request=m.payment_request, destination=m.destination, amount_msat=int(m.amount_msat),
+            fee_reserve_msat=int(m.fee_reserve_msat), request_hash=m.request_hash,
+            invoice_expires_at=int(m.invoice_expires_at), internal=bool(m.internal), status=PaymentStatus(m.status),
+            amountless=bool(m.amountless),
+            created_at=m.created_at, updated_at=m.updated_at,
+            fee_msat=None if m.fee_msat is None else int(m.fee_msat), preimage=m.preimage,
+            failure_reason=m.failure_reason, send_attempted_at=m.send_attempted_at,
+            send_rejected=bool(m.send_rejected))
+
+    # ------------------------------------------------------------------ helpers
+    def _get(self, pk: str, sk: str) -> dict | None:
+        return self._client.get_item(TableName=self._m.table_name, Key=key(pk, sk), ConsistentRead=True).get("Item")
+
+    def _conditional_update(self, model: Any, actions: list, condition: Any) -> bool:
+        from botocore.exceptions import ClientError
+
+        params = model.get_update_kwargs_from_instance(actions=actions, condition=condition,
+                                                       return_values_on_condition_failure=None,
+                                                       add_version_condition=False)
+        try:
+            self._client.update_item(**params)
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise

@@ -1,0 +1,250 @@
+"""Use cases of outbound Lightning payments: the API call, the workflow's steps and the reconciler.
+
+Workflow (statemachines/payment.asl.json): Reserve -> Send -> Choice(next) -> Post | Void | Wait -> Track -> ...
+bounded, then NeedsReconciliation (still PENDING; the reconciler finishes it). Each step takes and returns small
+JSON dicts so Step Functions can carry them; every step is safe to run twice.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Any
+
+from satflow.domain import errors
+from satflow.domain.accounts import Principal, Scope
+from satflow.domain.ids import derive_id, request_fingerprint
+from satflow.domain.invoices import InvoiceStatus
+from satflow.domain.ledger import post_pending, void_pending
+from satflow.domain.lightning import PaymentOutcome, PaymentRejected, outcome_from_dict
+from satflow.domain.payments import (
+    Next, Payment, PaymentStatus, decide, decode_payment_request, failure_reason, fee_reserve, payable_amount,
+)
+from satflow.domain.templates import internal_invoice_payment, payment_reserved
+
+from .accounts import require_scope
+from .ports import Services
+from .transfers import validate_idempotency_key
+
+log = logging.getLogger(__name__)
+
+SEND_TIMEOUT_S = 60  # LND's pathfinding budget for one payment
+SEND_WAIT_S = 20.0  # how long the Send step waits for a final status (well inside the Lambda timeout)
+
+
+# ---------------------------------------------------------------------------------------------- the API call
+def create_payment(svc: Services, principal: Principal, idempotency_key: str | None, payment_request: object,
+                   amount_msat: object = None, max_fee_msat: object = None) -> Payment:
+    account_id = require_scope(principal, Scope.SEND)
+    key = validate_idempotency_key(idempotency_key)
+    payment_id = derive_id("pay", account_id, "payment", key)
+    fingerprint = request_fingerprint(payment_request, amount_msat, max_fee_msat)
+    existing = svc.lightning.get_payment(payment_id)
+    if existing is not None:  # a retry: the same request returns the payment as it is now
+        if existing.request_hash != fingerprint:
+            raise errors.IdempotencyKeyReused("this Idempotency-Key was already used with a different request")
+        return existing
+    request = decode_payment_request(payment_request, svc.network, svc.unix_clock())
+    amount = payable_amount(request, amount_msat)
+    now = svc.clock()
+    payment = Payment(
+        payment_id=payment_id, account_id=account_id, payment_hash=request.payment_hash,
+        payment_request=request.payment_request, destination=request.destination, amount_msat=amount,
+        fee_reserve_msat=fee_reserve(amount, max_fee_msat), request_hash=fingerprint,
+        invoice_expires_at=request.expires_at, internal=False, status=PaymentStatus.PENDING,
+        amountless=request.amount_msat is None, created_at=now,
+        updated_at=now,
+    )
+    invoice = svc.lightning.get_invoice(request.payment_hash)
+    if invoice is not None:
+        return _pay_internal(svc, payment, invoice)
+    reserve(svc, payment)  # synchronous: insufficient funds or a hash in use is a 4xx now, not a FAILED later
+    svc.start_payment(payment_id)
+    return payment
+
+
+def _pay_internal(svc: Services, payment: Payment, invoice) -> Payment:
+    """Another satflow account's invoice: settle on the ledger at once, free. The invoice is cancelled on the node
+    FIRST, so nobody can pay it outside afterwards; if the node says it was already paid, the external payment
+    wins and this one is refused. The ledger transaction then moves the money, settles the invoice (conditional:
+    OPEN) and records the payment, all at once."""
+    if invoice.account_id == payment.account_id:
+        raise errors.SelfPayment("you cannot pay your own invoice")
+    if invoice.status is not InvoiceStatus.OPEN or invoice.expires_at_unix <= svc.unix_clock():
+        raise errors.InvoiceNotPayable(f"the invoice is {invoice.status.value.lower()}")
+    if invoice.amount_msat and payment.amount_msat != invoice.amount_msat:
+        raise errors.AmountNotAllowed("the amount differs from the invoice's")
+    balance = next((b for b in svc.ledger.balances(payment.account_id) if b.account.asset == "BTC"), None)
+    if balance is None or balance.available < payment.amount_msat:
+        # A pre-check only (the ledger's condition is the real guard): it keeps a payer without funds from
+        # cancelling the payee's invoice on the node.
+        raise errors.InsufficientFunds("insufficient funds")
+    try:
+        svc.lnd().cancel_invoice(invoice.payment_hash)
+    except errors.LightningInvoiceAlreadySettled as exc:
+        raise errors.InvoiceNotPayable("the invoice was just paid from outside") from exc
+    done = replace(payment, internal=True, status=PaymentStatus.SUCCEEDED, fee_reserve_msat=0, fee_msat=0)
+    transfer = internal_invoice_payment(payment_id=payment.payment_id, payer=payment.account_id,
+                                        payee=invoice.account_id, amount_msat=payment.amount_msat,
+                                        payment_hash=payment.payment_hash, created_at=payment.created_at,
+                                        shards=svc.system_shards)
+    extra = (svc.lightning.settle_invoice_items(invoice, amount_received_msat=payment.amount_msat,
+                                                settled_at=payment.created_at, settled_by=payment.payment_id)
+             + svc.lightning.new_payment_items(done))
+    try:
+        svc.ledger.execute(transfer, extra)
+    except errors.InsufficientFunds:
+        # The node-side invoice is already cancelled: say so in our record too rather than leave it "OPEN".
+        svc.lightning.close_invoice(invoice, InvoiceStatus.CANCELED)
+        raise
+    return done
+
+
+def get_payment(svc: Services, principal: Principal, payment_id: object) -> Payment:
+    account_id = require_scope(principal, Scope.READ)
+    if not isinstance(payment_id, str) or not payment_id.startswith("pay_") or len(payment_id) > 64:
+        raise errors.PaymentNotFound("no such payment")
+    payment = svc.lightning.get_payment(payment_id)
+    if payment is None or payment.account_id != account_id:
+        raise errors.PaymentNotFound("no such payment")
+    return payment
+
+
+# ---------------------------------------------------------------------------------------------- workflow steps
+def reserve(svc: Services, payment: Payment) -> None:
+    """Pending debit of amount + fee reserve, the payment record, the hash lock and the pending index: one
+    transaction. Replays (same payment id) succeed without a second reservation."""
+    transfer = payment_reserved(payment_id=payment.payment_id, account_id=payment.account_id,
+                                amount_msat=payment.amount_msat, fee_reserve_msat=payment.fee_reserve_msat,
+                                payment_hash=payment.payment_hash, created_at=payment.created_at,
+                                shards=svc.system_shards)
+    svc.ledger.execute(transfer, svc.lightning.new_payment_items(payment))
+
+
+def step_reserve(svc: Services, payment_id: str) -> dict[str, Any]:
+    payment = _load(svc, payment_id)
+    if payment.status is PaymentStatus.PENDING:
+        reserve(svc, payment)  # idempotent: normally the API already did it
+    return {"payment_id": payment_id, "status": payment.status.value}
+
+
+def step_send(svc: Services, payment_id: str) -> dict[str, Any]:
+    """The one and only send of this payment hash. A re-run finds the claim and tracks instead."""
+    payment = _load(svc, payment_id)
+    if payment.status is not PaymentStatus.PENDING:
+        return _finished(payment)
+    if not svc.lightning.mark_send_attempted(payment_id, svc.clock()):
+        return step_track(svc, payment_id)
+    amount = payment.amount_msat if payment.amountless else None
+    outcome = svc.lnd().send_payment(payment.payment_request, fee_limit_msat=payment.fee_reserve_msat,
+                                     timeout_seconds=SEND_TIMEOUT_S, amount_msat=amount, wait_s=SEND_WAIT_S)
+    if isinstance(outcome, PaymentRejected):
+        svc.lightning.mark_send_rejected(payment_id)  # LND refused before routing: nothing left our node
+        payment = replace(payment, send_rejected=True)
+    return _decision(svc, payment, outcome)
+
+
+def step_track(svc: Services, payment_id: str) -> dict[str, Any]:
+    payment = _load(svc, payment_id)
+    if payment.status is not PaymentStatus.PENDING:
+        return _finished(payment)
+    return _decision(svc, payment, svc.lnd().track_payment(payment.payment_hash, wait_s=0))
+
+
+def step_post(svc: Services, payment_id: str, outcome: dict) -> dict[str, Any]:
+    """SUCCEEDED: post amount + actual fee; the rest of the reserve returns to the user."""
+    payment = _load(svc, payment_id)
+    if payment.status is not PaymentStatus.PENDING:
+        return _finished(payment)
+    result = outcome_from_dict(outcome)
+    fee = getattr(result, "fee_msat", 0)
+    if fee > payment.fee_reserve_msat:
+        # LND enforces fee_limit_msat = the reserve; if it ever did not, we eat the difference, never the user.
+        log.error("payment %s paid fee %d above its reserve %d", payment_id, fee, payment.fee_reserve_msat)
+        fee = payment.fee_reserve_msat
+    pending = svc.ledger.get_transfer(payment_id)
+    now = svc.clock()
+    transfer = post_pending(pending, transfer_id=f"{payment_id}:post", created_at=now,
+                            amount=payment.amount_msat + fee)
+    extra = svc.lightning.finish_payment_items(payment, PaymentStatus.SUCCEEDED, now, fee_msat=fee,
+                                               preimage=getattr(result, "preimage_hex", None))
+    _resolve(svc, transfer, extra)
+    return _finished(_load(svc, payment_id))
+
+
+def step_void(svc: Services, payment_id: str, outcome: dict) -> dict[str, Any]:
+    """FAILED (or provably never sent): release the whole reservation."""
+    payment = _load(svc, payment_id)
+    if payment.status is not PaymentStatus.PENDING:
+        return _finished(payment)
+    pending = svc.ledger.get_transfer(payment_id)
+    now = svc.clock()
+    transfer = void_pending(pending, transfer_id=f"{payment_id}:void", created_at=now)
+    extra = svc.lightning.finish_payment_items(payment, PaymentStatus.FAILED, now,
+                                               failure_reason=failure_reason(outcome_from_dict(outcome)))
+    _resolve(svc, transfer, extra)
+    return _finished(_load(svc, payment_id))
+
+
+def _resolve(svc: Services, transfer, extra) -> None:
+    try:
+        svc.ledger.execute(transfer, extra)
+    except errors.PendingAlreadyResolved:
+        pass  # a concurrent run (reconciler vs workflow) resolved it first: the record says how
+
+
+def _decision(svc: Services, payment: Payment, outcome: PaymentOutcome) -> dict[str, Any]:
+    nxt = decide(outcome, send_rejected=payment.send_rejected, invoice_expires_at=payment.invoice_expires_at,
+                 now=svc.unix_clock())
+    return {"payment_id": payment.payment_id, "next": nxt.value, "outcome": outcome.to_dict()}
+
+
+def _finished(payment: Payment) -> dict[str, Any]:
+    return {"payment_id": payment.payment_id, "next": "DONE", "status": payment.status.value}
+
+
+def _load(svc: Services, payment_id: str) -> Payment:
+    payment = svc.lightning.get_payment(payment_id)
+    if payment is None:
+        raise errors.PaymentNotFound(f"payment {payment_id} not found")
+    return payment
+
+
+# ---------------------------------------------------------------------------------------------- the reconciler
+# An HTLC can stay locked until its CLTV expiry; LND's default ceiling is 2016 blocks (about 14 days).
+MAX_IN_FLIGHT_S = 2016 * 600
+
+
+def reconcile(svc: Services, *, min_age_s: int = 60) -> dict[str, int]:
+    """Track every PENDING external payment until LND reports a terminal state. Never voids on unknown."""
+    counts = {"checked": 0, "posted": 0, "voided": 0, "still_pending": 0, "past_cltv": 0}
+    now_iso = svc.clock()
+    for payment_id in svc.lightning.pending_payment_ids():
+        payment = svc.lightning.get_payment(payment_id)
+        if payment is None or payment.status is not PaymentStatus.PENDING or payment.internal:
+            continue
+        if _age_s(payment.created_at, now_iso) < min_age_s:
+            continue  # the workflow is most likely still on it
+        counts["checked"] += 1
+        decision = step_track(svc, payment_id)
+        if decision.get("next") == Next.POST.value:
+            step_post(svc, payment_id, decision["outcome"])
+            counts["posted"] += 1
+        elif decision.get("next") == Next.VOID.value:
+            step_void(svc, payment_id, decision["outcome"])
+            counts["voided"] += 1
+        else:
+            counts["still_pending"] += 1
+            if _age_s(payment.created_at, now_iso) > MAX_IN_FLIGHT_S:
+                # Past the CLTV horizon and still not final: an operator must look. Funds stay reserved.
+                counts["past_cltv"] += 1
+                log.error("payment %s still in flight past its CLTV expiry horizon", payment_id)
+    return counts
+
+
+def _age_s(created_at: str, now_iso: str) -> float:
+    from datetime import datetime
+
+    def parse(s: str) -> datetime:
+        return datetime.strptime(s, "%Y-%m-%dT%H:%M:%S.%fZ")
+
+    return (parse(now_iso) - parse(created_at)).total_seconds()
