@@ -176,6 +176,6 @@ def not_found(exc):
     return _json(404, error_body("NOT_FOUND", "no such route"))
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
 def lambda_handler(event, context):
     return app.resolve(event, context)

@@ -41,7 +41,7 @@ def record_handler(record) -> dict:
     return {"outcome": result.outcome}
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event, context):
     return process_partial_response(event=event, record_handler=record_handler, processor=processor,
                                     context=context)

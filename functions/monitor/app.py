@@ -34,7 +34,7 @@ JOBS = {
 
 
 @metrics.log_metrics
-@logger.inject_lambda_context
+@logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event, context):
     job = event.get("job") if isinstance(event, dict) else None
     if job not in JOBS:

@@ -30,7 +30,7 @@ STEPS = {
 }
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(clear_state=True)  # warm calls must not inherit another payment's keys
 def lambda_handler(event, context):
     step = STEPS[event["step"]]
     logger.append_keys(payment_id=event.get("payment_id"), step=event["step"])

@@ -154,3 +154,109 @@ def tiny_runtime(tiny_template):
                            environ={"SATFLOW_ADMIN_KEY": "tiny-admin-key"})
     with runtime:
         yield runtime
+
+
+# The background services' template: SQS event sources (one queue declared before its dead-letter queue, on
+# purpose), schedules of both kinds, and the LND secret that switches the Lightning simulator on.
+SERVICES_TEMPLATE = """\
+AWSTemplateFormatVersion: "2010-09-09"
+Transform: AWS::Serverless-2016-10-31
+Parameters:
+  Suffix: {Type: String, Default: s1}
+Globals:
+  Function:
+    Timeout: 5
+    Environment:
+      Variables:
+        SATFLOW_LND_SECRET_ID: !Ref LndSecret
+Resources:
+  WorkQueue:
+    Type: AWS::SQS::Queue
+    Properties:
+      QueueName: !Sub "work-${Suffix}"
+      VisibilityTimeout: 1
+      RedrivePolicy: {deadLetterTargetArn: !GetAtt WorkDLQ.Arn, maxReceiveCount: 2}
+  WorkDLQ:
+    Type: AWS::SQS::Queue
+    Properties: {QueueName: !Sub "work-dlq-${Suffix}"}
+  RawQueue:
+    Type: AWS::SQS::Queue
+    Properties: {QueueName: !Sub "raw-${Suffix}", VisibilityTimeout: 0}
+  LndSecret:
+    Type: AWS::SecretsManager::Secret
+    Properties:
+      Name: !Sub "lnd-${Suffix}"
+      SecretString: '{"url": "https://set.by.the.runtime", "macaroon_hex": "00", "tls_cert_pem": null}'
+  WorkerFunction:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: functions/worker/
+      Handler: app.handler
+      Events:
+        Work: {Type: SQS, Properties: {Queue: !GetAtt WorkQueue.Arn, BatchSize: 10,
+                                       FunctionResponseTypes: [ReportBatchItemFailures]}}
+        Raw: {Type: SQS, Properties: {Queue: !GetAtt RawQueue.Arn, BatchSize: 3}}
+  MonitorFunction:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: functions/worker/
+      Handler: app.monitor
+      Events:
+        Catchup: {Type: Schedule, Properties: {Schedule: rate(1 minute), Input: '{"job":"invoice_catchup"}'}}
+        Reconcile: {Type: ScheduleV2, Properties: {ScheduleExpression: rate(1 minute),
+                                                   Input: '{"job":"payment_reconciler"}'}}
+        Plain: {Type: Schedule, Properties: {Schedule: "cron(0/5 * * * ? *)"}}
+        Named: {Type: ScheduleV2, Properties: {ScheduleExpression: rate(2 hours), Name: !Sub "nightly-${Suffix}"}}
+        Broken: {Type: Schedule, Properties: {Schedule: rate(1 day), Input: '{"job":"explode"}', Enabled: false}}
+"""
+
+WORKER_HANDLER = '''\
+import json
+
+
+def handler(event, context):
+    failures = []
+    for record in event["Records"]:
+        body = json.loads(record["body"])
+        receives = int(record["attributes"]["ApproximateReceiveCount"])
+        if receives < body.get("raise_until", 0):
+            raise RuntimeError("the whole batch is refused")
+        if body.get("fail"):
+            failures.append({"itemIdentifier": record["messageId"]})
+        if body.get("bad_id"):
+            return {"batchItemFailures": [{"itemIdentifier": "not-in-this-batch"}]}
+    return {"batchItemFailures": failures, "records": event["Records"]}
+
+
+def monitor(event, context):
+    if isinstance(event, dict) and event.get("job") == "explode":
+        raise ValueError("job exploded")
+    return event
+'''
+
+
+def write_services_project(root: Path) -> Path:
+    (root / "functions" / "worker").mkdir(parents=True)
+    (root / "functions" / "worker" / "app.py").write_text(WORKER_HANDLER)
+    template = root / "template.yaml"
+    template.write_text(SERVICES_TEMPLATE)
+    return template
+
+
+@pytest.fixture(scope="module")
+def services_runtime(tmp_path_factory):
+    """The services template on a runtime whose services are deterministic: the SQS poller only drains when
+    asked, schedules only fire by hand (SATFLOW_SCHEDULE_SCALE=0), the Lightning simulator is served."""
+    from satflow_dev.runtime.local_runtime import LocalRuntime
+    from satflow_dev.runtime.services import lightning_service_factory, schedule_runner_factory
+    from satflow_dev.runtime.sqs_poller import SqsPoller
+
+    root = tmp_path_factory.mktemp("services")
+    template = write_services_project(root)
+    runtime = LocalRuntime(template, port=0, parameter_overrides={"Suffix": root.name},
+                           service_factories=[lightning_service_factory,
+                                              lambda rt: SqsPoller.from_runtime(rt, background=False),
+                                              schedule_runner_factory],
+                           write_admin_key_file=False, environ={"SATFLOW_SCHEDULE_SCALE": "0"})
+    with runtime:
+        yield runtime

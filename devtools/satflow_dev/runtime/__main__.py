@@ -49,6 +49,11 @@ def _banner(runtime: LocalRuntime) -> str:
         f"  parameters: {', '.join(f'{k}={v}' for k, v in runtime.model.parameters.items())}",
         f"  routes:     {len(routes)} ({', '.join(routes[:4])}{', ...' if len(routes) > 4 else ''})",
     ]
+    for service in runtime.services:
+        describe = getattr(service, "describe", None)
+        details = list(describe()) if callable(describe) else []
+        lines.append(f"  {service.name + ':':<12}{details[0] if details else 'started'}")
+        lines.extend(f"              {line}" for line in details[1:])
     if runtime.admin_key:
         lines.append(f"  admin key:  {runtime.admin_key}")
         if runtime.write_admin_key_file:

@@ -10,7 +10,7 @@ import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .http_gateway import HttpGateway, RouteTable
 from .invoker import FunctionInvoker
@@ -20,6 +20,7 @@ from .services import DEFAULT_SERVICE_FACTORIES, BackgroundService, ServiceFacto
 from .template import FunctionSpec, TemplateModel, load_template
 
 log = logging.getLogger(__name__)
+_S = TypeVar("_S")
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_TEMPLATE = REPO_ROOT / "template.yaml"
@@ -28,7 +29,8 @@ ADMIN_KEY_FILE = Path(".build") / "local-admin-key"  # relative to the template'
 
 class LocalRuntime:
     """One process running what template.yaml declares. `with LocalRuntime(port=0) as rt:` gives `rt.url`,
-    `rt.moto_url` (for boto3 clients), `rt.admin_key`, `rt.invoker` and `rt.gateway` (for /_sim/ routes)."""
+    `rt.moto_url` (for boto3 clients), `rt.admin_key`, `rt.invoker`, `rt.gateway` (for /_sim/ routes) and
+    `rt.service(name)` (the started background services, see services.py)."""
 
     def __init__(
         self,
@@ -107,6 +109,15 @@ class LocalRuntime:
         self.gateway.start()
         if self.admin_key and self.write_admin_key_file:
             self._write_admin_key(self.admin_key)
+
+    def service(self, kind: str | type[_S]) -> _S:
+        """A started service by name ("lightning", "sqs-poller", "schedules") or by class, e.g.
+        `rt.service("lightning").simulator`, `rt.service(SqsPoller).drain("InvoiceEventsQueue")`."""
+        for service in self.services:
+            if (service.name == kind) if isinstance(kind, str) else isinstance(service, kind):
+                return service  # type: ignore[return-value]
+        started = ", ".join(s.name for s in self.services) or "none"
+        raise KeyError(f"no started service {kind!r} (started: {started})")
 
     def _invoke(self, function: FunctionSpec, event: dict[str, Any]) -> Any:
         assert self.invoker is not None

@@ -10,7 +10,7 @@ import logging
 import os
 import secrets as token_source
 import string
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,7 +70,7 @@ def create_resources(model: TemplateModel, endpoint_url: str, environ: Mapping[s
                 put_secret(client, secret, _declared_secret_value(secret))
     if model.queues:
         sqs = aws_client("sqs", endpoint_url)
-        for queue in model.queues:
+        for queue in dead_letter_queues_first(model.queues):
             create_queue(sqs, queue)
     machine_arns: dict[str, str] = {}
     if model.state_machines:
@@ -163,9 +163,39 @@ def _declared_secret_value(secret: SecretSpec) -> str:
 # ---------------------------------------------------------------------------------------------- SQS
 
 
+def dead_letter_queues_first(queues: Sequence[QueueSpec]) -> list[QueueSpec]:
+    """Template order, except that a queue's dead-letter queue (RedrivePolicy.deadLetterTargetArn) comes before it:
+    moto resolves the target when the source queue is created, as CloudFormation's implicit dependency would."""
+    by_arn = {q.arn: q for q in queues}
+    ordered: list[QueueSpec] = []
+    visiting: set[str] = set()
+
+    def visit(queue: QueueSpec) -> None:
+        if queue in ordered or queue.arn in visiting:
+            return
+        visiting.add(queue.arn)
+        target = by_arn.get(redrive_target_arn(queue) or "")
+        if target is not None:
+            visit(target)
+        ordered.append(queue)
+
+    for queue in queues:
+        visit(queue)
+    return ordered
+
+
+def redrive_target_arn(queue: QueueSpec) -> str | None:
+    policy = queue.attributes.get("RedrivePolicy")
+    if not policy:
+        return None
+    try:
+        return str(json.loads(policy).get("deadLetterTargetArn") or "") or None
+    except (ValueError, AttributeError):
+        return None
+
+
 def create_queue(client: Any, queue: QueueSpec) -> None:
-    # CreateQueue is idempotent for identical attributes; the dead-letter queue must exist first, so queues are
-    # created in template order (CloudFormation's DependsOn order is not modelled: declare DLQs first).
+    # CreateQueue is idempotent for identical attributes.
     client.create_queue(QueueName=queue.name, Attributes=queue.attributes)
     log.info("created queue %s", queue.name)
 

@@ -5,9 +5,18 @@ simulators need a place to run — so the runtime does those parts itself, as se
 the started runtime (template model, invoker, moto endpoint, HTTP gateway for `/_sim/...` routes) and returns a
 service, or None when the template declares nothing for it (e.g. no SQS events yet).
 
-Planned factories (later issues): an SQS poller per SQS event source (honouring ReportBatchItemFailures), a
-schedule runner for Schedule events, the LND REST / Bitcoin Core RPC simulator. Add them to
-DEFAULT_SERVICE_FACTORIES so `make run` starts them; tests can pass their own list to LocalRuntime.
+DEFAULT_SERVICE_FACTORIES (what `make run` starts, in this order):
+- lightning   (lightning_server.LightningService): the LND REST simulator over HTTP, its secret in moto, and
+              /_sim/lightning/* — only when the template declares the LND secret. First, so the secret holds
+              the simulator's URL before any handler runs.
+- sqs-poller  (sqs_poller.SqsPoller): every SQS event source, honouring ReportBatchItemFailures.
+- schedules   (schedules.ScheduleRunner): every Schedule/ScheduleV2 event, SATFLOW_SCHEDULE_SCALE, /_sim/schedules.
+
+Tests pass their own list to LocalRuntime, e.g. `[lightning_service_factory, sqs_poller_factory]`, or build a
+service with options: `lambda rt: SqsPoller.from_runtime(rt, background=False)`. A started runtime hands its
+services out with `runtime.service("lightning")` (by name or class).
+
+The factories import their modules on call, so importing this module stays cheap.
 """
 from __future__ import annotations
 
@@ -27,8 +36,33 @@ class BackgroundService(Protocol):
     def stop(self) -> None:
         """Stop and join; called in reverse start order on shutdown."""
 
+    # Optional: `describe() -> list[str]`, lines for the `make run` banner.
+
 
 ServiceFactory = Callable[["LocalRuntime"], "BackgroundService | None"]
 
+
+def lightning_service_factory(runtime: LocalRuntime) -> BackgroundService | None:
+    from .lightning_server import LightningService
+
+    return LightningService.from_runtime(runtime)
+
+
+def sqs_poller_factory(runtime: LocalRuntime) -> BackgroundService | None:
+    from .sqs_poller import SqsPoller
+
+    return SqsPoller.from_runtime(runtime)
+
+
+def schedule_runner_factory(runtime: LocalRuntime) -> BackgroundService | None:
+    from .schedules import ScheduleRunner
+
+    return ScheduleRunner.from_runtime(runtime)
+
+
 # Started by `python -m satflow_dev.runtime`, in this order.
-DEFAULT_SERVICE_FACTORIES: list[ServiceFactory] = []
+DEFAULT_SERVICE_FACTORIES: list[ServiceFactory] = [
+    lightning_service_factory,
+    sqs_poller_factory,
+    schedule_runner_factory,
+]

@@ -99,9 +99,12 @@ class SqsEvent:
 @dataclass(frozen=True)
 class ScheduleEvent:
     event_name: str
-    expression: str  # "rate(1 minute)" / "cron(...)"
+    expression: str  # "rate(1 minute)" / "cron(...)" / "at(...)" (ScheduleV2)
     input: str | None = None  # the constant event (a JSON string), if declared
     enabled: bool = True
+    kind: str = "Schedule"  # "Schedule" (an EventBridge rule) or "ScheduleV2" (EventBridge Scheduler)
+    name: str | None = None  # the declared rule/schedule Name, if any
+    timezone: str | None = None  # ScheduleV2's ScheduleExpressionTimezone (the local runner evaluates UTC)
 
 
 @dataclass(frozen=True)
@@ -533,7 +536,7 @@ class _ModelBuilder:
             elif etype == "SQS":
                 sqs.append(self._sqs_event(event_name, eprops))
             elif etype in ("Schedule", "ScheduleV2"):
-                schedules.append(self._schedule(event_name, eprops))
+                schedules.append(self._schedule(event_name, eprops, etype))
             else:
                 log.info("template: %s event %s (%s) is not wired locally", logical_id, event_name, etype)
         name = self.resolver.name(logical_id)
@@ -575,11 +578,16 @@ class _ModelBuilder:
             enabled=_truthy(p.get("Enabled", True)),
         )
 
-    def _schedule(self, event_name: str, props: dict[str, Any]) -> ScheduleEvent:
+    def _schedule(self, event_name: str, props: dict[str, Any], kind: str = "Schedule") -> ScheduleEvent:
         p = self.resolver.resolve(props)
         expression = p.get("Schedule") or p.get("ScheduleExpression")
         enabled = _truthy(p.get("Enabled", True)) and str(p.get("State", "ENABLED")).upper() == "ENABLED"
-        return ScheduleEvent(event_name, str(expression), p.get("Input"), enabled)
+        constant = p.get("Input")
+        if constant is not None and not isinstance(constant, str):  # SAM wants a string; be lenient with a map
+            constant = json.dumps(constant)
+        return ScheduleEvent(event_name, str(expression), constant, enabled, kind=kind,
+                             name=str(p["Name"]) if p.get("Name") else None,
+                             timezone=p.get("ScheduleExpressionTimezone"))
 
     def _state_machine(self, logical_id: str, props: dict[str, Any]) -> StateMachineSpec:
         merged = _merge_globals(self.globals.get("StateMachine") or {}, props)
@@ -587,7 +595,7 @@ class _ModelBuilder:
         if uri is not None and not isinstance(uri, str):
             raise TemplateError(f"{logical_id}: DefinitionUri must be a local path")
         schedules = tuple(
-            self._schedule(name, event.get("Properties") or {})
+            self._schedule(name, event.get("Properties") or {}, event["Type"])
             for name, event in (merged.get("Events") or {}).items()
             if event.get("Type") in ("Schedule", "ScheduleV2")
         )

@@ -213,6 +213,9 @@ class LndRestClient:
     ) -> None:
         if not isinstance(base_url, str) or not base_url.startswith(("https://", "http://")):
             raise ValueError("base_url must be an http(s) URL")
+        if base_url.startswith("http://") and transport is None and not _is_loopback_url(base_url):
+            # The macaroon is a bearer credential: plain http only to a node on this host (local runtime).
+            raise ValueError("base_url must be https unless the node is on loopback")
         if not isinstance(macaroon_hex, str) or not _HEX_RE.match(macaroon_hex):
             raise ValueError("macaroon_hex must be a non-empty hex string")  # never echo the value
         self._base_url = base_url.rstrip("/")
@@ -627,3 +630,10 @@ def _decoded_pay_req(data: Mapping[str, Any]) -> DecodedPayReq:
         description_hash=str(data.get("description_hash") or ""),  # hex string too
         cltv_expiry=_int(data.get("cltv_expiry")),
     )
+
+
+def _is_loopback_url(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    host = (urlsplit(url).hostname or "").lower()
+    return host in ("localhost", "::1") or host.startswith("127.")
