@@ -128,11 +128,12 @@ def _admin_key_provider(ttl_s: float = 300.0) -> Callable[[], str]:
     if s.admin_key:
         key = s.admin_key
         return lambda: key
-    if not s.admin_key_secret_id:
-        raise RuntimeError("set SATFLOW_ADMIN_KEY_SECRET_ID (or SATFLOW_ADMIN_KEY locally)")
     cache: dict[str, Any] = {}
 
     def admin_key() -> str:
+        # Checked on use, not at build: processes that never authenticate (the listener) need no admin secret.
+        if not s.admin_key_secret_id:
+            raise RuntimeError("set SATFLOW_ADMIN_KEY_SECRET_ID (or SATFLOW_ADMIN_KEY locally)")
         now = time.monotonic()
         if "value" not in cache or now - cache["at"] > ttl_s:
             secret = aws_client("secretsmanager").get_secret_value(SecretId=s.admin_key_secret_id)

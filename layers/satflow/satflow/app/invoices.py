@@ -113,8 +113,8 @@ def catch_up(svc: Services, page_size: int = 100, gap_grace_s: int = SETTLE_GAP_
     * add_index: the scan watermark. LND pages invoices by add_index only, so every poll scans from here; it is
       kept just below the oldest invoice that was still OPEN (or ACCEPTED) at the last complete poll, because
       everything older is final (settled and published, cancelled or expired). Without it every poll would
-      rescan the node's whole history. It moves only together with the settle index (the store's condition)
-      and only when the poll left no hole, so a later poll still rescans whatever a hole might be hiding.
+      rescan the node's whole history. It moves on its own (invoices expire without any settlement), but only
+      when the poll left no hole, so a later poll still rescans whatever a hole might be hiding.
     """
     settle_index, add_index = svc.lightning.invoice_cursor()
     settled = []
@@ -131,9 +131,9 @@ def catch_up(svc: Services, page_size: int = 100, gap_grace_s: int = SETTLE_GAP_
     for node_invoice in settled:
         svc.publish_invoice_event(invoice_event(node_invoice))
     new_settle_index = contiguous_settle_index(settle_index, settled, svc.unix_clock(), gap_grace_s)
-    if new_settle_index > settle_index:
-        no_hole = new_settle_index == settled[-1].settle_index
-        watermark = (highest_seen if lowest_open is None else lowest_open - 1) if no_hole else add_index
+    no_hole = not settled or new_settle_index == settled[-1].settle_index
+    watermark = (highest_seen if lowest_open is None else lowest_open - 1) if no_hole else add_index
+    if new_settle_index > settle_index or watermark > add_index:
         svc.lightning.advance_invoice_cursor(new_settle_index, max(add_index, watermark))
     return len(settled)
 

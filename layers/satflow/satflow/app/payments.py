@@ -73,11 +73,9 @@ def _pay_internal(svc: Services, payment: Payment, invoice) -> Payment:
         raise errors.InvoiceNotPayable(f"the invoice is {invoice.status.value.lower()}")
     if invoice.amount_msat and payment.amount_msat != invoice.amount_msat:
         raise errors.AmountNotAllowed("the amount differs from the invoice's")
-    balance = next((b for b in svc.ledger.balances(payment.account_id) if b.account.asset == "BTC"), None)
-    if balance is None or balance.available < payment.amount_msat:
-        # A pre-check only (the ledger's condition is the real guard): it keeps a payer without funds from
-        # cancelling the payee's invoice on the node.
-        raise errors.InsufficientFunds("insufficient funds")
+    # Pre-checks only (the ledger transaction's conditions are the real guards): they keep a payment the ledger
+    # would refuse from cancelling the payee's invoice on the node first.
+    _precheck_internal(svc, payment, invoice.account_id)
     try:
         svc.lnd().cancel_invoice(invoice.payment_hash)
     except errors.LightningInvoiceAlreadySettled as exc:
@@ -92,11 +90,26 @@ def _pay_internal(svc: Services, payment: Payment, invoice) -> Payment:
              + svc.lightning.new_payment_items(done))
     try:
         svc.ledger.execute(transfer, extra)
-    except errors.InsufficientFunds:
-        # The node-side invoice is already cancelled: say so in our record too rather than leave it "OPEN".
-        svc.lightning.close_invoice(invoice, InvoiceStatus.CANCELED)
+    except errors.SatflowError as exc:
+        if not isinstance(exc, errors.TransientError):
+            # Refused after the node-side cancel: say so in our record too rather than leave it "OPEN".
+            svc.lightning.close_invoice(invoice, InvoiceStatus.CANCELED)
         raise
     return done
+
+
+def _precheck_internal(svc: Services, payment: Payment, payee_id: str) -> None:
+    from satflow.domain.accounts import AccountStatus
+
+    payer = svc.accounts.get(payment.account_id)
+    if payer is None or payer.status is not AccountStatus.ACTIVE:
+        raise errors.AccountFrozen("this account is not active and cannot send")
+    payee = svc.accounts.get(payee_id)
+    if payee is None or payee.status is AccountStatus.CLOSED:
+        raise errors.AccountClosed("the invoice's account is closed")
+    balance = next((b for b in svc.ledger.balances(payment.account_id) if b.account.asset == "BTC"), None)
+    if balance is None or balance.available < payment.amount_msat:
+        raise errors.InsufficientFunds("insufficient funds")
 
 
 def get_payment(svc: Services, principal: Principal, payment_id: object) -> Payment:
@@ -215,7 +228,8 @@ MAX_IN_FLIGHT_S = 2016 * 600
 
 
 def reconcile(svc: Services, *, min_age_s: int = 60) -> dict[str, int]:
-    """Track every PENDING external payment until LND reports a terminal state. Never voids on unknown."""
+    """Track every PENDING external payment until LND reports a terminal state. Never voids on unknown.
+    A payment whose send was never claimed (its workflow did not start or died before Send) is sent here."""
     counts = {"checked": 0, "posted": 0, "voided": 0, "still_pending": 0, "past_cltv": 0}
     now_iso = svc.clock()
     for payment_id in svc.lightning.pending_payment_ids():
@@ -225,7 +239,12 @@ def reconcile(svc: Services, *, min_age_s: int = 60) -> dict[str, int]:
         if _age_s(payment.created_at, now_iso) < min_age_s:
             continue  # the workflow is most likely still on it
         counts["checked"] += 1
-        decision = step_track(svc, payment_id)
+        if payment.send_attempted_at is None:
+            # The workflow never claimed the send (it failed to start, or died before Send): send now. The claim
+            # inside step_send keeps it the single send even if a late workflow reaches Send too.
+            decision = step_send(svc, payment_id)
+        else:
+            decision = step_track(svc, payment_id)
         if decision.get("next") == Next.POST.value:
             step_post(svc, payment_id, decision["outcome"])
             counts["posted"] += 1

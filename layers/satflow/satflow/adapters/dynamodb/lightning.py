@@ -104,19 +104,13 @@ class DynamoLightningStore:
         return int(m.settle_index or 0), int(m.add_index or 0)
 
     def advance_invoice_cursor(self, settle_index: int, add_index: int) -> None:
-        """Monotonic: a late or concurrent writer never moves the cursor back."""
+        """Each index is monotonic on its own: a late or concurrent writer never moves either back."""
         K = self._m.Marker
-        params = K("LNDCURSOR", "INVOICES").get_update_kwargs_from_instance(
-            actions=[K.settle_index.set(settle_index), K.add_index.set(add_index)],
-            condition=K.settle_index.does_not_exist() | (K.settle_index < settle_index),
-            return_values_on_condition_failure=None, add_version_condition=False)
-        from botocore.exceptions import ClientError
-
-        try:
-            self._client.update_item(**params)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                raise
+        cursor = K("LNDCURSOR", "INVOICES")
+        self._conditional_update(cursor, [K.settle_index.set(settle_index)],
+                                 K.settle_index.does_not_exist() | (K.settle_index < settle_index))
+        self._conditional_update(cursor, [K.add_index.set(add_index)],
+                                 K.add_index.does_not_exist() | (K.add_index < add_index))
 
     # ------------------------------------------------------------------ payments
     def get_payment(self, payment_id: str) -> Payment | None:

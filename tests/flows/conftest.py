@@ -1,0 +1,163 @@
+"""Flow fixtures: one moto server per session (state machine execution on, Lambda answered in-process), one state
+machine from statemachines/payment.asl.json, and per test a fresh table, simulator and Services graph."""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import pytest
+
+from satflow import bootstrap
+from satflow.app import accounts as accounts_app
+from satflow.app import payments, transfers
+from satflow.domain.accounts import ALL_SCOPES, Principal
+from satflow.domain.payments import Payment
+
+from tests.conftest import create_table
+from tests.handlers.conftest import load_handler_module
+
+from .harness import (
+    PAYMENT_ASL, PAYMENT_FUNCTION_ARN, REGION, CountingTransport, ExecutionResult, LambdaContext, MotoStepFunctions,
+)
+
+SHARDS = 4
+ADMIN_KEY = "admin-flow-key-0123456789"
+SIM_URL = "http://lnd.sim"
+
+
+@pytest.fixture(scope="session")
+def moto_sfn():
+    stack = MotoStepFunctions().start()
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="session")
+def payment_state_machine(moto_sfn) -> str:
+    return moto_sfn.create_state_machine(PAYMENT_ASL, {"PaymentFunctionArn": PAYMENT_FUNCTION_ARN})
+
+
+@pytest.fixture(scope="session")
+def payment_handler():
+    return load_handler_module("payment", "satflow_fn_payment").lambda_handler
+
+
+class Clock:
+    """A settable unix clock shared by the simulator and the services (the ISO clock stays real)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
+@dataclass
+class Flow:
+    moto: MotoStepFunctions
+    state_machine_arn: str
+    svc: Any
+    sim: Any
+    lnd: CountingTransport
+    clock: Clock
+    handler: Callable[[dict, Any], Any]
+    wait_s: int = 0
+    max_tracks: int = 3
+    started: list[str] = field(default_factory=list)
+    step_calls: list[str] = field(default_factory=list)
+    # fault hooks per step: called with (event, result) after the real step ran; may raise (LambdaCrash, ...)
+    after_step: dict[str, Callable[[dict, Any], None]] = field(default_factory=dict)
+    _accounts: int = 0
+
+    # -- the payment Lambda, as the state machine invokes it
+    def invoke_step(self, event: dict) -> Any:
+        self.step_calls.append(event["step"])
+        result = self.handler(event, LambdaContext())
+        hook = self.after_step.get(event["step"])
+        if hook is not None:
+            hook(event, result)
+        return result
+
+    # -- the workflow starter (what bootstrap._payment_starter does, plus the fast-test timings)
+    def start_payment(self, payment_id: str) -> None:
+        from botocore.exceptions import ClientError
+
+        self.started.append(payment_id)
+        try:
+            self.moto.client("stepfunctions").start_execution(
+                stateMachineArn=self.state_machine_arn, name=payment_id,
+                input=json.dumps({"payment_id": payment_id, "wait_s": self.wait_s, "max_tracks": self.max_tracks}))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ExecutionAlreadyExists":
+                raise
+
+    # -- drivers
+    def new_account(self, funds_msat: int = 0) -> Principal:
+        self._accounts += 1
+        account, _key = accounts_app.create_account(self.svc, accounts_app.ADMIN, f"flow:user{self._accounts}", 1)
+        if funds_msat:
+            transfers.adjust(self.svc, accounts_app.ADMIN, f"fund-{account.account_id}", account.account_id,
+                             funds_msat, "credit", "flow test funding")
+        return Principal(account_id=account.account_id, scopes=frozenset(ALL_SCOPES))
+
+    def pay(self, principal: Principal, payment_request: str, *, key: str | None = None, **kwargs: Any) -> Payment:
+        return payments.create_payment(self.svc, principal, key or f"k-{uuid.uuid4().hex}", payment_request,
+                                       **kwargs)
+
+    def wait(self, payment_id: str, timeout_s: float = 20.0) -> ExecutionResult:
+        return self.moto.wait(self.moto.execution_arn(self.state_machine_arn, payment_id), timeout_s)
+
+    def payment(self, payment_id: str) -> Payment:
+        found = self.svc.lightning.get_payment(payment_id)
+        assert found is not None, payment_id
+        return found
+
+    def balance(self, owner: str) -> tuple[int, int]:
+        """(available, pending_out) in msat."""
+        found = [b for b in self.svc.ledger.balances(owner) if b.account.asset == "BTC"]
+        return (found[0].available, found[0].pending_out) if found else (0, 0)
+
+    def assert_invariants(self) -> None:
+        report = self.svc.ledger.check_invariants()
+        assert report.ok, report.violations
+
+    def item_count(self) -> int:
+        ddb = self.moto.client("dynamodb")
+        return ddb.scan(TableName=self.svc.lightning._m.table_name, Select="COUNT")["Count"]
+
+
+@pytest.fixture
+def flow(moto_sfn, payment_state_machine, payment_handler):
+    from satflow.adapters.dynamodb.accounts import DynamoAccounts
+    from satflow.adapters.dynamodb.ledger import DynamoLedger
+    from satflow.adapters.dynamodb.lightning import DynamoLightningStore
+    from satflow.adapters.dynamodb.models import build_models
+    from satflow.adapters.lnd import LndRestClient
+    from satflow.app.ports import Services
+
+    from satflow_dev.simulators.lightning import LightningSimulator
+
+    table = f"flow-{uuid.uuid4().hex[:12]}"
+    client = moto_sfn.client("dynamodb")
+    create_table(client, table)
+    models = build_models(table, REGION, moto_sfn.url)
+    clock = Clock()
+    sim = LightningSimulator(clock=clock)
+    counting = CountingTransport(sim.transport(), sim)
+    lnd = LndRestClient(base_url=SIM_URL, macaroon_hex=sim.macaroon_hex, transport=counting.transport)
+    svc = Services(ledger=DynamoLedger(client, models, SHARDS), accounts=DynamoAccounts(client, models),
+                   admin_key=lambda: ADMIN_KEY, system_shards=SHARDS, network="regtest",
+                   unix_clock=lambda: int(clock()), lightning=DynamoLightningStore(client, models),
+                   lnd=lambda: lnd)
+    f = Flow(moto=moto_sfn, state_machine_arn=payment_state_machine, svc=svc, sim=sim, lnd=counting, clock=clock,
+             handler=payment_handler)
+    svc.start_payment = f.start_payment
+    moto_sfn.functions["PaymentFunction"] = f.invoke_step
+    bootstrap.override(svc)
+    yield f
+    bootstrap.override(None)
+    moto_sfn.functions.pop("PaymentFunction", None)
+    lnd.close()
