@@ -40,5 +40,7 @@ def lambda_handler(event, context):
     if job not in JOBS:
         raise ValueError(f"unknown monitor job {job!r}; expected one of {sorted(JOBS)}")
     result = JOBS[job](bootstrap.services())
+    metrics.add_dimension(name="job", value=job)
+    metrics.add_metric(name="MonitorJobRuns", unit=MetricUnit.Count, value=1)  # a missing run is an alarm
     logger.info("monitor job done", extra={"job": job, **result})
     return {"job": job, **result}

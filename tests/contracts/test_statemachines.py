@@ -152,6 +152,12 @@ def test_forward_steps_retry_only_transient_errors(path):
                 assert error in known and issubclass(known[error], TransientError), (
                     f"{path.name}: forward step {name} retries {error!r}; only TransientError subclasses may be "
                     "retried where a retry could move money or reach a node twice")
+        # Lambda reports the concrete class name, so a subclass is retried only if it is listed itself.
+        family = {cls.__name__ for cls in known.values() if issubclass(cls, TransientError)}
+        for rule in states[name].get("Retry", []):
+            if "TransientError" in rule["ErrorEquals"]:
+                missing = family - set(rule["ErrorEquals"])
+                assert not missing, f"{path.name}: {name} retries TransientError but not its subclasses {missing}"
 
 
 # ------------------------------------------------------------------------------------------------ moto
