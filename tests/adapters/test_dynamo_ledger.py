@@ -109,6 +109,26 @@ def test_an_operator_can_claw_back_from_a_frozen_account(svc, ledger, users):
                                         reason="closed", created_at=NOW, shards=4))
 
 
+def test_an_overdraft_reversal_freezes_the_account_atomically(svc, ledger, users):
+    from satflow.domain.templates import deposit_reversed
+
+    alice, bob = users
+    fund(ledger, alice, 5_000)
+    ledger.execute(pay(alice, bob, 4_500))  # alice spent most of a deposit that a reorg will now remove
+    strict = deposit_reversed(outpoint="aa:0", account_id=alice, amount_sat=5, created_at=NOW, shards=4)
+    with pytest.raises(errors.InsufficientFunds):
+        ledger.execute(strict)
+    assert svc.accounts.get(alice).status is AccountStatus.ACTIVE
+    ledger.execute(deposit_reversed(outpoint="aa:0", account_id=alice, amount_sat=5, created_at=NOW, shards=4,
+                                    overdraft=True))
+    assert avail(ledger, alice) == (-4_500, 0, 0)
+    assert svc.accounts.get(alice).status is AccountStatus.FROZEN
+    with pytest.raises(errors.AccountFrozen):
+        ledger.execute(pay(alice, bob, 1, tid="t9"))
+    report = ledger.check_invariants()
+    assert report.violations == (f"{alice}/BTC: user available below zero (-4500)",)  # an alarm until recovered
+
+
 def test_closed_account_cannot_receive(svc, ledger, users):
     alice, bob = users
     fund(ledger, alice, 5_000)

@@ -19,6 +19,12 @@ class Settings:
     lnd_timeout_s: float
     payment_state_machine_arn: str | None
     invoice_queue_url: str | None
+    bitcoind_secret_id: str | None  # Secrets Manager: {"url", "user", "password"}
+    deposit_account_key: str | None  # BIP84 account xpub/tpub/vpub or wpkh descriptor (public: derives addresses)
+    signer_secret_id: str | None  # Secrets Manager: the hot signer's account private key (tprv/xprv)
+    hot_sign_limit_sat: int  # batches worth more than this wait for the external signer
+    deposit_policy: str  # amount tiers -> confirmations, e.g. "1000000:1,10000000:3,*:6" (sat)
+    payout_state_machine_arn: str | None
 
 
 def _int(name: str, default: int) -> int:
@@ -47,6 +53,12 @@ def settings() -> Settings:
         lnd_timeout_s=float(env.get("SATFLOW_LND_TIMEOUT_S") or 10),
         payment_state_machine_arn=env.get("SATFLOW_PAYMENT_STATE_MACHINE_ARN") or None,
         invoice_queue_url=env.get("SATFLOW_INVOICE_QUEUE_URL") or None,
+        bitcoind_secret_id=env.get("SATFLOW_BITCOIND_SECRET_ID") or None,
+        deposit_account_key=env.get("SATFLOW_DEPOSIT_ACCOUNT_KEY") or None,
+        signer_secret_id=env.get("SATFLOW_SIGNER_SECRET_ID") or None,
+        hot_sign_limit_sat=_int("SATFLOW_HOT_SIGN_LIMIT_SAT", 10_000_000),
+        deposit_policy=env.get("SATFLOW_DEPOSIT_POLICY") or "1000000:1,10000000:3,*:6",
+        payout_state_machine_arn=env.get("SATFLOW_PAYOUT_STATE_MACHINE_ARN") or None,
     )
 
 

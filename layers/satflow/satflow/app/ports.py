@@ -56,3 +56,13 @@ class Services:
     lnd: Callable[[], Any] | None = None  # -> LndRestClient
     start_payment: Callable[[str], None] | None = None  # starts the payment workflow named by the payment id
     publish_invoice_event: Callable[[dict], None] | None = None  # -> the invoice events queue
+    # On-chain
+    utxos: Any = None  # DynamoUtxoStore
+    chain: Any = None  # DynamoChainStore: deposit addresses, address index, deposits, chain tip
+    payouts: Any = None  # DynamoPayoutStore: payouts and batches
+    bitcoind: Callable[[], Any] | None = None  # -> BitcoinRpcClient
+    deposit_account_key: str | None = None
+    hot_signer_key: Callable[[], str] | None = None  # -> account private key (Secrets Manager), on first use
+    hot_sign_limit_sat: int = 10_000_000
+    deposit_policy: str = "1000000:1,10000000:3,*:6"
+    start_payout: Callable[[str], None] | None = None  # starts the payout workflow named by the batch id

@@ -82,6 +82,9 @@ class Transfer:
     credit_shard: int | None = None
     # An operator's action (admin adjustment): it may debit a frozen account, e.g. to claw funds back.
     operator: bool = False
+    # May take a user account below zero (a reorg reversal of funds already spent). Never implicit: the caller
+    # freezes the account in the same transaction.
+    overdraft: bool = False
 
     @property
     def asset(self) -> str:
@@ -92,7 +95,7 @@ class Transfer:
         return (
             self.id, self.kind, self.debit, self.credit, self.amount, self.template, self.pending_id,
             self.pending_amount, self.memo, tuple(sorted(self.metadata.items())), self.debit_shard,
-            self.credit_shard, self.operator,
+            self.credit_shard, self.operator, self.overdraft,
         )
 
     def same_as(self, other: "Transfer") -> bool:
@@ -131,6 +134,7 @@ def new_transfer(
     memo: str | None = None,
     metadata: Mapping[str, str] | None = None,
     operator: bool = False,
+    overdraft: bool = False,
 ) -> Transfer:
     """A POSTED or PENDING transfer, validated, with shards chosen for its system accounts."""
     if kind not in (TransferKind.POSTED, TransferKind.PENDING):
@@ -143,6 +147,7 @@ def new_transfer(
         created_at=created_at, memo=memo, metadata=validate_metadata(metadata),
         debit_shard=shard_for(transfer_id, shards) if debit.is_system else None,
         credit_shard=shard_for(transfer_id, shards) if credit.is_system else None, operator=operator,
+        overdraft=overdraft,
     )
 
 
@@ -205,7 +210,7 @@ def effects(transfer: Transfer) -> tuple[BalanceDelta, BalanceDelta]:
     a = transfer.amount
     d, c = transfer.debit, transfer.credit
     ds, cs = transfer.debit_shard, transfer.credit_shard
-    user_floor = 0 if d.is_system else a
+    user_floor = 0 if (d.is_system or transfer.overdraft) else a
     if transfer.kind is TransferKind.POSTED:
         return (BalanceDelta(d, ds, available=-a, requires_available=user_floor),
                 BalanceDelta(c, cs, available=a))

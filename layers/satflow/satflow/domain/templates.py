@@ -96,3 +96,41 @@ def internal_invoice_payment(*, payment_id: str, payer: str, payee: str, amount_
         credit=LedgerAccount(payee, asset), amount=amount_msat, template="internal_invoice_payment",
         created_at=created_at, shards=shards, metadata={"payment_hash": payment_hash},
     )
+
+
+# --- On-chain --------------------------------------------------------------------------------------------------
+HOT_WALLET = SystemAccount.ONCHAIN_HOT_WALLET.value
+MSAT_PER_SAT = 1_000
+
+
+def deposit_credited(*, outpoint: str, account_id: str, amount_sat: int, created_at: str, shards: int,
+                     asset: str = BTC) -> Transfer:
+    """An on-chain deposit reached its credit depth: hot wallet asset -> user, keyed by txid:vout."""
+    return new_transfer(
+        transfer_id=f"dep_{outpoint}", kind=TransferKind.POSTED, debit=LedgerAccount(HOT_WALLET, asset),
+        credit=LedgerAccount(account_id, asset), amount=amount_sat * MSAT_PER_SAT, template="deposit_credited",
+        created_at=created_at, shards=shards, metadata={"outpoint": outpoint},
+    )
+
+
+def deposit_reversed(*, outpoint: str, account_id: str, amount_sat: int, created_at: str, shards: int,
+                     overdraft: bool = False, asset: str = BTC) -> Transfer:
+    """A reorg removed a credited deposit: an explicit correction (transfers are immutable). An operator
+    transfer, so it still lands on a frozen account. With ``overdraft`` it may take the balance below zero (the
+    user already spent the deposit); the caller then freezes the account in the same transaction."""
+    return new_transfer(
+        transfer_id=f"rev_{outpoint}", kind=TransferKind.POSTED, debit=LedgerAccount(account_id, asset),
+        credit=LedgerAccount(HOT_WALLET, asset), amount=amount_sat * MSAT_PER_SAT, template="deposit_reversed",
+        created_at=created_at, shards=shards, metadata={"outpoint": outpoint}, operator=True, overdraft=overdraft,
+    )
+
+
+def payout_reserved(*, payout_id: str, account_id: str, amount_sat: int, fee_reserve_sat: int, created_at: str,
+                    shards: int, asset: str = BTC) -> Transfer:
+    """An on-chain payout is queued: hold amount + fee reserve until the batch confirms (post) or it is cancelled
+    before broadcast (void)."""
+    return new_transfer(
+        transfer_id=payout_id, kind=TransferKind.PENDING, debit=LedgerAccount(account_id, asset),
+        credit=LedgerAccount(HOT_WALLET, asset), amount=(amount_sat + fee_reserve_sat) * MSAT_PER_SAT,
+        template="payout_reserved", created_at=created_at, shards=shards,
+    )

@@ -86,7 +86,14 @@ class DynamoLedger:
             if not t.debit.is_system:
                 # Frozen accounts cannot send; an operator may still debit them (never a closed or missing one).
                 may_debit = M.Account.status.is_in(ACTIVE, FROZEN) if t.operator else M.Account.status == ACTIVE
-                items.append(check(M.Account, account_pk(t.debit.owner), "ACCOUNT", may_debit, "debit_owner"))
+                if t.overdraft:
+                    # A transfer allowed to overdraw freezes the account in the same transaction: a negative
+                    # balance must never be spendable (the item takes one operation, so the check rides along).
+                    owner = M.Account(account_pk(t.debit.owner), "ACCOUNT")
+                    items.append(update(owner, [M.Account.status.set(FROZEN), M.Account.updated_at.set(t.created_at)],
+                                        may_debit, "debit_owner"))
+                else:
+                    items.append(check(M.Account, account_pk(t.debit.owner), "ACCOUNT", may_debit, "debit_owner"))
             if not t.credit.is_system:
                 items.append(check(M.Account, account_pk(t.credit.owner), "ACCOUNT",
                                    M.Account.pk.exists() & (M.Account.status != CLOSED), "credit_owner"))
@@ -103,7 +110,7 @@ class DynamoLedger:
             credit_owner=t.credit.owner, asset=t.asset, amount=t.amount, template=t.template,
             created_at=t.created_at, pending_id=t.pending_id, pending_amount=t.pending_amount, memo=t.memo,
             metadata=dict(t.metadata) or None, debit_shard=t.debit_shard, credit_shard=t.credit_shard,
-            operator=t.operator or None,
+            operator=t.operator or None, overdraft=t.overdraft or None,
         )
 
     def _resolve_pending_item(self, t: Transfer) -> TxItem:
@@ -207,6 +214,7 @@ class DynamoLedger:
             metadata={str(k): str(v) for k, v in metadata.items()},
             debit_shard=None if m.debit_shard is None else int(m.debit_shard),
             credit_shard=None if m.credit_shard is None else int(m.credit_shard), operator=bool(m.operator),
+            overdraft=bool(m.overdraft),
         )
 
     def balances(self, owner: str) -> list[Balance]:

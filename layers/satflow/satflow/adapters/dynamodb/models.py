@@ -14,6 +14,7 @@ Key design (pk / sk):
   PAYHASH#<payment_hash> / LOCK            one payment per hash across all accounts (FAILED frees it)
   PAYPENDING#<shard>   / <payment_id>      index of PENDING payments for the reconciler
   LNDCURSOR            / INVOICES          the settle/add index the invoice listener and poller resume from
+  UTXO#<shard>         / <txid>:<vout>     our spendable outputs (sharded partitions; AVAILABLE/RESERVED/SPENT)
 """
 from __future__ import annotations
 
@@ -34,6 +35,17 @@ class _Base(Model):
     sk = UnicodeAttribute(range_key=True)
 
 
+BaseItem = _Base  # other stores declare their item models on this base, with model_meta()
+
+
+def model_meta(table_name: str, region: str, host: str | None = None) -> type:
+    """A fresh pynamodb Meta for one model class bound to the table (each class needs its own object)."""
+    attrs: dict = {"table_name": table_name, "region": region}
+    if host:
+        attrs["host"] = host
+    return type("Meta", (), attrs)
+
+
 @dataclass(frozen=True)
 class Models:
     table_name: str
@@ -46,17 +58,14 @@ class Models:
     Invoice: type[_Base]
     Payment: type[_Base]
     Marker: type[_Base]
+    Utxo: type[_Base]
 
 
 def build_models(table_name: str, region: str, host: str | None = None) -> Models:
     """Model classes bound to ``table_name`` (pynamodb reads the table name from a class-level Meta)."""
 
     def meta() -> type:
-        # Each model needs its own Meta class object (pynamodb keeps per-class connection state on it).
-        attrs: dict = {"table_name": table_name, "region": region}
-        if host:
-            attrs["host"] = host
-        return type("Meta", (), attrs)
+        return model_meta(table_name, region, host)
 
     class Account(_Base):
         Meta = meta()
@@ -104,6 +113,7 @@ def build_models(table_name: str, region: str, host: str | None = None) -> Model
         debit_shard = NumberAttribute(null=True)
         credit_shard = NumberAttribute(null=True)
         operator = BooleanAttribute(null=True)
+        overdraft = BooleanAttribute(null=True)
         resolved_by = UnicodeAttribute(null=True)  # pending only: the post/void that resolved it
         resolution = UnicodeAttribute(null=True)  # pending only: POST_PENDING | VOID_PENDING
 
@@ -171,7 +181,20 @@ def build_models(table_name: str, region: str, host: str | None = None) -> Model
         settle_index = NumberAttribute(null=True)
         add_index = NumberAttribute(null=True)
 
-    return Models(table_name, Account, AccountRef, ApiKey, Balance, Transfer, History, Invoice, Payment, Marker)
+    class Utxo(_Base):
+        Meta = meta()
+        txid = UnicodeAttribute()
+        vout = NumberAttribute()
+        value_sat = NumberAttribute()
+        script_pubkey_hex = UnicodeAttribute()
+        chain = NumberAttribute()
+        index = NumberAttribute()
+        height = NumberAttribute()
+        status = UnicodeAttribute()
+        reserved_by = UnicodeAttribute(null=True)
+
+    return Models(table_name, Account, AccountRef, ApiKey, Balance, Transfer, History, Invoice, Payment, Marker,
+                  Utxo)
 
 
 def key(pk: str, sk: str) -> dict:
