@@ -28,7 +28,10 @@ CONFIG_PY = ROOT / "layers" / "satflow" / "satflow" / "config.py"
 # Read by config.py but deliberately never set in AWS (documented as local-runtime only).
 LOCAL_ONLY_ENV = {"SATFLOW_ADMIN_KEY"}
 # Set only on the functions that use them (a Globals entry would make the state machine depend on itself).
-PER_FUNCTION_ENV = {"SATFLOW_PAYMENT_STATE_MACHINE_ARN": {"ApiFunction", "MonitorFunction"}}
+PER_FUNCTION_ENV = {
+    "SATFLOW_PAYMENT_STATE_MACHINE_ARN": {"ApiFunction", "MonitorFunction"},
+    "SATFLOW_PAYOUT_STATE_MACHINE_ARN": set(),  # arrives with the payout workflow
+}
 # What each SATFLOW_ variable must point at in the template.
 ENV_REFS = {
     "SATFLOW_TABLE": {"Ref": "LedgerTable"},
@@ -37,6 +40,9 @@ ENV_REFS = {
     "SATFLOW_NETWORK": {"Ref": "Network"},
     "SATFLOW_LND_SECRET_ID": {"Ref": "LndSecret"},
     "SATFLOW_INVOICE_QUEUE_URL": {"Ref": "InvoiceEventsQueue"},
+    "SATFLOW_BITCOIND_SECRET_ID": {"Ref": "BitcoindSecret"},
+    "SATFLOW_SIGNER_SECRET_ID": {"Ref": "SignerSecret"},
+    "SATFLOW_DEPOSIT_ACCOUNT_KEY": {"Ref": "DepositAccountKey"},
 }
 API_DYNAMODB_ACTIONS = {
     "dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem",
