@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 SEND_TIMEOUT_S = 60  # LND's pathfinding budget for one payment
 SEND_WAIT_S = 20.0  # how long the Send step waits for a final status (well inside the Lambda timeout)
+RECONCILER_SEND_WAIT_S = 3.0  # the reconciler may send many stranded payments in one 120 s run; it tracks later
 
 
 # ---------------------------------------------------------------------------------------------- the API call
@@ -140,7 +141,7 @@ def step_reserve(svc: Services, payment_id: str) -> dict[str, Any]:
     return {"payment_id": payment_id, "status": payment.status.value}
 
 
-def step_send(svc: Services, payment_id: str) -> dict[str, Any]:
+def step_send(svc: Services, payment_id: str, wait_s: float = SEND_WAIT_S) -> dict[str, Any]:
     """The one and only send of this payment hash. A re-run finds the claim and tracks instead."""
     payment = _load(svc, payment_id)
     if payment.status is not PaymentStatus.PENDING:
@@ -149,7 +150,7 @@ def step_send(svc: Services, payment_id: str) -> dict[str, Any]:
         return step_track(svc, payment_id)
     amount = payment.amount_msat if payment.amountless else None
     outcome = svc.lnd().send_payment(payment.payment_request, fee_limit_msat=payment.fee_reserve_msat,
-                                     timeout_seconds=SEND_TIMEOUT_S, amount_msat=amount, wait_s=SEND_WAIT_S)
+                                     timeout_seconds=SEND_TIMEOUT_S, amount_msat=amount, wait_s=wait_s)
     if isinstance(outcome, PaymentRejected):
         svc.lightning.mark_send_rejected(payment_id)  # LND refused before routing: nothing left our node
         payment = replace(payment, send_rejected=True)
@@ -242,7 +243,7 @@ def reconcile(svc: Services, *, min_age_s: int = 60) -> dict[str, int]:
         if payment.send_attempted_at is None:
             # The workflow never claimed the send (it failed to start, or died before Send): send now. The claim
             # inside step_send keeps it the single send even if a late workflow reaches Send too.
-            decision = step_send(svc, payment_id)
+            decision = step_send(svc, payment_id, wait_s=RECONCILER_SEND_WAIT_S)
         else:
             decision = step_track(svc, payment_id)
         if decision.get("next") == Next.POST.value:
