@@ -111,8 +111,9 @@ class LocalRuntime:
             self._write_admin_key(self.admin_key)
 
     def service(self, kind: str | type[_S]) -> _S:
-        """A started service by name ("lightning", "sqs-poller", "schedules") or by class, e.g.
-        `rt.service("lightning").simulator`, `rt.service(SqsPoller).drain("InvoiceEventsQueue")`."""
+        """A started service by name ("lightning", "chain", "sqs-poller", "schedules") or by class, e.g.
+        `rt.service("lightning").simulator`, `rt.service("chain").simulator`,
+        `rt.service(SqsPoller).drain("InvoiceEventsQueue")`."""
         for service in self.services:
             if (service.name == kind) if isinstance(kind, str) else isinstance(service, kind):
                 return service  # type: ignore[return-value]

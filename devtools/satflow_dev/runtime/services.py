@@ -9,6 +9,10 @@ DEFAULT_SERVICE_FACTORIES (what `make run` starts, in this order):
 - lightning   (lightning_server.LightningService): the LND REST simulator over HTTP, its secret in moto, and
               /_sim/lightning/* — only when the template declares the LND secret. First, so the secret holds
               the simulator's URL before any handler runs.
+- chain       (chain_server.ChainService): the Bitcoin Core JSON-RPC simulator over HTTP, the bitcoind secret and
+              the signer secret (the BIP84 test tprv, regtest only) in moto, and /_sim/chain/* (mining fires
+              MonitorFunction's {"job": "chain_scan"} schedule, when there is one) — only when the template
+              declares the bitcoind secret.
 - sqs-poller  (sqs_poller.SqsPoller): every SQS event source, honouring ReportBatchItemFailures.
 - schedules   (schedules.ScheduleRunner): every Schedule/ScheduleV2 event, SATFLOW_SCHEDULE_SCALE, /_sim/schedules.
 
@@ -48,6 +52,12 @@ def lightning_service_factory(runtime: LocalRuntime) -> BackgroundService | None
     return LightningService.from_runtime(runtime)
 
 
+def chain_service_factory(runtime: LocalRuntime) -> BackgroundService | None:
+    from .chain_server import ChainService
+
+    return ChainService.from_runtime(runtime)
+
+
 def sqs_poller_factory(runtime: LocalRuntime) -> BackgroundService | None:
     from .sqs_poller import SqsPoller
 
@@ -63,6 +73,7 @@ def schedule_runner_factory(runtime: LocalRuntime) -> BackgroundService | None:
 # Started by `python -m satflow_dev.runtime`, in this order.
 DEFAULT_SERVICE_FACTORIES: list[ServiceFactory] = [
     lightning_service_factory,
+    chain_service_factory,
     sqs_poller_factory,
     schedule_runner_factory,
 ]
