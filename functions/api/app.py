@@ -11,7 +11,7 @@ from satflow import bootstrap
 from satflow.api.errors import error_body, status_for
 from satflow.api.openapi import document
 from satflow.api.requests import decode_body, json_object, query_int
-from satflow.app import accounts, invoices, payments, transfers
+from satflow.app import accounts, addresses, deposits, invoices, payments, transfers
 from satflow.domain.errors import SatflowError
 
 logger = Logger(service="satflow")
@@ -144,6 +144,21 @@ def _payment_view(p) -> dict:
             "amount_msat": p.amount_msat, "max_fee_msat": p.fee_reserve_msat, "fee_msat": p.fee_msat,
             "preimage": p.preimage, "failure_reason": p.failure_reason, "internal": p.internal,
             "created_at": p.created_at}
+
+
+@app.post("/v1/addresses")
+def create_address():
+    address = addresses.new_deposit_address(bootstrap.services(), _principal())
+    return _json(201, {"address": address.address, "index": address.index})
+
+
+@app.get("/v1/deposits")
+def list_deposits():
+    principal = _principal()
+    params = app.current_event.query_string_parameters or {}
+    page = deposits.list_deposits(bootstrap.services(), principal, query_int(params.get("limit"), "limit"),
+                                  params.get("cursor"))
+    return _json(200, {"items": [d.to_dict() for d in page.items], "next_cursor": page.next_cursor})
 
 
 def _history_view(h) -> dict:

@@ -5,7 +5,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from satflow import bootstrap
-from satflow.app import invoices, payments
+from satflow.app import deposits, invoices, payments
 
 logger = Logger(service="satflow")
 metrics = Metrics(namespace="satflow", service="satflow")
@@ -26,7 +26,17 @@ def _payment_reconciler(svc) -> dict:
     return counts
 
 
+def _chain_scan(svc) -> dict:
+    result = deposits.scan_chain(svc)
+    for key, metric in (("reorgs", "ChainReorgs"), ("reversed", "DepositsReversed"), ("overdrafts", "AccountsOverdrawn"),
+                        ("utxo_conflicts", "ReorgedReservedUtxos"), ("unattributed", "UnattributedDeposits")):
+        if result.get(key):
+            metrics.add_metric(name=metric, unit=MetricUnit.Count, value=result[key])
+    return result
+
+
 JOBS = {
+    "chain_scan": _chain_scan,
     "invoice_catchup": _invoice_catchup,
     "invoice_expiry": _invoice_expiry,
     "payment_reconciler": _payment_reconciler,

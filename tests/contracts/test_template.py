@@ -23,6 +23,8 @@ API_ROUTES = {
     "GET /v1/invoices/{payment_hash}",
     "POST /v1/payments",
     "GET /v1/payments/{payment_id}",
+    "POST /v1/addresses",
+    "GET /v1/deposits",
 }
 CONFIG_PY = ROOT / "layers" / "satflow" / "satflow" / "config.py"
 # Read by config.py but deliberately never set in AWS (documented as local-runtime only).
@@ -47,6 +49,7 @@ ENV_REFS = {
 API_DYNAMODB_ACTIONS = {
     "dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem",
     "dynamodb:DeleteItem",  # index items (open invoices, pending payments) leave with the transaction that ends them
+    "dynamodb:BatchGetItem",  # deposit listing reads its deposits in one call
 }
 RUNTIME_PROVIDED = {"boto3", "botocore", "s3transfer"}
 

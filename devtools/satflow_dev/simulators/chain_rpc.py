@@ -68,7 +68,7 @@ class ChainRpc:
             "getblockhash": (1, self._getblockhash),
             "getblock": (2, self._getblock),
             "getrawtransaction": (3, self._getrawtransaction),
-            "getrawmempool": (1, lambda p: sim.mempool_txids()),
+            "getrawmempool": (2, self._getrawmempool),
             "estimatesmartfee": (2, self._estimatesmartfee),
             "testmempoolaccept": (2, self._testmempoolaccept),
             "sendrawtransaction": (3, self._sendrawtransaction),
@@ -210,6 +210,29 @@ class ChainRpc:
         result["time"] = block.time
         result["blocktime"] = block.time
         return result
+
+    def _getrawmempool(self, params: _Params) -> Any:
+        """Core's getrawmempool: txids, or (verbose) a map txid -> entry with the fields satflow may read."""
+        verbose = params.get(0, "verbose", bool, False)
+        if params.get(1, "mempool_sequence", bool, False):
+            raise RpcError(RPC_INVALID_PARAMETER, "the simulator does not track mempool_sequence")
+        txids = self._sim.mempool_txids()
+        if not verbose:
+            return txids
+        entries: dict[str, Any] = {}
+        for txid in txids:
+            entry = self._sim.mempool_entry(txid)
+            assert entry is not None
+            parents = sorted({inp.txid.hex() for inp in entry.tx.vin if inp.txid.hex() in txids})
+            entries[txid] = {
+                "vsize": entry.vsize,
+                "weight": tx_size(entry.tx).weight,
+                "fees": {"base": sat_to_btc(entry.fee_sat)} if entry.fee_sat is not None else {},
+                "depends": parents,
+                "bip125-replaceable": any(inp.sequence < 0xFFFF_FFFE for inp in entry.tx.vin),
+                "wtxid": wtxid_hex(entry.tx),
+            }
+        return entries
 
     def _testmempoolaccept(self, params: _Params) -> list[dict[str, Any]]:
         raw_txs = params.get(0, "rawtxs", list)

@@ -1,6 +1,7 @@
 """The composition root: builds adapters from settings on first use (never at import), once per container."""
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any, Callable
@@ -36,9 +37,12 @@ def aws_client(service: str) -> Any:
 
 def _build() -> Services:
     from .adapters.dynamodb.accounts import DynamoAccounts
+    from .adapters.dynamodb.chain import DynamoChainStore
     from .adapters.dynamodb.ledger import DynamoLedger
     from .adapters.dynamodb.lightning import DynamoLightningStore
     from .adapters.dynamodb.models import build_models
+    from .adapters.dynamodb.utxos import DynamoUtxoStore
+    from .domain.bitcoin import Network
 
     s = settings()
     client = aws_client("dynamodb")
@@ -53,7 +57,43 @@ def _build() -> Services:
         lnd=_lnd_provider(),
         start_payment=_payment_starter(),
         publish_invoice_event=_invoice_publisher(),
+        utxos=DynamoUtxoStore(client, models),
+        chain=DynamoChainStore(client, models, account_key=s.deposit_account_key,
+                               network=Network(s.network) if s.deposit_account_key else None),
+        bitcoind=_bitcoind_provider(),
+        deposit_account_key=s.deposit_account_key,
+        deposit_policy=s.deposit_policy,
+        hot_sign_limit_sat=s.hot_sign_limit_sat,
+        hot_signer_key=_secret_string(lambda: settings().signer_secret_id, "SATFLOW_SIGNER_SECRET_ID"),
     )
+
+
+def _secret_json(secret_id: str) -> dict:
+    return json.loads(aws_client("secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"])
+
+
+def _secret_string(secret_id: Callable[[], str | None], name: str) -> Callable[[], str]:
+    """A secret's string, fetched on first use and kept for the container's life. Never logged."""
+
+    def build() -> str:
+        sid = secret_id()
+        if not sid:
+            raise RuntimeError(f"set {name}")
+        return aws_client("secretsmanager").get_secret_value(SecretId=sid)["SecretString"].strip()
+
+    return _once(build)
+
+
+def _bitcoind_provider() -> Callable[[], Any]:
+    def build() -> Any:
+        from .adapters.bitcoind import BitcoinRpcClient
+
+        s = settings()
+        if not s.bitcoind_secret_id:
+            raise RuntimeError("set SATFLOW_BITCOIND_SECRET_ID")
+        return BitcoinRpcClient.from_secret(_secret_json(s.bitcoind_secret_id))
+
+    return _once(build)
 
 
 def _once(build: Callable[[], Any]) -> Callable[[], Any]:
@@ -72,15 +112,12 @@ def _once(build: Callable[[], Any]) -> Callable[[], Any]:
 
 def _lnd_provider() -> Callable[[], Any]:
     def build() -> Any:
-        import json
-
         from .adapters.lnd import LndRestClient
 
         s = settings()
         if not s.lnd_secret_id:
             raise RuntimeError("set SATFLOW_LND_SECRET_ID")
-        secret = json.loads(aws_client("secretsmanager").get_secret_value(SecretId=s.lnd_secret_id)["SecretString"])
-        return LndRestClient.from_secret(secret, timeout_s=s.lnd_timeout_s)
+        return LndRestClient.from_secret(_secret_json(s.lnd_secret_id), timeout_s=s.lnd_timeout_s)
 
     return _once(build)
 
@@ -89,8 +126,6 @@ def _payment_starter() -> Callable[[str], None]:
     sfn = _once(lambda: aws_client("stepfunctions"))
 
     def start(payment_id: str) -> None:
-        import json
-
         from botocore.exceptions import ClientError
 
         s = settings()
@@ -111,8 +146,6 @@ def _invoice_publisher() -> Callable[[dict], None]:
     sqs = _once(lambda: aws_client("sqs"))
 
     def publish(event: dict) -> None:
-        import json
-
         s = settings()
         if not s.invoice_queue_url:
             raise RuntimeError("set SATFLOW_INVOICE_QUEUE_URL")

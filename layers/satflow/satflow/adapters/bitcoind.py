@@ -177,6 +177,10 @@ class BitcoinRpcClient:
             raise ValueError("getblock supports verbosity=2 only; use call() for other shapes")
         return _parse("getblock", _block, self.call("getblock", block_hash, 2))
 
+    def getrawmempool(self) -> list[str]:
+        """The txids in the node's mempool (non-verbose: the chain monitor fetches the few it has not seen yet)."""
+        return _parse("getrawmempool", _txid_list, self.call("getrawmempool", False))
+
     @overload
     def getrawtransaction(
         self, txid: str, verbose: Literal[True] = ..., blockhash: str | None = ...
@@ -387,6 +391,12 @@ def _hash(value: Any) -> str:
     if len(value) != 64:
         raise ValueError("expected a 32-byte hash")
     return value
+
+
+def _txid_list(value: Any) -> list[str]:
+    if not isinstance(value, list):
+        raise TypeError("expected a list of txids")
+    return [_hash(txid) for txid in value]
 
 
 def _sat(value: Any) -> int:

@@ -107,6 +107,19 @@ ROUTES: tuple[Route, ...] = (
           response=_PAYMENT, parameters=({**_IDEMPOTENCY, "required": True},)),
     Route("GET", "/v1/payments/{payment_id}", "One of the caller's payments", "read", response=_PAYMENT,
           parameters=({"name": "payment_id", "in": "path", "required": True, "schema": _STR},)),
+    Route("POST", "/v1/addresses", "A fresh BIP84 deposit address for the caller", "receive", 201,
+          response={"type": "object", "required": ["address", "index"],
+                    "properties": {"address": _STR, "index": {"type": "integer", "minimum": 0}}}),
+    Route("GET", "/v1/deposits", "The caller's on-chain deposits, newest first", "read", response={
+        "type": "object", "required": ["items", "next_cursor"],
+        "properties": {"items": {"type": "array", "items": {
+            "type": "object", "required": ["txid", "vout", "amount_sat", "confirmations", "status"],
+            "properties": {"txid": _STR, "vout": {"type": "integer"}, "amount_sat": _INT,
+                           "confirmations": {"type": "integer"},
+                           "status": {"type": "string", "enum": ["SEEN", "CONFIRMING", "CREDITED", "REVERSED"]}}}},
+                       "next_cursor": {"type": "string", "nullable": True}}},
+          parameters=({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+                      {"name": "cursor", "in": "query", "schema": _STR})),
 )
 
 

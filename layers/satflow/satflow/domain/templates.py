@@ -102,26 +102,49 @@ def internal_invoice_payment(*, payment_id: str, payer: str, payee: str, amount_
 HOT_WALLET = SystemAccount.ONCHAIN_HOT_WALLET.value
 MSAT_PER_SAT = 1_000
 
+from .deposits import credit_transfer_id, reversal_transfer_id, seen_transfer_id, void_transfer_id  # noqa: E402
+from .ledger import post_pending, void_pending  # noqa: E402
 
-def deposit_credited(*, outpoint: str, account_id: str, amount_sat: int, created_at: str, shards: int,
-                     asset: str = BTC) -> Transfer:
-    """An on-chain deposit reached its credit depth: hot wallet asset -> user, keyed by txid:vout."""
+
+def deposit_seen(*, outpoint: str, account_id: str, amount_sat: int, created_at: str, shards: int,
+                 generation: int = 0, asset: str = BTC) -> Transfer:
+    """An on-chain deposit to the user's address was seen (mempool or block): announce it as ``pending_in`` with a
+    PENDING transfer hot wallet -> user. Posted at the policy's depth (deposit_credited), voided if the transaction
+    disappears first (deposit_dropped). Keyed by txid:vout and the deposit's generation (a re-sighting after a
+    reversal is a new generation), so a rescan replays it."""
     return new_transfer(
-        transfer_id=f"dep_{outpoint}", kind=TransferKind.POSTED, debit=LedgerAccount(HOT_WALLET, asset),
-        credit=LedgerAccount(account_id, asset), amount=amount_sat * MSAT_PER_SAT, template="deposit_credited",
-        created_at=created_at, shards=shards, metadata={"outpoint": outpoint},
+        transfer_id=seen_transfer_id(outpoint, generation), kind=TransferKind.PENDING,
+        debit=LedgerAccount(HOT_WALLET, asset), credit=LedgerAccount(account_id, asset),
+        amount=amount_sat * MSAT_PER_SAT, template="deposit_seen", created_at=created_at, shards=shards,
+        metadata={"outpoint": outpoint},
     )
 
 
+def deposit_credited(seen: Transfer, *, created_at: str, generation: int = 0) -> Transfer:
+    """The deposit reached its credit depth: post the ``deposit_seen`` pending in full (the credit)."""
+    outpoint = seen.metadata["outpoint"]
+    return post_pending(seen, transfer_id=credit_transfer_id(outpoint, generation), created_at=created_at,
+                        metadata={"outpoint": outpoint})
+
+
+def deposit_dropped(seen: Transfer, *, created_at: str, generation: int = 0) -> Transfer:
+    """The deposit vanished before credit (dropped from the mempool, or its block orphaned and the transaction
+    gone): void the ``deposit_seen`` pending. Nothing was credited, so nothing else moves."""
+    outpoint = seen.metadata["outpoint"]
+    return void_pending(seen, transfer_id=void_transfer_id(outpoint, generation), created_at=created_at,
+                        metadata={"outpoint": outpoint})
+
+
 def deposit_reversed(*, outpoint: str, account_id: str, amount_sat: int, created_at: str, shards: int,
-                     overdraft: bool = False, asset: str = BTC) -> Transfer:
+                     overdraft: bool = False, generation: int = 0, asset: str = BTC) -> Transfer:
     """A reorg removed a credited deposit: an explicit correction (transfers are immutable). An operator
     transfer, so it still lands on a frozen account. With ``overdraft`` it may take the balance below zero (the
     user already spent the deposit); the caller then freezes the account in the same transaction."""
     return new_transfer(
-        transfer_id=f"rev_{outpoint}", kind=TransferKind.POSTED, debit=LedgerAccount(account_id, asset),
-        credit=LedgerAccount(HOT_WALLET, asset), amount=amount_sat * MSAT_PER_SAT, template="deposit_reversed",
-        created_at=created_at, shards=shards, metadata={"outpoint": outpoint}, operator=True, overdraft=overdraft,
+        transfer_id=reversal_transfer_id(outpoint, generation), kind=TransferKind.POSTED,
+        debit=LedgerAccount(account_id, asset), credit=LedgerAccount(HOT_WALLET, asset),
+        amount=amount_sat * MSAT_PER_SAT, template="deposit_reversed", created_at=created_at, shards=shards,
+        metadata={"outpoint": outpoint}, operator=True, overdraft=overdraft,
     )
 
 

@@ -22,7 +22,8 @@ class DynamoUtxoStore:
         self._client = client
         self._m = models
 
-    def _model(self, txid: str, vout: int, **attrs: Any) -> Any:
+    def _model(self, txid: str, vout: int, /, **attrs: Any) -> Any:
+        # positional-only: add_items passes txid=/vout= again as item attributes
         outpoint = f"{txid}:{vout}"
         return self._m.Utxo(f"UTXO#{shard_for(outpoint, UTXO_SHARDS)}", outpoint, **attrs)
 
