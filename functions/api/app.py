@@ -11,7 +11,7 @@ from satflow import bootstrap
 from satflow.api.errors import error_body, status_for
 from satflow.api.openapi import document
 from satflow.api.requests import decode_body, json_object, query_int
-from satflow.app import accounts, addresses, deposits, invoices, payments, transfers
+from satflow.app import accounts, addresses, deposits, invoices, payments, payouts, transfers
 from satflow.domain.errors import SatflowError
 
 logger = Logger(service="satflow")
@@ -159,6 +159,53 @@ def list_deposits():
     page = deposits.list_deposits(bootstrap.services(), principal, query_int(params.get("limit"), "limit"),
                                   params.get("cursor"))
     return _json(200, {"items": [d.to_dict() for d in page.items], "next_cursor": page.next_cursor})
+
+
+@app.post("/v1/payouts")
+def create_payout():
+    principal = _principal()
+    data = json_object(_body(), {"address", "amount_sat"}, {"priority"})
+    payout = payouts.create_payout(bootstrap.services(), principal, app.current_event.headers.get("idempotency-key"),
+                                   data["address"], data["amount_sat"], data.get("priority", "normal"))
+    return _json(202, payouts.payout_view(payout))
+
+
+@app.get("/v1/payouts/<payout_id>")
+def get_payout(payout_id: str):
+    return _json(200, payouts.payout_view(payouts.get_payout(bootstrap.services(), _principal(), payout_id)))
+
+
+@app.post("/v1/payouts/<payout_id>/cancel")
+def cancel_payout(payout_id: str):
+    payout = payouts.cancel_payout(bootstrap.services(), _principal(), payout_id,
+                                   send_task_success=bootstrap.payout_task_sender())
+    return _json(200, payouts.payout_view(payout))
+
+
+@app.get("/v1/admin/payout-batches")
+def list_payout_batches():
+    batches = payouts.list_open_batches(bootstrap.services(), _principal())
+    return _json(200, {"items": [payouts.batch_view(b) for b in batches]})
+
+
+@app.get("/v1/admin/payout-batches/<batch_id>")
+def get_payout_batch(batch_id: str):
+    return _json(200, payouts.batch_view(payouts.get_batch(bootstrap.services(), _principal(), batch_id)))
+
+
+@app.get("/v1/admin/payout-batches/<batch_id>/psbt")
+def export_payout_psbt(batch_id: str):
+    psbt = payouts.export_psbt(bootstrap.services(), _principal(), batch_id)
+    return _json(200, {"batch_id": batch_id, "psbt": psbt})
+
+
+@app.post("/v1/admin/payout-batches/<batch_id>/psbt")
+def submit_payout_psbt(batch_id: str):
+    principal = _principal()
+    data = json_object(_body(), {"psbt"})
+    batch = payouts.submit_signed_psbt(bootstrap.services(), principal, batch_id, data["psbt"],
+                                       send_task_success=bootstrap.payout_task_sender())
+    return _json(200, payouts.batch_view(batch))
 
 
 def _history_view(h) -> dict:

@@ -5,7 +5,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from satflow import bootstrap
-from satflow.app import deposits, invoices, payments
+from satflow.app import deposits, invoices, payments, payouts
 
 logger = Logger(service="satflow")
 metrics = Metrics(namespace="satflow", service="satflow")
@@ -37,6 +37,7 @@ def _chain_scan(svc) -> dict:
 
 JOBS = {
     "chain_scan": _chain_scan,
+    "payout_batcher": lambda svc: payouts.run_batcher(svc),
     "invoice_catchup": _invoice_catchup,
     "invoice_expiry": _invoice_expiry,
     "payment_reconciler": _payment_reconciler,

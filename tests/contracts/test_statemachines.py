@@ -26,6 +26,8 @@ ASL_IDS = [p.name for p in ASL_FILES]
 # idempotent compensation/finisher (may retry every error). A new Task state must be classified here.
 TASK_KINDS: dict[str, dict[str, set[str]]] = {
     "payment.asl.json": {"forward": {"Reserve", "Send", "Track"}, "idempotent": {"Post", "Void"}},
+    "payout.asl.json": {"forward": {"Prepare", "SignHot", "AwaitSignature", "Broadcast", "CheckConfirmations"},
+                        "idempotent": {"Post", "Abandon"}},
 }
 STUB_FUNCTION = "ContractStubFunction"
 STUB_ARN = f"arn:aws:lambda:us-east-1:123456789012:function:{STUB_FUNCTION}"
@@ -188,7 +190,8 @@ def test_asl_creates_in_moto_and_an_execution_reaches_a_terminal_state(path, mot
     try:
         arn = moto.create_state_machine(path, _substitutions(path))
         moto.client("stepfunctions").start_execution(stateMachineArn=arn, name="contract-1",
-                                                     input=json.dumps({"payment_id": "pay_contract"}))
+                                                     input=json.dumps({"payment_id": "pay_contract",
+                                                                       "batch_id": "bat_contract"}))
         result = moto.wait(moto.execution_arn(arn, "contract-1"), timeout_s=20)
     finally:
         moto.functions.pop(STUB_FUNCTION, None)

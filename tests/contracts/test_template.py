@@ -25,6 +25,13 @@ API_ROUTES = {
     "GET /v1/payments/{payment_id}",
     "POST /v1/addresses",
     "GET /v1/deposits",
+    "POST /v1/payouts",
+    "GET /v1/payouts/{payout_id}",
+    "POST /v1/payouts/{payout_id}/cancel",
+    "GET /v1/admin/payout-batches",
+    "GET /v1/admin/payout-batches/{batch_id}",
+    "GET /v1/admin/payout-batches/{batch_id}/psbt",
+    "POST /v1/admin/payout-batches/{batch_id}/psbt",
 }
 CONFIG_PY = ROOT / "layers" / "satflow" / "satflow" / "config.py"
 # Read by config.py but deliberately never set in AWS (documented as local-runtime only).
@@ -32,7 +39,7 @@ LOCAL_ONLY_ENV = {"SATFLOW_ADMIN_KEY"}
 # Set only on the functions that use them (a Globals entry would make the state machine depend on itself).
 PER_FUNCTION_ENV = {
     "SATFLOW_PAYMENT_STATE_MACHINE_ARN": {"ApiFunction", "MonitorFunction"},
-    "SATFLOW_PAYOUT_STATE_MACHINE_ARN": set(),  # arrives with the payout workflow
+    "SATFLOW_PAYOUT_STATE_MACHINE_ARN": {"MonitorFunction"},
 }
 # What each SATFLOW_ variable must point at in the template.
 ENV_REFS = {
@@ -273,7 +280,8 @@ def test_api_function_is_least_privilege(functions):
             assert actions == ["secretsmanager:GetSecretValue"]
             assert resources == [{"Ref": "AdminKeySecret"}, {"Ref": "LndSecret"}], resources
         if any(a.startswith("states:") for a in actions):
-            assert actions == ["states:StartExecution"] and resources == [{"Ref": "PaymentStateMachine"}]
+            assert (actions, resources) in ((["states:StartExecution"], [{"Ref": "PaymentStateMachine"}]),
+                                            (["states:SendTaskSuccess"], [{"Ref": "PayoutStateMachine"}]))
 
 
 # ------------------------------------------------------------------------------------------------ layer

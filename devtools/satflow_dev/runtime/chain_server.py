@@ -296,7 +296,8 @@ class ChainService:
         if simulator is None:
             from satflow_dev.simulators.chain import ChainSimulator
 
-            simulator = ChainSimulator(seed=seed, rpc_user=self.rpc_user, rpc_password=self.rpc_password)
+            simulator = ChainSimulator(seed=seed, rpc_user=self.rpc_user, rpc_password=self.rpc_password,
+                                       rbf=True)  # BIP125, as Core: operators can fee-bump locally
         self.simulator = simulator
         self.moto_url = moto_url
         self.secret = secret

@@ -15,8 +15,9 @@ Use it in tests as an httpx transport::
 or serve ``handle_rpc(body) -> dict`` over HTTP from the local runtime (``rpc_http_status`` gives the status code,
 ``chain_json.dumps_rpc_json`` the body).
 
-Simplifications (documented so nobody relies on them): no proof of work (nonce 0, regtest bits); no RBF (any
-mempool conflict is rejected with -26 txn-mempool-conflict); signatures are verified for p2wpkh and p2tr key-path
+Simplifications (documented so nobody relies on them): no proof of work (nonce 0, regtest bits); replace-by-fee
+only when constructed with ``rbf=True`` (BIP125 rules 1-5 and Core's higher-feerate rule, opt-in signalling only;
+off by default, where any mempool conflict is rejected with -26 txn-mempool-conflict); signatures are verified for p2wpkh and p2tr key-path
 spends only; fee estimates are scripted (``set_fee_estimate``) and the same for every estimate mode;
 testmempoolaccept checks each transaction against the current state, not as a package; a transaction dropped in a
 reorg is forgotten (getrawtransaction answers -5).
@@ -127,6 +128,11 @@ class AcceptCheck:
     fee_sat: int | None
     vsize: int
     spends: list[tuple[str, int]]
+    replaces: tuple[str, ...] = ()  # mempool txids (conflicts and their descendants) a replacement evicts
+
+
+BIP125_SEQUENCE_LIMIT = 0xFFFF_FFFE  # an input with nSequence below this signals replaceability
+MAX_REPLACEMENT_EVICTIONS = 100
 
 
 class ChainSimulator:
@@ -144,8 +150,10 @@ class ChainSimulator:
         rpc_user: str | None = None,
         rpc_password: str | None = None,
         start_time: int = DEFAULT_START_TIME,
+        rbf: bool = False,
     ) -> None:
         self._lock = threading.RLock()
+        self.rbf = rbf  # BIP125 replacement of signalling mempool transactions (Bitcoin Core's behaviour)
         self._seed = seed
         self._random = random.Random(seed)
         self._start_time = start_time
@@ -482,6 +490,10 @@ class ChainSimulator:
     # --- internals: mempool acceptance -------------------------------------------------------------------------
     def _accept(self, tx: Transaction, *, max_fee_rate_sat_per_kvb: int | None) -> AcceptCheck:
         check = self._check(tx, max_fee_rate_sat_per_kvb)
+        for txid in check.replaces:
+            evicted = self._mempool.pop(txid)
+            for key in evicted.spends:
+                self._mempool_spends.pop(key, None)
         self._mempool[check.txid] = MempoolEntry(tx, check.txid, check.fee_sat, check.vsize, check.spends)
         for key in check.spends:
             self._mempool_spends[key] = check.txid
@@ -495,9 +507,9 @@ class ChainSimulator:
         for out in tx.vout:
             if out.value < dust_threshold_sat(out.script_pubkey.data.hex()):
                 raise TxRejected(RPC_VERIFY_REJECTED, "dust")
-        for key in spends:
-            if key in self._mempool_spends:
-                raise TxRejected(RPC_VERIFY_REJECTED, "txn-mempool-conflict")
+        conflicts = {self._mempool_spends[key] for key in spends if key in self._mempool_spends}
+        if conflicts and not self.rbf:
+            raise TxRejected(RPC_VERIFY_REJECTED, "txn-mempool-conflict")
         coins = [self._spendable_coin(key) for key in spends]
         if any(coin is None for coin in coins) and not self.allow_unknown_inputs:
             raise TxRejected(RPC_VERIFY_ERROR, "bad-txns-inputs-missingorspent", test_reason="missing-inputs")
@@ -518,7 +530,59 @@ class ChainSimulator:
             failure = verify_input_signature(tx, index, scripts, values)
             if failure:
                 raise TxRejected(RPC_VERIFY_REJECTED, failure)
-        return AcceptCheck(txid=txid, fee_sat=fee, vsize=size.vsize, spends=spends)
+        replaces = self._replacement(tx, txid, conflicts, fee, size.vsize) if conflicts else ()
+        return AcceptCheck(txid=txid, fee_sat=fee, vsize=size.vsize, spends=spends, replaces=replaces)
+
+    def _replacement(
+        self, tx: Transaction, txid: str, conflicts: set[str], fee: int | None, vsize: int
+    ) -> tuple[str, ...]:
+        """BIP125: every directly conflicting transaction signals; the replacement pays a higher fee rate than each
+        of them, at least the fees of everything it evicts, plus its own relay at the incremental rate; it evicts at
+        most 100 transactions and spends none of them. Returns the evicted txids."""
+        for conflict in sorted(conflicts):
+            if not any(inp.sequence < BIP125_SEQUENCE_LIMIT for inp in self._mempool[conflict].tx.vin):
+                raise TxRejected(RPC_VERIFY_REJECTED, "txn-mempool-conflict")
+        evicted = self._with_descendants(conflicts)
+        if len(evicted) > MAX_REPLACEMENT_EVICTIONS:
+            raise TxRejected(RPC_VERIFY_REJECTED, "too many potential replacements")
+        if any(inp.txid.hex() in evicted for inp in tx.vin):
+            raise TxRejected(RPC_VERIFY_REJECTED, "bad-txns-spends-conflicting-tx")
+        if fee is None:
+            raise TxRejected(RPC_VERIFY_REJECTED, "insufficient fee", f"rejecting replacement {txid}, unknown fee")
+        for conflict in sorted(conflicts):
+            old = self._mempool[conflict]
+            if old.fee_sat is None or fee * old.vsize <= old.fee_sat * vsize:
+                raise TxRejected(
+                    RPC_VERIFY_REJECTED,
+                    "insufficient fee",
+                    f"rejecting replacement {txid}; new feerate {fee}/{vsize} <= old feerate {old.fee_sat}/{old.vsize}",
+                )
+        old_fees = sum(self._mempool[e].fee_sat or 0 for e in evicted)
+        if fee < old_fees:
+            raise TxRejected(
+                RPC_VERIFY_REJECTED,
+                "insufficient fee",
+                f"rejecting replacement {txid}, less fees than conflicting txs; {fee} < {old_fees}",
+            )
+        relay = -(-vsize * MIN_RELAY_FEE_SAT_PER_KVB // 1000)  # incremental relay fee = min relay fee
+        if fee - old_fees < relay:
+            raise TxRejected(
+                RPC_VERIFY_REJECTED,
+                "insufficient fee",
+                f"rejecting replacement {txid}, not enough additional fees to relay; {fee - old_fees} < {relay}",
+            )
+        return tuple(sorted(evicted))
+
+    def _with_descendants(self, txids: set[str]) -> set[str]:
+        found = set(txids)
+        changed = True
+        while changed:
+            changed = False
+            for entry in self._mempool.values():
+                if entry.txid not in found and any(key[0] in found for key in entry.spends):
+                    found.add(entry.txid)
+                    changed = True
+        return found
 
     def _fee(self, tx: Transaction, coins: list[Coin | None], vsize: int, max_rate: int | None) -> int | None:
         if any(coin is None for coin in coins):

@@ -41,6 +41,7 @@ def _build() -> Services:
     from .adapters.dynamodb.ledger import DynamoLedger
     from .adapters.dynamodb.lightning import DynamoLightningStore
     from .adapters.dynamodb.models import build_models
+    from .adapters.dynamodb.payouts import DynamoPayoutStore
     from .adapters.dynamodb.utxos import DynamoUtxoStore
     from .domain.bitcoin import Network
 
@@ -55,7 +56,8 @@ def _build() -> Services:
         network=s.network,
         lightning=DynamoLightningStore(client, models),
         lnd=_lnd_provider(),
-        start_payment=_payment_starter(),
+        start_payment=_execution_starter(lambda: settings().payment_state_machine_arn,
+                                         "SATFLOW_PAYMENT_STATE_MACHINE_ARN", "payment_id"),
         publish_invoice_event=_invoice_publisher(),
         utxos=DynamoUtxoStore(client, models),
         chain=DynamoChainStore(client, models, account_key=s.deposit_account_key,
@@ -65,7 +67,17 @@ def _build() -> Services:
         deposit_policy=s.deposit_policy,
         hot_sign_limit_sat=s.hot_sign_limit_sat,
         hot_signer_key=_secret_string(lambda: settings().signer_secret_id, "SATFLOW_SIGNER_SECRET_ID"),
+        payouts=DynamoPayoutStore(client, models),
+        start_payout=_execution_starter(lambda: settings().payout_state_machine_arn,
+                                        "SATFLOW_PAYOUT_STATE_MACHINE_ARN", "batch_id"),
     )
+
+
+def payout_task_sender() -> Callable[[str, dict], None]:
+    """Resumes a payout workflow parked on a task token (external signature submitted, or signing cancelled)."""
+    from .app.payouts import sfn_task_success_sender
+
+    return sfn_task_success_sender(_sfn())
 
 
 def _secret_json(secret_id: str) -> dict:
@@ -122,19 +134,20 @@ def _lnd_provider() -> Callable[[], Any]:
     return _once(build)
 
 
-def _payment_starter() -> Callable[[str], None]:
-    sfn = _once(lambda: aws_client("stepfunctions"))
+_sfn = _once(lambda: aws_client("stepfunctions"))
 
-    def start(payment_id: str) -> None:
+
+def _execution_starter(arn: Callable[[], str | None], name: str, key: str) -> Callable[[str], None]:
+    """Starts a workflow execution named by the entity id: starting it twice cannot create two workflows."""
+
+    def start(entity_id: str) -> None:
         from botocore.exceptions import ClientError
 
-        s = settings()
-        if not s.payment_state_machine_arn:
-            raise RuntimeError("set SATFLOW_PAYMENT_STATE_MACHINE_ARN")
+        state_machine = arn()
+        if not state_machine:
+            raise RuntimeError(f"set {name}")
         try:
-            # Named by the payment id: starting it twice cannot create two workflows for one payment.
-            sfn().start_execution(stateMachineArn=s.payment_state_machine_arn, name=payment_id,
-                                  input=json.dumps({"payment_id": payment_id}))
+            _sfn().start_execution(stateMachineArn=state_machine, name=entity_id, input=json.dumps({key: entity_id}))
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "ExecutionAlreadyExists":
                 raise

@@ -42,6 +42,19 @@ _PAYMENT = {
                    "preimage": {"type": "string", "nullable": True},
                    "failure_reason": {"type": "string", "nullable": True}, "internal": {"type": "boolean"}},
 }
+_PAYOUT = {
+    "type": "object", "required": ["payout_id", "status"],
+    "properties": {"payout_id": _STR, "address": _STR, "amount_sat": _INT, "fee_reserve_sat": _INT,
+                   "fee_sat": {**_INT, "nullable": True}, "txid": {"type": "string", "nullable": True},
+                   "status": {"type": "string", "enum": ["QUEUED", "BATCHED", "SIGNING", "BROADCAST", "CONFIRMED",
+                                                         "CANCELED"]}},
+}
+
+
+def _path(name: str) -> dict:
+    return {"name": name, "in": "path", "required": True, "schema": _STR}
+
+
 _IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string", "maxLength": 255}}
 
 
@@ -120,6 +133,24 @@ ROUTES: tuple[Route, ...] = (
                        "next_cursor": {"type": "string", "nullable": True}}},
           parameters=({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
                       {"name": "cursor", "in": "query", "schema": _STR})),
+    Route("POST", "/v1/payouts", "Queue an on-chain payout (batched; funds held until it confirms)", "send", 202,
+          request={"type": "object", "required": ["address", "amount_sat"], "additionalProperties": False,
+                   "properties": {"address": _STR, "amount_sat": {"type": "integer", "minimum": 1},
+                                  "priority": {"type": "string", "enum": ["fast", "normal", "slow"]}}},
+          response=_PAYOUT, parameters=({**_IDEMPOTENCY, "required": True},)),
+    Route("GET", "/v1/payouts/{payout_id}", "One of the caller's payouts", "read", response=_PAYOUT,
+          parameters=(_path("payout_id"),)),
+    Route("POST", "/v1/payouts/{payout_id}/cancel", "Cancel a payout before broadcast (full refund)", "send",
+          response=_PAYOUT, parameters=(_path("payout_id"),)),
+    Route("GET", "/v1/admin/payout-batches", "Open payout batches", "admin"),
+    Route("GET", "/v1/admin/payout-batches/{batch_id}", "One payout batch", "admin", parameters=(_path("batch_id"),)),
+    Route("GET", "/v1/admin/payout-batches/{batch_id}/psbt", "The unsigned PSBT for the external signer", "admin",
+          response={"type": "object", "properties": {"batch_id": _STR, "psbt": {"type": "string", "format": "byte"}}},
+          parameters=(_path("batch_id"),)),
+    Route("POST", "/v1/admin/payout-batches/{batch_id}/psbt", "Submit the externally signed PSBT", "admin",
+          request={"type": "object", "required": ["psbt"], "additionalProperties": False,
+                   "properties": {"psbt": {"type": "string", "format": "byte"}}},
+          parameters=(_path("batch_id"),)),
 )
 
 

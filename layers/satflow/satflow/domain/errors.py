@@ -286,6 +286,63 @@ class PaymentNotFound(NotFound):
 class InvoiceNotFound(NotFound):
     code = "INVOICE_NOT_FOUND"
 
+
+# --- On-chain payouts ---------------------------------------------------------------------------------------------
+class AmountBelowDust(ValidationError):
+    """400: the amount is below the dust threshold of the destination's script (the network would not relay it)."""
+
+    code = "AMOUNT_BELOW_DUST"
+
+
+class PayoutAmountTooLarge(ValidationError):
+    """400: above the per-payout maximum (MAX_PAYOUT_SAT)."""
+
+    code = "PAYOUT_AMOUNT_TOO_LARGE"
+
+
+class PayoutNotFound(NotFound):
+    """404."""
+
+    code = "PAYOUT_NOT_FOUND"
+
+
+class PayoutBatchNotFound(NotFound):
+    """404."""
+
+    code = "PAYOUT_BATCH_NOT_FOUND"
+
+
+class PayoutNotCancelable(BusinessRejection):
+    """422: its transaction is signed or broadcast (or it is already confirmed)."""
+
+    code = "PAYOUT_NOT_CANCELABLE"
+
+
+class BatchNotAwaitingSignature(Conflict):
+    """409: export/submit of a batch with nothing waiting for the external signer."""
+
+    code = "BATCH_NOT_AWAITING_SIGNATURE"
+
+
+class InvalidPsbt(ValidationError):
+    """400: not a PSBT, or not completely and validly signed."""
+
+    code = "INVALID_PSBT"
+
+
+class SignedPsbtMismatch(InvalidPsbt):
+    """400: the signed PSBT is not the unsigned transaction we exported (other inputs, outputs or amounts)."""
+
+    code = "SIGNED_PSBT_MISMATCH"
+
+
+class FeeBumpRejected(BusinessRejection):
+    """422: the batch is not in the mempool, the new rate is not higher, there is no change to take the fee from,
+    or a fee share would exceed its payout's reserve."""
+
+    code = "FEE_BUMP_REJECTED"
+
+
 def all_error_classes() -> list[type[SatflowError]]:
     """Every SatflowError subclass, transitively (used by the exhaustive HTTP mapping and contract tests)."""
     seen: list[type[SatflowError]] = [SatflowError]
