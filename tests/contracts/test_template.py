@@ -35,7 +35,7 @@ API_ROUTES = {
 }
 CONFIG_PY = ROOT / "layers" / "satflow" / "satflow" / "config.py"
 # Read by config.py but deliberately never set in AWS (documented as local-runtime only).
-LOCAL_ONLY_ENV = {"SATFLOW_ADMIN_KEY"}
+LOCAL_ONLY_ENV = {"SATFLOW_ADMIN_KEY", "SATFLOW_WORKFLOW_WAIT_S"}
 # Set only on the functions that use them (a Globals entry would make the state machine depend on itself).
 PER_FUNCTION_ENV = {
     "SATFLOW_PAYMENT_STATE_MACHINE_ARN": {"ApiFunction", "MonitorFunction"},

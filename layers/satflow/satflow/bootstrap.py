@@ -147,7 +147,10 @@ def _execution_starter(arn: Callable[[], str | None], name: str, key: str) -> Ca
         if not state_machine:
             raise RuntimeError(f"set {name}")
         try:
-            _sfn().start_execution(stateMachineArn=state_machine, name=entity_id, input=json.dumps({key: entity_id}))
+            payload: dict[str, Any] = {key: entity_id}
+            if settings().workflow_wait_s:  # local runtime only; the ASL's Defaults state supplies production waits
+                payload["wait_s"] = settings().workflow_wait_s
+            _sfn().start_execution(stateMachineArn=state_machine, name=entity_id, input=json.dumps(payload))
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "ExecutionAlreadyExists":
                 raise
