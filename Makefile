@@ -38,6 +38,8 @@ unit: $(VENV)/.installed
 ## bench: printed figures, not pass/fail
 bench: $(VENV)/.installed
 	$(PY) benchmarks/cold_imports.py
+	$(PY) benchmarks/scan_block.py
+	$(PY) benchmarks/payout_vbytes.py
 
 ## demo: two accounts, a funding adjustment and a transfer against a running `make run`
 demo: $(VENV)/.installed
