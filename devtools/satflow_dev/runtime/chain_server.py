@@ -59,12 +59,12 @@ import hmac
 import json
 import logging
 import secrets as token_source
-import threading
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 
+from .background_http import BackgroundHttpServer
 from .resources import aws_client, put_secret
 from .template import SecretSpec, TemplateModel
 
@@ -105,36 +105,16 @@ def bip84_test_account() -> tuple[str, str]:
 # ---------------------------------------------------------------------------------------------- HTTP server
 
 
-class ChainRpcHttpServer:
+class ChainRpcHttpServer(BackgroundHttpServer):
     """Serves one ChainSimulator's JSON-RPC on host:port (0 = a free port), checking basic auth."""
+    thread_name = "chain-sim-http"
 
     def __init__(self, simulator: ChainSimulator, user: str, password: str, host: str = "127.0.0.1",
                  port: int = 0) -> None:
         self.simulator = simulator
         self._expected_auth = f"{user}:{password}".encode()
-        self._server = ThreadingHTTPServer((host, port), _make_handler(self))
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
+        super().__init__(_make_handler(self), host, port)
 
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
-
-    @property
-    def url(self) -> str:
-        return f"http://{self._server.server_address[0]}:{self.port}"
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"chain-sim-http:{self.port}", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join(timeout=5)
-            self._thread = None
-        self._server.server_close()
 
     def authorized(self, header: str | None) -> bool:
         scheme, _, encoded = (header or "").partition(" ")

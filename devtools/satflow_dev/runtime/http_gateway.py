@@ -14,16 +14,16 @@ import base64
 import json
 import logging
 import re
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
+from .background_http import BackgroundHttpServer
 from .template import FunctionSpec, HttpRoute
 
 log = logging.getLogger(__name__)
@@ -203,24 +203,16 @@ def response_from_result(result: Any) -> HttpResponse:
 # ---------------------------------------------------------------------------------------------- the server
 
 
-class HttpGateway:
+class HttpGateway(BackgroundHttpServer):
     """ThreadingHTTPServer on host:port (0 = a free port) that feeds v2 events to `invoke`."""
+    thread_name = "http-gateway"
 
     def __init__(self, routes: RouteTable, invoke: InvokeFunction, host: str = "127.0.0.1", port: int = 3000) -> None:
         self.routes = routes
         self.invoke = invoke
         self._dev_routes: dict[str, DevRouteHandler] = {}
-        self._server = ThreadingHTTPServer((host, port), _make_request_handler(self))
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
+        super().__init__(_make_request_handler(self), host, port)
 
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
-
-    @property
-    def url(self) -> str:
-        return f"http://{self._server.server_address[0]}:{self.port}"
 
     def register_dev_route(self, prefix: str, handler: DevRouteHandler) -> None:
         """Serve every method under `prefix` (which must start with /_sim/) with a development-only handler."""
@@ -235,18 +227,6 @@ class HttpGateway:
                 return self._dev_routes[prefix]
         return None
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="http-gateway", daemon=True)  # quick stop()
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop serving and close the socket; safe to call twice."""
-        if self._thread is not None:  # shutdown() would wait forever for a loop that never ran
-            self._server.shutdown()
-            self._thread.join(timeout=5)
-            self._thread = None
-        self._server.server_close()
 
     # -- request handling (called from the server's request threads)
 

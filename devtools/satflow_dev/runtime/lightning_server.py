@@ -45,10 +45,11 @@ import select
 import socket
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
+from .background_http import BackgroundHttpServer
 from .resources import aws_client, put_secret
 from .template import SecretSpec, TemplateModel
 
@@ -110,38 +111,17 @@ class _Pump:
         self._cancelled.set()
 
 
-class LightningHttpServer:
+class LightningHttpServer(BackgroundHttpServer):
     """Serves one LightningSimulator's LND REST routes on host:port (0 = a free port)."""
+    thread_name = "lnd-sim-http"
 
     def __init__(self, simulator: LightningSimulator, host: str = "127.0.0.1", port: int = 0) -> None:
         self.simulator = simulator
         self._stopping = threading.Event()
         self._streams_lock = threading.Lock()
         self._open_streams = 0
-        self._server = ThreadingHTTPServer((host, port), _make_handler(self))
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
+        super().__init__(_make_handler(self), host, port)
 
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
-
-    @property
-    def url(self) -> str:
-        return f"http://{self._server.server_address[0]}:{self.port}"
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"lnd-sim-http:{self.port}", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()  # streams and stalls end within _WAIT_SLICE_S
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join(timeout=5)
-            self._thread = None
-        self._server.server_close()
 
     @property
     def stopping(self) -> bool:
