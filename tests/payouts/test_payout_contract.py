@@ -1,77 +1,22 @@
-"""statemachines/payout.asl.json <-> functions/payout/app.py <-> satflow errors <-> events/payout: the checks
-tests/contracts applies to every ASL, plus the payout-specific ones (until the lead wires PayoutStateMachine into
-template.yaml and TASK_KINDS)."""
+"""Payout-specific contract checks: events/payout <-> functions/payout/app.py, and the ASL's defaults for the
+production input. The checks every ASL gets (placeholders, reachability, error names, retry policy, runs in moto)
+live in tests/contracts/test_statemachines.py."""
 from __future__ import annotations
 
-import importlib
 import json
-import pkgutil
 import time
 
 import pytest
 
 from satflow.domain.payouts import PayoutBatchNotFound
 
-from tests.flows.harness import LambdaContext, placeholders
+from tests.flows.harness import LambdaContext
 
 from .conftest import PAYOUT_ASL, ROOT
 
 EVENTS = sorted((ROOT / "events" / "payout").glob("*.json"))
-FORWARD = {"Prepare", "SignHot", "AwaitSignature", "Broadcast", "CheckConfirmations"}
-IDEMPOTENT = {"Post", "Abandon"}
 STUB = "PayoutContractStub"
 STUB_ARN = f"arn:aws:lambda:us-east-1:123456789012:function:{STUB}"
-
-
-def _definition() -> dict:
-    return json.loads(PAYOUT_ASL.read_text())
-
-
-def _domain_errors() -> dict[str, type]:
-    import satflow.domain
-    from satflow.domain import errors
-
-    for module in pkgutil.iter_modules(satflow.domain.__path__):
-        importlib.import_module(f"satflow.domain.{module.name}")
-    return {cls.__name__: cls for cls in errors.all_error_classes()}
-
-
-def test_placeholders_are_the_function_arn_only():
-    assert placeholders(PAYOUT_ASL.read_text()) == {"PayoutFunctionArn"}
-
-
-def test_every_state_is_reachable_and_every_transition_known():
-    definition = _definition()
-    states = definition["States"]
-    edges = {}
-    for name, state in states.items():
-        targets = {state[k] for k in ("Next", "Default") if k in state}
-        targets |= {c["Next"] for c in state.get("Choices", [])} | {c["Next"] for c in state.get("Catch", [])}
-        assert targets <= set(states), name
-        edges[name] = targets
-    seen, todo = set(), [definition["StartAt"]]
-    while todo:
-        name = todo.pop()
-        if name not in seen:
-            seen.add(name)
-            todo.extend(edges[name])
-    assert seen == set(states)
-
-
-def test_error_names_and_retry_policy():
-    known = _domain_errors()
-    from satflow.domain.errors import TransientError
-
-    family = {n for n, cls in known.items() if issubclass(cls, TransientError)}
-    states = _definition()["States"]
-    assert {n for n, s in states.items() if s["Type"] == "Task"} == FORWARD | IDEMPOTENT
-    for name, state in states.items():
-        for rule in (*state.get("Retry", []), *state.get("Catch", [])):
-            for error in rule["ErrorEquals"]:
-                assert error.startswith("States.") or error in known, (name, error)
-    for name in FORWARD:
-        for rule in states[name].get("Retry", []):
-            assert set(rule["ErrorEquals"]) == family, name  # transient only, every subclass listed
 
 
 def test_sample_events_are_what_the_handler_reads(flow, payout_module):
@@ -80,24 +25,6 @@ def test_sample_events_are_what_the_handler_reads(flow, payout_module):
         event = json.loads(path.read_text())
         with pytest.raises(PayoutBatchNotFound):  # parsed and routed; the sample batch does not exist
             payout_module.lambda_handler(event, LambdaContext(function_name="PayoutFunction"))
-
-
-def test_asl_runs_in_moto_and_ends_when_every_task_fails(payout_moto):
-    calls = []
-
-    def stub(event):
-        calls.append(event)
-        raise RuntimeError("contract stub")
-
-    payout_moto.functions[STUB] = stub
-    try:
-        arn = payout_moto.create_state_machine(PAYOUT_ASL, {"PayoutFunctionArn": STUB_ARN})
-        payout_moto.client("stepfunctions").start_execution(stateMachineArn=arn, name="contract-1",
-                                                            input=json.dumps({"batch_id": "bat_contract"}))
-        result = payout_moto.wait(payout_moto.execution_arn(arn, "contract-1"))
-    finally:
-        payout_moto.functions.pop(STUB, None)
-    assert result.status in ("SUCCEEDED", "FAILED") and calls and result.final_state == "NeedsAttention"
 
 
 def test_production_input_gets_the_defaults(payout_moto):
