@@ -23,6 +23,8 @@ def _payment_reconciler(svc) -> dict:
     counts = payments.reconcile(svc)
     if counts["past_cltv"]:
         metrics.add_metric(name="PaymentsInFlightPastCltv", unit=MetricUnit.Count, value=counts["past_cltv"])
+    if counts["errors"]:
+        metrics.add_metric(name="ReconcilerErrors", unit=MetricUnit.Count, value=counts["errors"])
     return counts
 
 

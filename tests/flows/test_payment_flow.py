@@ -226,8 +226,11 @@ def test_fixed_amount_invoice_sends_no_amount(flow):
 
 
 # ------------------------------------------------------------------------------------------------- a failed hash
-def test_a_failed_hash_may_be_paid_again(flow):
-    """A FAILED payment frees its hash (LND allows a retry); the second attempt is a new payment."""
+def test_a_failed_hash_is_never_sent_again(flow):
+    """Review finding: a second payment of a FAILED hash could be decided by the first one's stale track result
+    (voided while its own send still landed). A hash is sent at most once, ever: the retry is a 409."""
+    from satflow.domain import errors
+
     alice = flow.new_account(FUNDS)
     request = flow.sim.external_invoice(AMOUNT)
     payment_hash = flow.sim.payment_hash_of(request)
@@ -236,11 +239,8 @@ def test_a_failed_hash_may_be_paid_again(flow):
     flow.wait(first.payment_id)
     _assert_voided(flow, alice, first, "NO_ROUTE")
 
-    flow.sim.script(PaymentScript.succeed(fee_msat=FEE), payment_hash)
-    second = flow.pay(alice, request)
-    assert second.payment_id != first.payment_id
-    assert flow.wait(second.payment_id).final_state == "Done"
-    assert flow.payment(second.payment_id).status is PaymentStatus.SUCCEEDED
-    assert flow.balance(alice.account_id) == (FUNDS - AMOUNT - FEE, 0)
-    assert flow.lnd.sends[payment_hash] == 2  # one per payment: the first FAILED for good
+    with pytest.raises(errors.PaymentHashInFlight):
+        flow.pay(alice, request, key="retry")
+    assert flow.balance(alice.account_id) == (FUNDS, 0)
+    assert flow.lnd.sends[payment_hash] == 1
     flow.assert_invariants()

@@ -1,5 +1,5 @@
-"""Cancelling payouts before broadcast: the whole reservation returns; a batch being built or signed is cancelled
-and its other payouts go back to the queue (and are batched again)."""
+"""Cancelling payouts before signing: the whole reservation returns; a BUILT batch is cancelled and its other
+payouts go back to the queue (and are batched again). Once the PSBT may be with the external signer, no cancel."""
 from __future__ import annotations
 
 import pytest
@@ -29,7 +29,9 @@ def test_cancel_a_queued_payout_returns_everything(flow):
     flow.assert_invariants()
 
 
-def test_cancel_during_external_signing_requeues_the_co_batched_payouts(flow):
+def test_no_cancel_once_the_psbt_may_be_with_the_external_signer(flow):
+    """Review finding: releasing the inputs of a batch whose PSBT left satflow let an externally signed
+    transaction pay a refunded payout and the co-batched payouts twice. SIGNING is therefore final for cancels."""
     flow.svc.hot_sign_limit_sat = 1_000
     flow.seed_utxos(600_000)
     users = [flow.new_account(funds_sat=400_000) for _ in range(3)]
@@ -37,33 +39,17 @@ def test_cancel_during_external_signing_requeues_the_co_batched_payouts(flow):
     payouts.run_batcher(flow.svc)
     (first_batch,) = flow.started
     flow.wait_for(lambda: flow.batch(first_batch).status is BatchStatus.SIGNING, what="SIGNING")
+    reserved = flow.balance(users[1].account_id)
 
-    cancelled = _cancel(flow, users[1], ps[1].payout_id)
-    assert cancelled.status is PayoutStatus.CANCELED
-    result = flow.wait(first_batch)  # the waiting workflow was told to finish
-    assert result.status == "SUCCEEDED" and result.final_state == "Done" and "Broadcast" not in result.states
+    with pytest.raises(PayoutNotCancelable):
+        _cancel(flow, users[1], ps[1].payout_id)
     batch = flow.batch(first_batch)
-    assert batch.status is BatchStatus.CANCELED and batch.task_token is None
-    assert all(flow.svc.utxos.get(u.txid, u.vout).status is UtxoStatus.AVAILABLE for u in batch.inputs)
-    assert flow.balance(users[1].account_id) == (400_000_000, 0)  # full refund
-    for p in (ps[0], ps[2]):
-        again = flow.get(p.payout_id)
-        assert again.status is PayoutStatus.QUEUED and again.requeues == 1 and again.batch_id is None
+    assert batch.status is BatchStatus.SIGNING and batch.task_token is not None
+    assert all(flow.svc.utxos.get(u.txid, u.vout).status is UtxoStatus.RESERVED for u in batch.inputs)
+    assert flow.balance(users[1].account_id) == reserved
+    assert flow.get(ps[1].payout_id).status is not PayoutStatus.CANCELED
     with pytest.raises(PayoutNotFound):  # someone else's payout
         _cancel(flow, users[0], ps[2].payout_id)
-
-    # the next run batches the two survivors into a new batch (new id) and pays them
-    flow.svc.hot_sign_limit_sat = 10_000_000
-    counts = payouts.run_batcher(flow.svc)
-    assert counts["batched"] == 2
-    second_batch = flow.started[-1]
-    assert second_batch != first_batch
-    assert set(flow.batch(second_batch).payout_ids) == {ps[0].payout_id, ps[2].payout_id}
-    assert flow.wait(second_batch).final_state == "Done"
-    for user, p in ((users[0], ps[0]), (users[2], ps[2])):
-        final = flow.get(p.payout_id)
-        assert final.status is PayoutStatus.CONFIRMED
-        assert flow.balance(user.account_id) == ((400_000 - final.amount_sat - final.fee_sat) * 1000, 0)
     flow.assert_invariants()
 
 

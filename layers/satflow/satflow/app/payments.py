@@ -231,34 +231,43 @@ MAX_IN_FLIGHT_S = 2016 * 600
 def reconcile(svc: Services, *, min_age_s: int = 60) -> dict[str, int]:
     """Track every PENDING external payment until LND reports a terminal state. Never voids on unknown.
     A payment whose send was never claimed (its workflow did not start or died before Send) is sent here."""
-    counts = {"checked": 0, "posted": 0, "voided": 0, "still_pending": 0, "past_cltv": 0}
+    counts = {"checked": 0, "posted": 0, "voided": 0, "still_pending": 0, "past_cltv": 0, "errors": 0}
     now_iso = svc.clock()
     for payment_id in svc.lightning.pending_payment_ids():
-        payment = svc.lightning.get_payment(payment_id)
-        if payment is None or payment.status is not PaymentStatus.PENDING or payment.internal:
-            continue
-        if _age_s(payment.created_at, now_iso) < min_age_s:
-            continue  # the workflow is most likely still on it
-        counts["checked"] += 1
-        if payment.send_attempted_at is None:
-            # The workflow never claimed the send (it failed to start, or died before Send): send now. The claim
-            # inside step_send keeps it the single send even if a late workflow reaches Send too.
-            decision = step_send(svc, payment_id, wait_s=RECONCILER_SEND_WAIT_S)
-        else:
-            decision = step_track(svc, payment_id)
-        if decision.get("next") == Next.POST.value:
-            step_post(svc, payment_id, decision["outcome"])
-            counts["posted"] += 1
-        elif decision.get("next") == Next.VOID.value:
-            step_void(svc, payment_id, decision["outcome"])
-            counts["voided"] += 1
-        else:
-            counts["still_pending"] += 1
-            if _age_s(payment.created_at, now_iso) > MAX_IN_FLIGHT_S:
-                # Past the CLTV horizon and still not final: an operator must look. Funds stay reserved.
-                counts["past_cltv"] += 1
-                log.error("payment %s still in flight past its CLTV expiry horizon", payment_id)
+        try:
+            _reconcile_one(svc, payment_id, now_iso, min_age_s, counts)
+        except Exception:  # one bad payment must not starve the others; it is retried next run
+            counts["errors"] += 1
+            log.exception("reconciling payment %s failed", payment_id)
     return counts
+
+
+def _reconcile_one(svc: Services, payment_id: str, now_iso: str, min_age_s: int, counts: dict[str, int]) -> None:
+    """One pending payment: send it if never claimed, else track it; post, void or leave it pending."""
+    payment = svc.lightning.get_payment(payment_id)
+    if payment is None or payment.status is not PaymentStatus.PENDING or payment.internal:
+        return
+    if _age_s(payment.created_at, now_iso) < min_age_s:
+        return  # the workflow is most likely still on it
+    counts["checked"] += 1
+    if payment.send_attempted_at is None:
+        # The workflow never claimed the send (it failed to start, or died before Send): send now. The claim
+        # inside step_send keeps it the single send even if a late workflow reaches Send too.
+        decision = step_send(svc, payment_id, wait_s=RECONCILER_SEND_WAIT_S)
+    else:
+        decision = step_track(svc, payment_id)
+    if decision.get("next") == Next.POST.value:
+        step_post(svc, payment_id, decision["outcome"])
+        counts["posted"] += 1
+    elif decision.get("next") == Next.VOID.value:
+        step_void(svc, payment_id, decision["outcome"])
+        counts["voided"] += 1
+    else:
+        counts["still_pending"] += 1
+        if _age_s(payment.created_at, now_iso) > MAX_IN_FLIGHT_S:
+            # Past the CLTV horizon and still not final: an operator must look. Funds stay reserved.
+            counts["past_cltv"] += 1
+            log.error("payment %s still in flight past its CLTV expiry horizon", payment_id)
 
 
 def _age_s(created_at: str, now_iso: str) -> float:

@@ -124,9 +124,10 @@ def get_payout(svc: Services, principal: Principal, payout_id: object) -> Payout
 
 def cancel_payout(svc: Services, principal: Principal, payout_id: object, *,
                   send_task_success: SendTaskSuccess | None = None) -> Payout:
-    """Cancel before broadcast: the whole reservation returns. A BATCHED/SIGNING payout's batch is cancelled
-    first (its other payouts go back to QUEUED). Once the batch transaction is signed: 422 PAYOUT_NOT_CANCELABLE.
-    ``send_task_success`` lets a workflow waiting for the external signer finish at once (else at its timeout)."""
+    """Cancel before signing: the whole reservation returns. A BATCHED payout's batch is cancelled first (its
+    other payouts go back to QUEUED) while the batch is still BUILT. Once the batch is with the external signer
+    (SIGNING) or signed: 422 PAYOUT_NOT_CANCELABLE — a signed transaction may exist outside satflow, and releasing
+    its inputs could pay and refund the same payout (and pay the co-batched ones twice)."""
     account_id = require_scope(principal, Scope.SEND)
     for _ in range(4):
         payout = _own_payout(svc, account_id, payout_id)
@@ -136,8 +137,9 @@ def cancel_payout(svc: Services, principal: Principal, payout_id: object, *,
             raise PayoutNotCancelable(f"the payout is {payout.status.value.lower()}", payout_id=payout.payout_id)
         if payout.status in IN_BATCH:
             batch = svc.payouts.get_batch(payout.batch_id) if payout.batch_id else None
-            if batch is None or batch.status not in (BatchStatus.BUILT, BatchStatus.SIGNING, BatchStatus.CANCELED):
-                raise PayoutNotCancelable("the payout's transaction is already signed", payout_id=payout.payout_id)
+            if batch is None or batch.status not in (BatchStatus.BUILT, BatchStatus.CANCELED):
+                raise PayoutNotCancelable("the payout's transaction is with the signer or already signed",
+                                          payout_id=payout.payout_id)
             if batch.status is not BatchStatus.CANCELED:  # CANCELED: being re-queued by another writer
                 try:
                     _cancel_batch(svc, batch, send_task_success, reason=f"payout {payout.payout_id} cancelled")

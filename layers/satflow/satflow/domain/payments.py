@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import math
+import re
 from dataclasses import dataclass
 
 from . import errors
@@ -36,6 +37,7 @@ def decode_payment_request(payment_request: object, network: str, now: int) -> P
     text = payment_request.strip()
     if text.lower().startswith("lightning:"):
         text = text[len("lightning:"):]
+    _check_amount_precision(text)  # before decoding: the library would silently round the amount
     import bolt11  # ~40 ms cold: only the payment path pays it
 
     try:
@@ -53,12 +55,37 @@ def decode_payment_request(payment_request: object, network: str, now: int) -> P
     expires_at = int(decoded.date) + int(decoded.expiry if decoded.expiry is not None else 3600)
     if expires_at <= now:
         raise errors.InvoiceExpired("the invoice has expired", field="payment_request")
+    if expires_at - now > MAX_INVOICE_LIFETIME_S:
+        # A payment whose send never reached the node is voided only once its invoice has expired: an invoice
+        # valid for years would hold the reservation (and the hash) for years.
+        raise errors.InvalidPaymentRequest("the invoice is valid for more than 30 days", field="payment_request")
     amount = decoded.amount_msat
     return PaymentRequest(
         payment_request=text.lower(), payment_hash=decoded.payment_hash, destination=decoded.payee,
         amount_msat=int(amount) if amount else None, created_at=int(decoded.date), expires_at=expires_at,
         min_final_cltv_expiry=int(decoded.min_final_cltv_expiry or 18), description=decoded.description,
     )
+
+
+MAX_INVOICE_LIFETIME_S = 30 * 24 * 3600
+_HRP = re.compile(r"^ln(?:bcrt|bc|tbs|tb|sb)(?P<digits>[0-9]*)(?P<multiplier>[munp]?)$")
+
+
+def _check_amount_precision(text: str) -> None:
+    """The bolt11 library drops fractions of a msat: "lnbcrt1p..." (0.1 msat) would read as amount-less and
+    "15p" as 1 msat. An amount must be a whole, non-zero number of msat (pico amounts end in 0)."""
+    hrp = text.lower()[: text.rfind("1")]
+    match = _HRP.match(hrp)
+    if match is None:
+        raise errors.InvalidPaymentRequest("payment_request is not a valid BOLT11 invoice", field="payment_request")
+    digits, multiplier = match["digits"], match["multiplier"]
+    if multiplier and not digits:
+        raise errors.InvalidPaymentRequest("the invoice amount has a multiplier but no digits", field="payment_request")
+    if digits and (int(digits) == 0 or digits.startswith("0")):
+        raise errors.InvalidPaymentRequest("the invoice amount is zero or not canonical", field="payment_request")
+    if multiplier == "p" and int(digits) % 10:
+        raise errors.InvalidPaymentRequest("the invoice amount is a fraction of a millisatoshi",
+                                           field="payment_request")
 
 
 def payable_amount(request: PaymentRequest, amount_msat: object) -> int:

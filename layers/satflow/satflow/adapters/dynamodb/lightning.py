@@ -130,12 +130,14 @@ class DynamoLightningStore:
 
         def hash_taken(old: dict | None) -> errors.SatflowError:
             return errors.PaymentHashInFlight(
-                "this invoice is already being paid or has been paid", payment_hash=p.payment_hash)
+                "this invoice was already attempted; a payment hash is sent at most once (ask for a new invoice)",
+                payment_hash=p.payment_hash)
 
         items = [
             put(record, P.pk.does_not_exist(), "payment"),
-            # A FAILED payment frees its hash (LND may retry a failed hash); PENDING and SUCCEEDED hold it.
-            put(lock, K.pk.does_not_exist() | (K.status == PaymentStatus.FAILED.value), "payment_lock", hash_taken),
+            # One payment per hash, ever — even after FAILED. LND's track answers per hash, so a second payment of
+            # a hash could be decided by the first one's stale result (void while its own send still lands).
+            put(lock, K.pk.does_not_exist(), "payment_lock", hash_taken),
         ]
         if p.status is PaymentStatus.PENDING:
             items.append(put(K(*self._pending_key(p.payment_id), at=p.created_at), None, "payment_pending"))

@@ -11,7 +11,7 @@ Key design (pk / sk):
   INVOICE#<payment_hash> / INVOICE         our invoice: owner, amount, status (OPEN -> SETTLED exactly once)
   OPENINV#<shard>      / <expires_unix>#<hash>   index of OPEN invoices for the expiry sweeper
   PAYMENT#<payment_id> / PAYMENT           an outbound payment and its state
-  PAYHASH#<payment_hash> / LOCK            one payment per hash across all accounts (FAILED frees it)
+  PAYHASH#<payment_hash> / LOCK            one payment per hash across all accounts, ever (never freed)
   PAYPENDING#<shard>   / <payment_id>      index of PENDING payments for the reconciler
   LNDCURSOR            / INVOICES          the settle/add index the invoice listener and poller resume from
   UTXO#<shard>         / <txid>:<vout>     our spendable outputs (sharded partitions; AVAILABLE/RESERVED/SPENT)
