@@ -365,3 +365,29 @@ def test_only_one_run_moves_the_tip_and_a_fork_below_our_records_stops_for_an_op
     with pytest.raises(ReorgBeyondWindow):
         scan(svc)
     assert svc.chain.tip() == tip  # nothing guessed
+
+
+def test_a_crash_before_the_tip_move_then_a_reorg_never_credits_a_vanished_deposit(svc, chain_sim, alice):
+    """Review finding: the deposit was written with its block, the tip move crashed, a reorg then dropped the
+    transaction; the deposit was credited from its height alone and its phantom UTXO became spendable."""
+    from satflow.domain.onchain import DepositStatus
+
+    scan(svc)
+    _, outpoint = deposit_to(svc, chain_sim, alice, 500_000)  # the 1-confirmation tier
+    chain_sim.mine(1)
+    real = svc.chain.connect_block
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("Lambda timed out after the deposit writes")
+
+    svc.chain.connect_block = crash
+    with pytest.raises(RuntimeError):
+        scan(svc)
+    svc.chain.connect_block = real
+    chain_sim.reorg(depth=1, drop_txids=[outpoint.split(":")[0]])  # double-spent away
+    scan(svc)
+    scan(svc)
+    assert svc.chain.get_deposit(outpoint).status is not DepositStatus.CREDITED
+    assert balance(svc, alice)[0] == 0
+    assert outpoint not in {u.outpoint for u in svc.utxos.available()}
+    assert svc.ledger.check_invariants().ok

@@ -50,7 +50,7 @@ def test_production_input_gets_the_defaults(payout_moto):
             time.sleep(0.02)
         assert wait_input is not None
         assert (wait_input["wait_s"], wait_input["max_checks"], wait_input["confirmations"],
-                wait_input["signing_timeout_s"]) == (60, 1440, 1, 604800)
+                wait_input["signing_timeout_s"]) == (60, 1440, 3, 604800)
         assert sfn.describe_execution(executionArn=execution)["status"] == "RUNNING"
     finally:
         sfn.stop_execution(executionArn=execution)

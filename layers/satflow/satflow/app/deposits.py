@@ -345,6 +345,16 @@ class _ChainScan:
                 continue
             at = self.svc.clock()
             step = confirmation_step(d, tip.height, self.policy, at)
+            if step.credit and self._node_hash(d.height) != d.block_hash:
+                # Its block is no longer the node's block at that height, and no block record of ours lists it
+                # (a crash or a concurrent run between the deposit write and the tip move, then a reorg): never
+                # credit from a height alone. Orphan it; a re-mine confirms it again, a drop voids it.
+                log.warning("deposit %s: block %s is not on the active chain; orphaned before credit", d.outpoint,
+                            d.block_hash)
+                event = DepositEvent(EVENT_REORGED, 0, d.generation, at, d.height)
+                self.chain.write(self.chain.orphan_items(d, d.block_hash, event))
+                _MEMPOOL_CHECKED.pop(d.txid, None)
+                continue
             if step.credit:
                 self._credit(d, step, at)
             elif step.changes_anything:
@@ -411,7 +421,9 @@ class _ChainScan:
             self.counts["unresolved"] += 1
             return
         except errors.TransferExistsWithDifferentFields:
-            raise
+            # A concurrent run reversed it first (possibly the overdraft variant): the reversal exists once.
+            log.info("deposit %s was reversed by another run", d.outpoint)
+            return
         except errors.Conflict:
             log.info("deposit %s changed meanwhile; the next run looks again", d.outpoint)
             return
