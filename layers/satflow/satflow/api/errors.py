@@ -23,6 +23,8 @@ HTTP_STATUS: dict[type[e.SatflowError], int] = {
     e.AccountClosed: 422,
     e.PendingMismatch: 422,
     e.TransientError: 503,
+    e.AuditHeadMoved: 503,
+    e.AuditChainBroken: 500,
     # Lightning (node faults are the upstream's: 502; unavailable is retryable: 503)
     e.InvalidPaymentRequest: 400,
     e.LightningInvoiceNotFound: 404,

@@ -343,6 +343,22 @@ class FeeBumpRejected(BusinessRejection):
     code = "FEE_BUMP_REJECTED"
 
 
+
+# --- Audit log ----------------------------------------------------------------------------------------------------
+class AuditHeadMoved(TransientError):
+    """Another writer appended to the same audit chain between our head read and our transaction: nothing was
+    written; prepare the record again and retry the whole transaction (same ids, so it stays idempotent)."""
+
+    code = "AUDIT_HEAD_MOVED"
+
+
+class AuditChainBroken(SatflowError):
+    """The chain's storage is inconsistent (a record exists past the head: head deleted or rolled back). Not
+    retryable: writes to this shard fail closed until an operator has verified and repaired the chain."""
+
+    code = "AUDIT_CHAIN_BROKEN"
+
+
 def all_error_classes() -> list[type[SatflowError]]:
     """Every SatflowError subclass, transitively (used by the exhaustive HTTP mapping and contract tests)."""
     seen: list[type[SatflowError]] = [SatflowError]

@@ -1,0 +1,294 @@
+"""Hash-chained audit records (pure: no I/O).
+
+Every money mutation and every admin action appends one :class:`AuditRecord` to a chain. There are N independent
+chains (shards) so no single item is written by every operation (design rule 8); within a chain, record ``seq``
+n carries ``prev_hash`` = the hash of record n-1 (the first record of a chain carries :data:`GENESIS_HASH`).
+
+``hash = sha256(canonical JSON of every field except hash)``, the canonical JSON being sorted keys, no whitespace,
+ASCII escapes, integers only (a float anywhere is refused). ``seq``, ``shard`` and ``prev_hash`` are inside the
+hashed content, so an altered record, a removed one and a reordered pair each break the chain, and
+:func:`verify_chain` tells which.
+
+Which chain: :func:`audit_shard` hashes the record's *chain key* (its first subject id, else its actor) into
+``0..shards-1``, so all records whose primary subject is one account stay in one chain, totally ordered by ``seq``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable, Iterator, Literal, Mapping
+
+from .errors import ValidationError
+from .ledger import Transfer, shard_for
+from .money import BTC
+
+GENESIS_HASH = "0" * 64
+RECORD_VERSION = 1
+SYSTEM_ACTOR, ADMIN_ACTOR = "system", "admin"
+
+MAX_DETAILS_BYTES = 2048
+MAX_SUBJECTS = 8
+MAX_ID_CHARS = 200
+_INT_LIMIT = 2**63 - 1
+_ACTION_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+_HASH_RE = re.compile(r"^[0-9a-f]{64}$")
+
+Problem = Literal["altered", "missing", "reordered", "broken_link"]
+
+
+# ------------------------------------------------------------------------------------------------ records
+@dataclass(frozen=True)
+class AuditEntry:
+    """What a caller records: everything except the chain fields (shard, seq, prev_hash, hash).
+
+    ``actor``: an account id (``acc_...``), ``"admin"`` or ``"system"``. ``action``: dotted lower case, e.g.
+    ``transfer.internal``, ``adjustment.credit``, ``payment.reserved``, ``account.created``, ``account.updated``.
+    ``subject_ids``: the ids the record is about; the FIRST is the chain key (normally an account id).
+    ``details``: a small JSON object (str keys; str/int/bool/null/list/object values; no floats; <= 2 KB).
+    """
+
+    at: str
+    actor: str
+    action: str
+    subject_ids: tuple[str, ...] = ()
+    amount_msat: int | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "subject_ids", tuple(self.subject_ids))
+        object.__setattr__(self, "details", dict(self.details))
+        validate_entry(self)
+
+    @property
+    def chain_key(self) -> str:
+        return self.subject_ids[0] if self.subject_ids else self.actor
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """A chained record. Built by :func:`chain_record`; read back from storage without validation (a tampered
+    record must still be representable so that :func:`verify_chain` can report it)."""
+
+    shard: int
+    seq: int
+    at: str
+    actor: str
+    action: str
+    subject_ids: tuple[str, ...]
+    amount_msat: int | None
+    details: Mapping[str, Any]
+    prev_hash: str
+    hash: str
+    version: int = RECORD_VERSION
+
+    def hashed_fields(self) -> dict[str, Any]:
+        """Every field except ``hash``: exactly what the hash covers."""
+        return {
+            "v": self.version, "shard": self.shard, "seq": self.seq, "at": self.at, "actor": self.actor,
+            "action": self.action, "subject_ids": list(self.subject_ids), "amount_msat": self.amount_msat,
+            "details": dict(self.details) if isinstance(self.details, Mapping) else self.details,
+            "prev_hash": self.prev_hash,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape of GET /v1/admin/audit."""
+        return {**self.hashed_fields(), "hash": self.hash}
+
+
+def canonical_json(value: Any) -> str:
+    """Sorted keys, no whitespace, ASCII only, integers only. Raises ValueError on floats, NaN, non-str keys,
+    bytes or other non-JSON values: a record that cannot be encoded canonically cannot be hashed."""
+    _check_json(value, depth=0)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def record_hash(record: AuditRecord) -> str:
+    return hashlib.sha256(canonical_json(record.hashed_fields()).encode("ascii")).hexdigest()
+
+
+def chain_record(entry: AuditEntry, *, shard: int, seq: int, prev_hash: str) -> AuditRecord:
+    """The record ``entry`` becomes at position ``seq`` of chain ``shard`` after a record hashing to ``prev_hash``."""
+    if isinstance(shard, bool) or not isinstance(shard, int) or shard < 0:
+        raise ValueError("shard must be a non-negative integer")
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
+        raise ValueError("seq must be a positive integer")
+    if not isinstance(prev_hash, str) or not _HASH_RE.match(prev_hash):
+        raise ValueError("prev_hash must be 64 lower-case hex digits")
+    unhashed = AuditRecord(shard=shard, seq=seq, at=entry.at, actor=entry.actor, action=entry.action,
+                           subject_ids=entry.subject_ids, amount_msat=entry.amount_msat, details=dict(entry.details),
+                           prev_hash=prev_hash, hash="")
+    return replace(unhashed, hash=record_hash(unhashed))
+
+
+def audit_shard(entry: AuditEntry, shards: int) -> int:
+    """The chain of ``entry``: sha256 of its chain key (first subject id, else actor) mod ``shards``.
+
+    Deterministic, so one account's records stay ordered in one chain; spread, so no chain head is hot. The shard
+    count may only grow (readers walk shards 0..N-1); growing it moves some accounts to a new chain from then on,
+    each chain staying verifiable on its own."""
+    if shards < 1:
+        raise ValueError("shards must be >= 1")
+    return shard_for(entry.chain_key, shards)
+
+
+def transfer_entry(t: Transfer, *, actor: str, action: str, at: str | None = None,
+                   details: Mapping[str, Any] | None = None) -> AuditEntry:
+    """The usual entry for a ledger transfer: subjects = (the user side, the other side, the transfer id); the
+    user side is the debit owner unless it is a system account. ``amount_msat`` only for the BTC asset (msat)."""
+    primary, other = (t.debit, t.credit) if not t.debit.is_system or t.credit.is_system else (t.credit, t.debit)
+    base: dict[str, Any] = {"template": t.template, "kind": t.kind.value, "asset": t.asset}
+    if t.asset != BTC:
+        base["amount"] = t.amount
+    if t.pending_id:
+        base["pending_id"] = t.pending_id
+    return AuditEntry(at=at or t.created_at, actor=actor, action=action,
+                      subject_ids=(primary.owner, other.owner, t.id),
+                      amount_msat=t.amount if t.asset == BTC else None, details={**base, **(details or {})})
+
+
+def validate_entry(entry: AuditEntry) -> None:
+    def bad(message: str, name: str) -> ValidationError:
+        return ValidationError(f"audit {name}: {message}", field=name)
+
+    if not _short_text(entry.at):
+        raise bad("must be a timestamp string", "at")
+    if not _short_text(entry.actor) or not (
+            entry.actor in (ADMIN_ACTOR, SYSTEM_ACTOR) or entry.actor.startswith("acc_")):
+        raise bad("must be an account id, 'admin' or 'system'", "actor")
+    if not isinstance(entry.action, str) or len(entry.action) > 64 or not _ACTION_RE.match(entry.action):
+        raise bad("must be dotted lower case, e.g. transfer.internal", "action")
+    if len(entry.subject_ids) > MAX_SUBJECTS or not all(_short_text(s) for s in entry.subject_ids):
+        raise bad(f"at most {MAX_SUBJECTS} non-empty ids", "subject_ids")
+    amount = entry.amount_msat
+    if amount is not None and (isinstance(amount, bool) or not isinstance(amount, int) or not 0 <= amount <= _INT_LIMIT):
+        raise bad("must be a non-negative integer or null", "amount_msat")
+    try:
+        encoded = canonical_json(entry.details)
+    except ValueError as exc:
+        raise bad(str(exc), "details") from exc
+    if len(encoded) > MAX_DETAILS_BYTES:
+        raise bad(f"larger than {MAX_DETAILS_BYTES} bytes", "details")
+
+
+def _short_text(value: object) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= MAX_ID_CHARS and _utf8(value)
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _check_json(value: Any, depth: int) -> None:
+    if depth > 8:
+        raise ValueError("nested too deeply")
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if not -_INT_LIMIT <= value <= _INT_LIMIT:
+            raise ValueError("integer out of range")
+        return
+    if isinstance(value, str):
+        if not _utf8(value):
+            raise ValueError("strings must be valid Unicode")
+        return
+    if isinstance(value, (list, tuple)):
+        for v in value:
+            _check_json(v, depth + 1)
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str) or not _utf8(k):
+                raise ValueError("object keys must be strings")
+            _check_json(v, depth + 1)
+        return
+    raise ValueError(f"{type(value).__name__} is not allowed (integers, strings, booleans, null, lists, objects)")
+
+
+def backoff_s(attempt: int) -> float:
+    """Retry delay before attempt ``attempt + 1`` on a moved chain head: full jitter, 20 ms doubling, <= 400 ms."""
+    return random.uniform(0, min(0.02 * 2 ** (attempt - 1), 0.4))
+
+
+# ------------------------------------------------------------------------------------------------ verification
+@dataclass(frozen=True)
+class VerifyReport:
+    ok: bool
+    first_bad_seq: int | None = None
+    problem: Problem | None = None
+    checked: int = 0  # records examined before the verdict
+    last_seq: int = 0  # the last good seq (the chain's length when ok)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "first_bad_seq": self.first_bad_seq, "problem": self.problem,
+                "checked": self.checked, "last_seq": self.last_seq}
+
+
+def verify_chain(records: Iterable[AuditRecord], *, head: tuple[int, str] | None = None, start_seq: int = 1,
+                 start_hash: str = GENESIS_HASH) -> VerifyReport:
+    """Check records given in storage order (ascending position) against each other and, when given, against the
+    chain head ``(seq, hash)``. Streams: O(1) memory on success; on the first problem it reads the rest to name it.
+
+    Problems, reported for the earliest bad position:
+      * ``reordered``   - a record sits at another position than its own: its seq is out of order (a later record
+                          holds the seq expected here), or its content hashes correctly only under another seq;
+      * ``missing``     - a seq is absent (a gap, or records the head counts but storage lacks: a deleted last);
+      * ``altered``     - the content does not hash to the stored hash (or cannot be encoded canonically);
+      * ``broken_link`` - the record is self-consistent but its prev_hash is not its predecessor's hash (a record
+                          forged with a recomputed hash), or the head disagrees with the last record.
+    ``start_seq``/``start_hash`` verify a suffix from a trusted checkpoint.
+    """
+    it: Iterator[AuditRecord] = iter(records)
+    expected, prev_hash, checked = start_seq, start_hash, 0
+
+    def fail(problem: Problem, seq: int) -> VerifyReport:
+        return VerifyReport(False, seq, problem, checked, expected - 1)
+
+    for r in it:
+        checked += 1
+        if isinstance(r.seq, bool) or not isinstance(r.seq, int):
+            return fail("altered", expected)
+        seq = r.seq
+        if seq != expected:
+            rest = [x.seq for x in it]  # consumed only on failure
+            if seq < expected or expected in rest:
+                return fail("reordered", expected)
+            return fail("missing", expected)
+        if not _self_consistent(r):
+            rest_seqs = [x.seq for x in it]
+            top = max([s for s in rest_seqs if isinstance(s, int)] + [seq, head[0] if head else 0])
+            if any(_self_consistent(replace(r, seq=s)) for s in range(start_seq, top + 1) if s != seq):
+                return fail("reordered", seq)
+            return fail("altered", seq)
+        if r.prev_hash != prev_hash:
+            return fail("broken_link", seq)
+        prev_hash, expected = r.hash, expected + 1
+
+    last = expected - 1
+    if head is not None:
+        head_seq, head_hash = head
+        if head_seq > last:
+            return fail("missing", last + 1)  # the head counts records that storage no longer has
+        if head_seq < last:
+            return fail("broken_link", head_seq + 1)  # records beyond the head: never written by append
+        if head_hash != prev_hash:
+            return fail("broken_link", last)
+    return VerifyReport(True, None, None, checked, last)
+
+
+def _self_consistent(r: AuditRecord) -> bool:
+    try:
+        return isinstance(r.hash, str) and record_hash(r) == r.hash
+    except (ValueError, TypeError):
+        return False
+
+
+__all__ = ["AuditEntry", "AuditRecord", "VerifyReport", "GENESIS_HASH", "ADMIN_ACTOR", "SYSTEM_ACTOR",
+           "canonical_json", "record_hash", "backoff_s", "chain_record", "audit_shard", "transfer_entry", "verify_chain",
+           "validate_entry"]
