@@ -24,6 +24,9 @@ HTTP_STATUS: dict[type[e.SatflowError], int] = {
     e.PendingMismatch: 422,
     e.TransientError: 503,
     e.AuditHeadMoved: 503,
+    e.LimitStateChanged: 503,
+    e.LimitExceeded: 422,
+    e.VelocityExceeded: 422,
     e.AuditChainBroken: 500,
     # Lightning (node faults are the upstream's: 502; unavailable is retryable: 503)
     e.InvalidPaymentRequest: 400,

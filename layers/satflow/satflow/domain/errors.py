@@ -359,6 +359,29 @@ class AuditChainBroken(SatflowError):
     code = "AUDIT_CHAIN_BROKEN"
 
 
+
+# --- Limits and velocity ------------------------------------------------------------------------------------------
+class LimitExceeded(BusinessRejection):
+    """422: the send would exceed a per-transaction, rolling 24 h or rolling 30-day limit of the account's tier.
+    ``details["limit"]`` is ``per_tx`` | ``daily`` | ``monthly``; the message says which and how much is left."""
+
+    code = "LIMIT_EXCEEDED"
+
+
+class VelocityExceeded(BusinessRejection):
+    """422: the account already made its tier's number of sends in the last hour (``details["limit"]`` is
+    ``sends_per_hour``)."""
+
+    code = "VELOCITY_EXCEEDED"
+
+
+class LimitStateChanged(TransientError):
+    """The account's limit item changed between our read and our transaction (another send of the same account
+    committed first). Retrying re-reads and re-admits; ``app.limits.admit_with_retry`` does so itself."""
+
+    code = "LIMIT_STATE_CHANGED"
+
+
 def all_error_classes() -> list[type[SatflowError]]:
     """Every SatflowError subclass, transitively (used by the exhaustive HTTP mapping and contract tests)."""
     seen: list[type[SatflowError]] = [SatflowError]
