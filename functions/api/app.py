@@ -11,7 +11,7 @@ from satflow import bootstrap
 from satflow.api.errors import error_body, status_for
 from satflow.api.openapi import document
 from satflow.api.requests import decode_body, json_object, query_int
-from satflow.app import accounts, addresses, deposits, invoices, payments, payouts, transfers
+from satflow.app import accounts, addresses, deposits, invoices, limits, payments, payouts, transfers
 from satflow.domain.errors import SatflowError
 
 logger = Logger(service="satflow")
@@ -206,6 +206,21 @@ def submit_payout_psbt(batch_id: str):
     batch = payouts.submit_signed_psbt(bootstrap.services(), principal, batch_id, data["psbt"],
                                        send_task_success=bootstrap.payout_task_sender())
     return _json(200, payouts.batch_view(batch))
+
+
+@app.get("/v1/limits")
+def get_limits():
+    return _json(200, limits.get_limits(bootstrap.services(), _principal()))
+
+
+@app.route("/v1/admin/accounts/<account_id>", method="PATCH")
+def admin_update_account(account_id: str):
+    principal = _principal()
+    data = json_object(_body(), set(), {"tier", "status"})
+    account = accounts.update_account(bootstrap.services(), principal, account_id, tier=data.get("tier"),
+                                      status=data.get("status"))
+    return _json(200, {"account_id": account.account_id, "external_ref": account.external_ref,
+                       "tier": account.tier, "status": account.status.value})
 
 
 def _history_view(h) -> dict:

@@ -25,6 +25,8 @@ API_ROUTES = {
     "GET /v1/payments/{payment_id}",
     "POST /v1/addresses",
     "GET /v1/deposits",
+    "GET /v1/limits",
+    "PATCH /v1/admin/accounts/{account_id}",
     "POST /v1/payouts",
     "GET /v1/payouts/{payout_id}",
     "POST /v1/payouts/{payout_id}/cancel",

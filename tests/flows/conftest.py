@@ -152,6 +152,8 @@ def flow(moto_sfn, payment_state_machine, payment_handler):
                    admin_key=lambda: ADMIN_KEY, system_shards=SHARDS, network="regtest",
                    unix_clock=lambda: int(clock()), lightning=DynamoLightningStore(client, models),
                    lnd=lambda: lnd)
+    from satflow.adapters.dynamodb.limits import DynamoLimitStore
+    svc.limits = DynamoLimitStore(client, models)
     f = Flow(moto=moto_sfn, state_machine_arn=payment_state_machine, svc=svc, sim=sim, lnd=counting, clock=clock,
              handler=payment_handler)
     svc.start_payment = f.start_payment

@@ -218,6 +218,8 @@ def flow(payout_moto, payout_state_machine, payout_module, monkeypatch):
     chain = FakeChainStore(deriver)
     svc = Services(ledger=DynamoLedger(client, models, SHARDS), accounts=DynamoAccounts(client, models),
                    admin_key=lambda: ADMIN_KEY, system_shards=SHARDS, network="regtest")
+    from satflow.adapters.dynamodb.limits import DynamoLimitStore
+    svc.limits = DynamoLimitStore(client, models)
     svc.utxos = DynamoUtxoStore(client, models)
     svc.payouts = DynamoPayoutStore(client, models)
     svc.chain = chain

@@ -39,6 +39,8 @@ def _build() -> Services:
     from .adapters.dynamodb.accounts import DynamoAccounts
     from .adapters.dynamodb.chain import DynamoChainStore
     from .adapters.dynamodb.ledger import DynamoLedger
+    from .adapters.dynamodb.limits import DynamoLimitStore
+    from .domain.limits import parse_tier_limits
     from .adapters.dynamodb.lightning import DynamoLightningStore
     from .adapters.dynamodb.models import build_models
     from .adapters.dynamodb.payouts import DynamoPayoutStore
@@ -68,6 +70,8 @@ def _build() -> Services:
         hot_sign_limit_sat=s.hot_sign_limit_sat,
         hot_signer_key=_secret_string(lambda: settings().signer_secret_id, "SATFLOW_SIGNER_SECRET_ID"),
         payouts=DynamoPayoutStore(client, models),
+        limits=DynamoLimitStore(client, models),
+        tier_limits=parse_tier_limits(s.tier_limits),
         start_payout=_execution_starter(lambda: settings().payout_state_machine_arn,
                                         "SATFLOW_PAYOUT_STATE_MACHINE_ARN", "batch_id"),
     )

@@ -25,6 +25,7 @@ class Settings:
     hot_sign_limit_sat: int  # batches worth more than this wait for the external signer
     deposit_policy: str  # amount tiers -> confirmations, e.g. "1000000:1,10000000:3,*:6" (sat)
     payout_state_machine_arn: str | None
+    tier_limits: str | None  # SATFLOW_TIER_LIMITS: JSON override of the per-tier limits (sat)
     workflow_wait_s: int | None  # local runtime only: shorter Wait states than the ASL defaults (60 s blocks...)
 
 
@@ -60,6 +61,7 @@ def settings() -> Settings:
         hot_sign_limit_sat=_int("SATFLOW_HOT_SIGN_LIMIT_SAT", 10_000_000),
         deposit_policy=env.get("SATFLOW_DEPOSIT_POLICY") or "1000000:1,10000000:3,*:6",
         payout_state_machine_arn=env.get("SATFLOW_PAYOUT_STATE_MACHINE_ARN") or None,
+        tier_limits=env.get("SATFLOW_TIER_LIMITS") or None,
         workflow_wait_s=_int("SATFLOW_WORKFLOW_WAIT_S", 0) or None,
     )
 

@@ -133,6 +133,18 @@ ROUTES: tuple[Route, ...] = (
                        "next_cursor": {"type": "string", "nullable": True}}},
           parameters=({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
                       {"name": "cursor", "in": "query", "schema": _STR})),
+    Route("GET", "/v1/limits", "The caller's tier limits and what is used", "read", response={
+        "type": "object",
+        "required": ["tier", "per_tx_msat", "daily_msat", "monthly_msat", "sends_per_hour", "used_daily_msat",
+                     "used_monthly_msat", "sends_last_hour"],
+        "properties": {k: {"type": "integer"} for k in (
+            "tier", "per_tx_msat", "daily_msat", "monthly_msat", "sends_per_hour", "used_daily_msat",
+            "used_monthly_msat", "sends_last_hour")}}),
+    Route("PATCH", "/v1/admin/accounts/{account_id}", "Change an account's tier and/or status", "admin",
+          request={"type": "object", "additionalProperties": False,
+                   "properties": {"tier": {"type": "integer", "minimum": 0, "maximum": 3},
+                                  "status": {"type": "string", "enum": ["active", "frozen", "closed"]}}},
+          response=_ACCOUNT, parameters=(_path("account_id"),)),
     Route("POST", "/v1/payouts", "Queue an on-chain payout (batched; funds held until it confirms)", "send", 202,
           request={"type": "object", "required": ["address", "amount_sat"], "additionalProperties": False,
                    "properties": {"address": _STR, "amount_sat": {"type": "integer", "minimum": 1},

@@ -77,6 +77,22 @@ def get_account(svc: Services, principal: Principal) -> Account:
     return account
 
 
+def update_account(svc: Services, principal: Principal, account_id: object, *, tier: object = None,
+                   status: object = None) -> Account:
+    """Admin: change an account's tier (limits apply from the next send) and/or status (frozen: cannot send;
+    closed: cannot send or receive)."""
+    require_admin(principal)
+    account_id = validate_account_id(account_id)
+    if tier is None and status is None:
+        raise errors.ValidationError("set tier and/or status")
+    new_tier = None if tier is None else validate_tier(tier)
+    try:
+        new_status = None if status is None else AccountStatus(status)
+    except ValueError as exc:
+        raise errors.ValidationError("status must be active, frozen or closed", field="status") from exc
+    return svc.accounts.update(account_id, updated_at=svc.clock(), status=new_status, tier=new_tier)
+
+
 def resolve_account_id(svc: Services, to: object) -> str:
     """An account id (acc_...) or an external_ref -> the account id. Unknown -> 404."""
     if not isinstance(to, str) or not to:

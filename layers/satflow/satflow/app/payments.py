@@ -22,6 +22,7 @@ from satflow.domain.payments import (
 from satflow.domain.templates import internal_invoice_payment, payment_reserved
 
 from .accounts import require_scope
+from .limits import admit_with_retry, precheck, release_with_retry
 from .ports import Services
 from .transfers import validate_idempotency_key
 
@@ -90,7 +91,8 @@ def _pay_internal(svc: Services, payment: Payment, invoice) -> Payment:
                                                 settled_at=payment.created_at, settled_by=payment.payment_id)
              + svc.lightning.new_payment_items(done))
     try:
-        svc.ledger.execute(transfer, extra)
+        admit_with_retry(svc, payment.account_id, payment.amount_msat,
+                         lambda limit_items: svc.ledger.execute(transfer, extra + list(limit_items)))
     except errors.SatflowError as exc:
         if not isinstance(exc, errors.TransientError):
             # Refused after the node-side cancel: say so in our record too rather than leave it "OPEN".
@@ -111,6 +113,7 @@ def _precheck_internal(svc: Services, payment: Payment, payee_id: str) -> None:
     balance = next((b for b in svc.ledger.balances(payment.account_id) if b.account.asset == "BTC"), None)
     if balance is None or balance.available < payment.amount_msat:
         raise errors.InsufficientFunds("insufficient funds")
+    precheck(svc, payment.account_id, payment.amount_msat)  # before the node-side cancel; the tx re-checks
 
 
 def get_payment(svc: Services, principal: Principal, payment_id: object) -> Payment:
@@ -131,7 +134,9 @@ def reserve(svc: Services, payment: Payment) -> None:
                                 amount_msat=payment.amount_msat, fee_reserve_msat=payment.fee_reserve_msat,
                                 payment_hash=payment.payment_hash, created_at=payment.created_at,
                                 shards=svc.system_shards)
-    svc.ledger.execute(transfer, svc.lightning.new_payment_items(payment))
+    items = svc.lightning.new_payment_items(payment)
+    admit_with_retry(svc, payment.account_id, payment.amount_msat,
+                     lambda extra: svc.ledger.execute(transfer, items + list(extra)))
 
 
 def step_reserve(svc: Services, payment_id: str) -> dict[str, Any]:
@@ -195,7 +200,8 @@ def step_void(svc: Services, payment_id: str, outcome: dict) -> dict[str, Any]:
     transfer = void_pending(pending, transfer_id=f"{payment_id}:void", created_at=now)
     extra = svc.lightning.finish_payment_items(payment, PaymentStatus.FAILED, now,
                                                failure_reason=failure_reason(outcome_from_dict(outcome)))
-    _resolve(svc, transfer, extra)
+    release_with_retry(svc, payment.account_id, payment.amount_msat, payment.created_at,
+                       lambda limit_items: _resolve(svc, transfer, extra + list(limit_items)))
     return _finished(_load(svc, payment_id))
 
 

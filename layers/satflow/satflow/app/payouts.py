@@ -62,6 +62,7 @@ from satflow.domain.payouts import (
 from satflow.domain.templates import payout_reserved
 
 from .accounts import require_admin, require_scope
+from .limits import admit_with_retry, release_with_retry
 from .ports import Services
 from .transfers import validate_idempotency_key
 
@@ -101,7 +102,9 @@ def create_payout(svc: Services, principal: Principal, idempotency_key: str | No
     transfer = payout_reserved(payout_id=payout_id, account_id=account_id, amount_sat=request.amount_sat,
                                fee_reserve_sat=request.fee_reserve_sat, created_at=now, shards=svc.system_shards)
     try:
-        result = svc.ledger.execute(transfer, svc.payouts.new_payout_items(payout))
+        items = svc.payouts.new_payout_items(payout)
+        result = admit_with_retry(svc, account_id, request.amount_sat * MSAT_PER_SAT,
+                                  lambda extra: svc.ledger.execute(transfer, items + list(extra)))
     except errors.TransferExistsWithDifferentFields as exc:  # a concurrent request with the same key
         raise errors.IdempotencyKeyReused("this Idempotency-Key was already used with a different request") from exc
     if result.replayed:
@@ -159,8 +162,9 @@ def _void(svc: Services, payout: Payout) -> None:
     pending = svc.ledger.get_transfer(payout.payout_id)
     now = svc.clock()
     transfer = void_pending(pending, transfer_id=f"{payout.payout_id}:void", created_at=now)
-    svc.ledger.execute(transfer, svc.payouts.finish_payout_items(payout, PayoutStatus.CANCELED,
-                                                                  [PayoutStatus.QUEUED], now))
+    items = svc.payouts.finish_payout_items(payout, PayoutStatus.CANCELED, [PayoutStatus.QUEUED], now)
+    release_with_retry(svc, payout.account_id, payout.amount_sat * MSAT_PER_SAT, payout.created_at,
+                       lambda extra: svc.ledger.execute(transfer, items + list(extra)))
 
 
 def _own_payout(svc: Services, account_id: str, payout_id: object) -> Payout:

@@ -1,13 +1,19 @@
 """What the use cases need from the outside world. Adapters implement these; tests pass fakes."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 import time
 from datetime import datetime, timezone
 from typing import Any, Callable, Protocol, Sequence
 
 from satflow.domain.accounts import Account, AccountStatus, Scope
 from satflow.domain.ledger import Balance, InvariantReport, Transfer
+
+
+def _default_tier_limits():
+    from satflow.domain.limits import DEFAULT_TIER_LIMITS
+
+    return DEFAULT_TIER_LIMITS
 
 
 class LedgerPort(Protocol):
@@ -66,3 +72,6 @@ class Services:
     hot_sign_limit_sat: int = 10_000_000
     deposit_policy: str = "1000000:1,10000000:3,*:6"
     start_payout: Callable[[str], None] | None = None  # starts the payout workflow named by the batch id
+    # Limits
+    limits: Any = None  # DynamoLimitStore: per-account limit windows (admit_with_retry fails closed without it)
+    tier_limits: dict = field(default_factory=lambda: dict(_default_tier_limits()))

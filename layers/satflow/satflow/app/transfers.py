@@ -13,6 +13,7 @@ from satflow.domain.money import BTC
 from satflow.domain.templates import admin_adjustment, internal_transfer
 
 from .accounts import require_admin, require_scope, resolve_account_id
+from .limits import admit_with_retry
 from .ports import Services
 
 _IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
@@ -50,7 +51,7 @@ def create_transfer(svc: Services, principal: Principal, idempotency_key: str | 
         shards=svc.system_shards,
     )
     try:
-        result = svc.ledger.execute(transfer)
+        result = admit_with_retry(svc, sender, transfer.amount, lambda extra: svc.ledger.execute(transfer, extra))
     except errors.TransferExistsWithDifferentFields as exc:
         raise errors.IdempotencyKeyReused("this Idempotency-Key was already used with a different request") from exc
     return TransferOutcome(result.transfer, result.replayed)
