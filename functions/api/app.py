@@ -1,6 +1,7 @@
 """HTTP API handler: parse the request, call one use case, shape the result. No business rules here."""
 from __future__ import annotations
 
+import importlib
 import json
 
 from aws_lambda_powertools import Logger
@@ -11,11 +12,16 @@ from satflow import bootstrap
 from satflow.api.errors import error_body, status_for
 from satflow.api.openapi import document
 from satflow.api.requests import decode_body, json_object, query_int
-from satflow.app import accounts, addresses, deposits, invoices, limits, payments, payouts, transfers
+from satflow.app import accounts, invoices, limits, payments, transfers
 from satflow.domain.errors import SatflowError
 
 logger = Logger(service="satflow")
 app = APIGatewayHttpResolver()
+
+
+def _onchain(name: str):
+    """On-chain use cases (embit and friends, ~60 ms cold) load on the first on-chain request, not at import."""
+    return importlib.import_module(f"satflow.app.{name}")
 
 
 def _json(status: int, body: dict) -> Response:
@@ -148,12 +154,14 @@ def _payment_view(p) -> dict:
 
 @app.post("/v1/addresses")
 def create_address():
+    addresses = _onchain("addresses")
     address = addresses.new_deposit_address(bootstrap.services(), _principal())
     return _json(201, {"address": address.address, "index": address.index})
 
 
 @app.get("/v1/deposits")
 def list_deposits():
+    deposits = _onchain("deposits")
     principal = _principal()
     params = app.current_event.query_string_parameters or {}
     page = deposits.list_deposits(bootstrap.services(), principal, query_int(params.get("limit"), "limit"),
@@ -163,6 +171,7 @@ def list_deposits():
 
 @app.post("/v1/payouts")
 def create_payout():
+    payouts = _onchain("payouts")
     principal = _principal()
     data = json_object(_body(), {"address", "amount_sat"}, {"priority"})
     payout = payouts.create_payout(bootstrap.services(), principal, app.current_event.headers.get("idempotency-key"),
@@ -172,11 +181,13 @@ def create_payout():
 
 @app.get("/v1/payouts/<payout_id>")
 def get_payout(payout_id: str):
+    payouts = _onchain("payouts")
     return _json(200, payouts.payout_view(payouts.get_payout(bootstrap.services(), _principal(), payout_id)))
 
 
 @app.post("/v1/payouts/<payout_id>/cancel")
 def cancel_payout(payout_id: str):
+    payouts = _onchain("payouts")
     payout = payouts.cancel_payout(bootstrap.services(), _principal(), payout_id,
                                    send_task_success=bootstrap.payout_task_sender())
     return _json(200, payouts.payout_view(payout))
@@ -184,23 +195,27 @@ def cancel_payout(payout_id: str):
 
 @app.get("/v1/admin/payout-batches")
 def list_payout_batches():
+    payouts = _onchain("payouts")
     batches = payouts.list_open_batches(bootstrap.services(), _principal())
     return _json(200, {"items": [payouts.batch_view(b) for b in batches]})
 
 
 @app.get("/v1/admin/payout-batches/<batch_id>")
 def get_payout_batch(batch_id: str):
+    payouts = _onchain("payouts")
     return _json(200, payouts.batch_view(payouts.get_batch(bootstrap.services(), _principal(), batch_id)))
 
 
 @app.get("/v1/admin/payout-batches/<batch_id>/psbt")
 def export_payout_psbt(batch_id: str):
+    payouts = _onchain("payouts")
     psbt = payouts.export_psbt(bootstrap.services(), _principal(), batch_id)
     return _json(200, {"batch_id": batch_id, "psbt": psbt})
 
 
 @app.post("/v1/admin/payout-batches/<batch_id>/psbt")
 def submit_payout_psbt(batch_id: str):
+    payouts = _onchain("payouts")
     principal = _principal()
     data = json_object(_body(), {"psbt"})
     batch = payouts.submit_signed_psbt(bootstrap.services(), principal, batch_id, data["psbt"],
