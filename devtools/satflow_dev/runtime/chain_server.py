@@ -65,6 +65,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 
 from .background_http import BackgroundHttpServer
+from .dev_http import DevRouteInvalid, dev_error, jsonable, only_fields, read_body, required_string
 from .resources import aws_client, put_secret
 from .template import SecretSpec, TemplateModel
 
@@ -153,7 +154,7 @@ def _make_handler(server: ChainRpcHttpServer) -> type[BaseHTTPRequestHandler]:
             if path != "/" and not path.startswith("/wallet/"):
                 self._reply(404, b"", "text/plain")
                 return
-            body = self._read_body()
+            body = read_body(self)
             if not server.authorized(self.headers.get("Authorization")):
                 log.warning("chain-sim: refused RPC credentials from %s", self.client_address[0])
                 self._reply(401, b"", "text/plain", {"WWW-Authenticate": 'Basic realm="jsonrpc"'})
@@ -162,7 +163,7 @@ def _make_handler(server: ChainRpcHttpServer) -> type[BaseHTTPRequestHandler]:
             self._reply(status, payload, "application/json")
 
         def _refuse_method(self) -> None:
-            self._read_body()
+            read_body(self)
             self._reply(405, b"JSONRPC server handles only POST requests", "text/plain")
 
         do_GET = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _refuse_method
@@ -178,19 +179,6 @@ def _make_handler(server: ChainRpcHttpServer) -> type[BaseHTTPRequestHandler]:
             if self.command != "HEAD":
                 self.wfile.write(payload)
 
-        def _read_body(self) -> bytes:
-            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-                chunks = []
-                while True:
-                    size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                    if size == 0:
-                        while self.rfile.readline().strip():
-                            pass
-                        return b"".join(chunks)
-                    chunks.append(self.rfile.read(size))
-                    self.rfile.readline()
-            length = int(self.headers.get("Content-Length") or 0)
-            return self.rfile.read(length) if length else b""
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - BaseHTTPRequestHandler's name
             log.debug("chain-sim: " + format, *args)
@@ -353,17 +341,17 @@ class ChainService:
         routes = {"": ("GET", self._state), "send": ("POST", self._send), "mine": ("POST", self._mine),
                   "reorg": ("POST", self._reorg), "fee": ("POST", self._fee)}
         if sub not in routes:
-            return 404, _error("NOT_FOUND", f"no route {path} (GET /_sim/chain, POST /_sim/chain/"
+            return 404, dev_error("NOT_FOUND", f"no route {path} (GET /_sim/chain, POST /_sim/chain/"
                                             "send|mine|reorg|fee)")
         wanted, handler = routes[sub]
         if method != wanted:
-            return 405, _error("METHOD_NOT_ALLOWED", f"{wanted} {path}")
+            return 405, dev_error("METHOD_NOT_ALLOWED", f"{wanted} {path}")
         if wanted == "POST" and body is not None and not isinstance(body, dict):
-            return 400, _error("VALIDATION_ERROR", "the body must be a JSON object")
+            return 400, dev_error("VALIDATION_ERROR", "the body must be a JSON object")
         try:
             return handler(body or {})
-        except _Invalid as exc:
-            return 400, _error("VALIDATION_ERROR", str(exc))
+        except DevRouteInvalid as exc:
+            return 400, dev_error("VALIDATION_ERROR", str(exc))
 
     def _state(self, _: dict[str, Any]) -> tuple[int, Any]:
         sim = self.simulator
@@ -376,17 +364,17 @@ class ChainService:
         from satflow.domain.errors import SatflowError
         from satflow_dev.simulators.chain_errors import FaucetInsufficientFunds
 
-        _only(body, {"address", "amount_sat"})
-        address = _string(body, "address")
+        only_fields(body, {"address", "amount_sat"})
+        address = required_string(body, "address")
         amount = _int(body, "amount_sat", minimum=1)
         try:
             txid = self.simulator.send_to_address(address, amount)
         except SatflowError as exc:  # InvalidAddress, a wrong network's address
-            return 400, _error(exc.code, str(exc))
+            return 400, dev_error(exc.code, str(exc))
         except FaucetInsufficientFunds as exc:
-            return 422, _error("FAUCET_INSUFFICIENT_FUNDS", str(exc))
+            return 422, dev_error("FAUCET_INSUFFICIENT_FUNDS", str(exc))
         except ValueError as exc:  # dust
-            return 400, _error("VALIDATION_ERROR", str(exc))
+            return 400, dev_error("VALIDATION_ERROR", str(exc))
         script = bytes.fromhex(validate_address(address, self.simulator.network).script_pubkey_hex)
         entry = self.simulator.mempool_entry(txid)
         vout = next((n for n, out in enumerate(entry.tx.vout) if out.script_pubkey.data == script
@@ -397,7 +385,7 @@ class ChainService:
     def _mine(self, body: dict[str, Any]) -> tuple[int, Any]:
         from satflow.domain.errors import SatflowError
 
-        _only(body, {"blocks", "to_address", "scan"})
+        only_fields(body, {"blocks", "to_address", "scan"})
         blocks = _int(body, "blocks", minimum=1, maximum=MAX_BLOCKS_PER_CALL, default=1)
         to_address = _optional_string(body, "to_address")
         scan = _bool(body, "scan", default=True)
@@ -405,7 +393,7 @@ class ChainService:
         try:
             hashes = sim.mine(blocks, to_address)
         except SatflowError as exc:
-            return 400, _error(exc.code, str(exc))
+            return 400, dev_error(exc.code, str(exc))
         confirmed = [txid for block_hash in hashes for txid in _block_txids(sim, block_hash)]
         log.info("chain-sim: mined %d block(s) to height %d (%d transaction(s) confirmed)", blocks, sim.height,
                  len(confirmed))
@@ -415,12 +403,12 @@ class ChainService:
     def _reorg(self, body: dict[str, Any]) -> tuple[int, Any]:
         from satflow.domain.errors import SatflowError
 
-        _only(body, {"depth", "drop_txids", "replacement_blocks", "to_address", "scan"})
+        only_fields(body, {"depth", "drop_txids", "replacement_blocks", "to_address", "scan"})
         depth = _int(body, "depth", minimum=1)
         replacement = _int(body, "replacement_blocks", minimum=0, maximum=MAX_BLOCKS_PER_CALL, default=None)
         drop = body.get("drop_txids", [])
         if not isinstance(drop, list) or not all(isinstance(t, str) for t in drop):
-            raise _Invalid("drop_txids must be a list of txids")
+            raise DevRouteInvalid("drop_txids must be a list of txids")
         drop = [t.lower() for t in drop]
         to_address = _optional_string(body, "to_address")
         scan = _bool(body, "scan", default=True)
@@ -431,9 +419,9 @@ class ChainService:
         try:
             hashes = sim.reorg(depth, replacement, drop_txids=drop, to_address=to_address)
         except SatflowError as exc:
-            return 400, _error(exc.code, str(exc))
+            return 400, dev_error(exc.code, str(exc))
         except ValueError as exc:
-            return 400, _error("VALIDATION_ERROR", str(exc))
+            return 400, dev_error("VALIDATION_ERROR", str(exc))
         present = set(sim.mempool_txids())
         # Gone: neither back in the mempool nor (re)confirmed. A concurrent broadcast cannot show up here, it was
         # not a candidate.
@@ -445,15 +433,15 @@ class ChainService:
                      "mempool_size": mempool_size, "chain_scan": self._scan(scan)}
 
     def _fee(self, body: dict[str, Any]) -> tuple[int, Any]:
-        _only(body, {"conf_target", "sat_per_vb"})
+        only_fields(body, {"conf_target", "sat_per_vb"})
         target = _int(body, "conf_target", minimum=1, maximum=1008)
         if "sat_per_vb" not in body:
-            raise _Invalid("sat_per_vb is required (null removes the estimate)")
+            raise DevRouteInvalid("sat_per_vb is required (null removes the estimate)")
         rate = _fee_rate(body["sat_per_vb"])
         try:
             self.simulator.set_fee_estimate(target, rate)
         except (ValueError, TypeError) as exc:
-            raise _Invalid(str(exc)) from exc
+            raise DevRouteInvalid(str(exc)) from exc
         answer = self.simulator.fee_estimate(target)
         return 200, {"conf_target": target, "sat_per_kvb": answer[0] if answer else None,
                      "answered_for": answer[1] if answer else None}
@@ -485,7 +473,7 @@ def fire_chain_scan(runtime: LocalRuntime) -> dict[str, Any]:
     except Exception as exc:
         log.exception("chain: %s job %s failed", CHAIN_SCAN_FUNCTION, CHAIN_SCAN_JOB)
         return {"fired": True, "error": f"{type(exc).__name__}: {exc}"}
-    return {"fired": True, "result": _jsonable(result)}
+    return {"fired": True, "result": jsonable(result)}
 
 
 def _block_txids(sim: ChainSimulator, block_hash: str) -> list[str]:
@@ -493,43 +481,14 @@ def _block_txids(sim: ChainSimulator, block_hash: str) -> list[str]:
     return list(block.txids[1:]) if block is not None else []
 
 
-class _Invalid(ValueError):
-    pass
-
-
-def _error(code: str, message: str) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message}}
-
-
-def _jsonable(value: Any) -> Any:
-    try:
-        json.dumps(value)
-        return value
-    except (TypeError, ValueError):
-        return repr(value)
-
-
-def _only(body: dict[str, Any], allowed: set[str]) -> None:
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise _Invalid(f"unknown field(s): {', '.join(unknown)}")
-
-
-def _string(body: dict[str, Any], name: str) -> str:
-    value = body.get(name)
-    if not isinstance(value, str) or not value:
-        raise _Invalid(f"{name} is required (a string)")
-    return value
-
-
 def _optional_string(body: dict[str, Any], name: str) -> str | None:
-    return None if body.get(name) is None else _string(body, name)
+    return None if body.get(name) is None else required_string(body, name)
 
 
 def _bool(body: dict[str, Any], name: str, *, default: bool) -> bool:
     value = body.get(name, default)
     if not isinstance(value, bool):
-        raise _Invalid(f"{name} must be true or false")
+        raise DevRouteInvalid(f"{name} must be true or false")
     return value
 
 
@@ -541,12 +500,12 @@ def _int(body: dict[str, Any], name: str, *, minimum: int, maximum: int | None =
     value = body.get(name)
     if value is None:
         if default is _REQUIRED:
-            raise _Invalid(f"{name} is required (an integer)")
+            raise DevRouteInvalid(f"{name} is required (an integer)")
         return default
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (
             maximum is not None and value > maximum):
         bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise _Invalid(f"{name} must be an integer {bounds}")
+        raise DevRouteInvalid(f"{name} must be an integer {bounds}")
     return value
 
 
@@ -556,13 +515,13 @@ def _fee_rate(value: Any) -> int | Decimal | None:
     if value is None:
         return None
     if isinstance(value, bool):
-        raise _Invalid("sat_per_vb must be a number")
+        raise DevRouteInvalid("sat_per_vb must be a number")
     if isinstance(value, int):
         return value
     try:
         rate = Decimal(repr(value)) if isinstance(value, float) else Decimal(str(value))
     except InvalidOperation as exc:
-        raise _Invalid("sat_per_vb must be a number") from exc
+        raise DevRouteInvalid("sat_per_vb must be a number") from exc
     if not rate.is_finite():
-        raise _Invalid("sat_per_vb must be a finite number")
+        raise DevRouteInvalid("sat_per_vb must be a finite number")
     return rate

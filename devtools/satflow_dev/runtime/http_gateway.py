@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from .background_http import BackgroundHttpServer
+from .dev_http import read_body
 from .template import FunctionSpec, HttpRoute
 
 log = logging.getLogger(__name__)
@@ -267,7 +268,7 @@ def _make_request_handler(gateway: HttpGateway) -> type[BaseHTTPRequestHandler]:
 
         def _dispatch(self) -> None:
             started = time.perf_counter()
-            response = gateway.handle(self.command, self.path, list(self.headers.items()), self._read_body(),
+            response = gateway.handle(self.command, self.path, list(self.headers.items()), read_body(self),
                                       self.client_address[0])
             self.send_response(response.status)
             for name, value in response.headers:
@@ -280,19 +281,6 @@ def _make_request_handler(gateway: HttpGateway) -> type[BaseHTTPRequestHandler]:
             log.info("%s %s -> %d (%.0f ms)", self.command, self.path, response.status,
                      (time.perf_counter() - started) * 1000)
 
-        def _read_body(self) -> bytes:
-            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-                chunks = []
-                while True:
-                    size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                    if size == 0:
-                        while self.rfile.readline().strip():  # trailers, then the blank line
-                            pass
-                        return b"".join(chunks)
-                    chunks.append(self.rfile.read(size))
-                    self.rfile.readline()  # the CRLF after each chunk
-            length = int(self.headers.get("Content-Length") or 0)
-            return self.rfile.read(length) if length else b""
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _dispatch
 

@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from .background_http import BackgroundHttpServer
+from .dev_http import DevRouteInvalid, dev_error, only_fields, read_body, required_string
 from .resources import aws_client, put_secret
 from .template import SecretSpec, TemplateModel
 
@@ -145,7 +146,7 @@ def _make_handler(server: LightningHttpServer) -> type[BaseHTTPRequestHandler]:
         def _dispatch(self) -> None:
             from satflow_dev.simulators.lightning import SimulatedReadTimeout
 
-            body = self._read_body()
+            body = read_body(self)
             path, _, query = self.path.partition("?")
             try:
                 status, headers, payload = server.simulator.handle(
@@ -225,19 +226,6 @@ def _make_handler(server: LightningHttpServer) -> type[BaseHTTPRequestHandler]:
             except (OSError, ValueError):
                 return True
 
-        def _read_body(self) -> bytes:
-            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-                chunks = []
-                while True:
-                    size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                    if size == 0:
-                        while self.rfile.readline().strip():
-                            pass
-                        return b"".join(chunks)
-                    chunks.append(self.rfile.read(size))
-                    self.rfile.readline()
-            length = int(self.headers.get("Content-Length") or 0)
-            return self.rfile.read(length) if length else b""
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - BaseHTTPRequestHandler's name
             log.debug("lnd-sim: " + format, *args)
@@ -325,17 +313,17 @@ class LightningService:
         routes = {"": ("GET", self._state), "pay": ("POST", self._pay), "invoices": ("POST", self._invoice),
                   "script": ("POST", self._script), "resolve": ("POST", self._resolve)}
         if sub not in routes:
-            return 404, _error("NOT_FOUND", f"no route {path} (GET /_sim/lightning, POST /_sim/lightning/"
+            return 404, dev_error("NOT_FOUND", f"no route {path} (GET /_sim/lightning, POST /_sim/lightning/"
                                             "pay|invoices|script|resolve)")
         wanted, handler = routes[sub]
         if method != wanted:
-            return 405, _error("METHOD_NOT_ALLOWED", f"{wanted} {path}")
+            return 405, dev_error("METHOD_NOT_ALLOWED", f"{wanted} {path}")
         if wanted == "POST" and not isinstance(body, dict):
-            return 400, _error("VALIDATION_ERROR", "the body must be a JSON object")
+            return 400, dev_error("VALIDATION_ERROR", "the body must be a JSON object")
         try:
             return handler(body or {})
-        except _Invalid as exc:
-            return 400, _error("VALIDATION_ERROR", str(exc))
+        except DevRouteInvalid as exc:
+            return 400, dev_error("VALIDATION_ERROR", str(exc))
 
     def _state(self, _: dict[str, Any]) -> tuple[int, Any]:
         sim = self.simulator
@@ -346,23 +334,23 @@ class LightningService:
     def _pay(self, body: dict[str, Any]) -> tuple[int, Any]:
         from satflow_dev.simulators.lightning import ExternalPaymentError
 
-        _only(body, {"payment_request", "amount_msat"})
-        payment_request = _string(body, "payment_request")
+        only_fields(body, {"payment_request", "amount_msat"})
+        payment_request = required_string(body, "payment_request")
         amount = _optional_int(body, "amount_msat", minimum=1)
         try:
             preimage = self.simulator.external_pay(payment_request, amount)
         except ExternalPaymentError as exc:
-            return 422, _error("PAYMENT_REJECTED", str(exc))
+            return 422, dev_error("PAYMENT_REJECTED", str(exc))
         return 200, {"preimage": preimage, "payment_hash": self.simulator.payment_hash_of(payment_request)}
 
     def _invoice(self, body: dict[str, Any]) -> tuple[int, Any]:
-        _only(body, {"amount_msat", "memo", "expiry_s"})
+        only_fields(body, {"amount_msat", "memo", "expiry_s"})
         if "amount_msat" not in body:
-            raise _Invalid("amount_msat is required (null for an amount-less invoice)")
+            raise DevRouteInvalid("amount_msat is required (null for an amount-less invoice)")
         amount = _optional_int(body, "amount_msat", minimum=1)
         memo = body.get("memo", "")
         if not isinstance(memo, str) or len(memo.encode()) > 639:
-            raise _Invalid("memo must be a string of at most 639 bytes")
+            raise DevRouteInvalid("memo must be a string of at most 639 bytes")
         expiry = _optional_int(body, "expiry_s", minimum=1)
         payment_request = self.simulator.external_invoice(amount, memo, expiry_s=expiry or 3600)
         return 201, {"payment_request": payment_request,
@@ -371,17 +359,17 @@ class LightningService:
     def _script(self, body: dict[str, Any]) -> tuple[int, Any]:
         from satflow_dev.simulators.lightning import PaymentScript
 
-        _only(body, {"outcome", "reason", "fee_msat", "in_flight_tracks", "send_timeout", "payment_hash"})
+        only_fields(body, {"outcome", "reason", "fee_msat", "in_flight_tracks", "send_timeout", "payment_hash"})
         outcome = body.get("outcome", "succeed")
         fee = _optional_int(body, "fee_msat", minimum=0)
         tracks = _optional_int(body, "in_flight_tracks", minimum=0) or 0
         send_timeout = body.get("send_timeout", "none")
         if send_timeout not in ("none", "before_node", "after_node"):
-            raise _Invalid("send_timeout must be none, before_node or after_node")
+            raise DevRouteInvalid("send_timeout must be none, before_node or after_node")
         payment_hash = body.get("payment_hash")
         if payment_hash is not None and not (isinstance(payment_hash, str) and re.fullmatch(r"[0-9a-fA-F]{64}",
                                                                                             payment_hash)):
-            raise _Invalid("payment_hash must be 64 hex characters")
+            raise DevRouteInvalid("payment_hash must be 64 hex characters")
         common = {"in_flight_tracks": tracks, "send_timeout": send_timeout}
         if outcome == "succeed":
             script = PaymentScript.succeed(fee, **common)
@@ -391,47 +379,26 @@ class LightningService:
             try:
                 script = PaymentScript.fail(str(body.get("reason", "NO_ROUTE")), **common)
             except ValueError as exc:
-                raise _Invalid(str(exc)) from exc
+                raise DevRouteInvalid(str(exc)) from exc
         else:
-            raise _Invalid("outcome must be succeed, fail or hold")
+            raise DevRouteInvalid("outcome must be succeed, fail or hold")
         self.simulator.script(script, payment_hash)
         return 200, {"scripted": payment_hash.lower() if payment_hash else "default"}
 
     def _resolve(self, body: dict[str, Any]) -> tuple[int, Any]:
-        _only(body, {"payment_hash", "status", "reason", "fee_msat"})
-        payment_hash = _string(body, "payment_hash")
+        only_fields(body, {"payment_hash", "status", "reason", "fee_msat"})
+        payment_hash = required_string(body, "payment_hash")
         status = body.get("status", "SUCCEEDED")
         if status not in ("SUCCEEDED", "FAILED"):
-            raise _Invalid("status must be SUCCEEDED or FAILED")
+            raise DevRouteInvalid("status must be SUCCEEDED or FAILED")
         fee = _optional_int(body, "fee_msat", minimum=0)
         try:
             self.simulator.resolve(payment_hash, status, failure_reason=str(body.get("reason", "NO_ROUTE")),
                                    fee_msat=fee)
         except ValueError as exc:
             code = "NOT_IN_FLIGHT" if "in-flight" in str(exc) else "VALIDATION_ERROR"
-            return (409 if code == "NOT_IN_FLIGHT" else 400), _error(code, str(exc))
+            return (409 if code == "NOT_IN_FLIGHT" else 400), dev_error(code, str(exc))
         return 200, {"payment_hash": payment_hash.lower(), "status": self.simulator.payment_status(payment_hash)}
-
-
-class _Invalid(ValueError):
-    pass
-
-
-def _error(code: str, message: str) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message}}
-
-
-def _only(body: dict[str, Any], allowed: set[str]) -> None:
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise _Invalid(f"unknown field(s): {', '.join(unknown)}")
-
-
-def _string(body: dict[str, Any], name: str) -> str:
-    value = body.get(name)
-    if not isinstance(value, str) or not value:
-        raise _Invalid(f"{name} is required (a string)")
-    return value
 
 
 def _optional_int(body: dict[str, Any], name: str, *, minimum: int) -> int | None:
@@ -439,5 +406,5 @@ def _optional_int(body: dict[str, Any], name: str, *, minimum: int) -> int | Non
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise _Invalid(f"{name} must be an integer >= {minimum}")
+        raise DevRouteInvalid(f"{name} must be an integer >= {minimum}")
     return value

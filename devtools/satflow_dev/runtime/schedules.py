@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
+from .dev_http import dev_error, jsonable
 from .template import ACCOUNT_ID, REGION, FunctionSpec, ScheduleEvent, StateMachineSpec
 
 if TYPE_CHECKING:
@@ -423,35 +424,25 @@ class ScheduleRunner:
                  "next_in_s": None if self._next.get(t.label) is None else round(self._next[t.label] - now, 3)}
                 for t in self.targets]}
         if sub != "fire":
-            return 404, _error("NOT_FOUND", "GET /_sim/schedules or POST /_sim/schedules/fire")
+            return 404, dev_error("NOT_FOUND", "GET /_sim/schedules or POST /_sim/schedules/fire")
         if method != "POST":
-            return 405, _error("METHOD_NOT_ALLOWED", "POST /_sim/schedules/fire")
+            return 405, dev_error("METHOD_NOT_ALLOWED", "POST /_sim/schedules/fire")
         if not isinstance(body, dict) or not isinstance(body.get("function"), str):
-            return 400, _error("VALIDATION_ERROR", 'body must be {"function": "<logical id>", "job"?, "event"?, '
+            return 400, dev_error("VALIDATION_ERROR", 'body must be {"function": "<logical id>", "job"?, "event"?, '
                                                    '"index"?}')
         index = body.get("index", 0)
         if isinstance(index, bool) or not isinstance(index, int):
-            return 400, _error("VALIDATION_ERROR", "index must be an integer")
+            return 400, dev_error("VALIDATION_ERROR", "index must be an integer")
         try:
             target = self.find(body["function"], event_index=index, event_name=body.get("event"),
                                job=None if body.get("job") is None else str(body["job"]))
         except KeyError as exc:
-            return 404, _error("NOT_FOUND", str(exc.args[0]))
+            return 404, dev_error("NOT_FOUND", str(exc.args[0]))
         try:
             result = self.fire_target(target, by_hand=True)
         except Exception as exc:
             log.exception("%s failed when fired by hand", target.label)
-            return 500, _error("HANDLER_ERROR", f"{type(exc).__name__}: {exc}")
-        return 200, {"function": target.logical_id, "event": target.event.event_name, "result": _jsonable(result)}
+            return 500, dev_error("HANDLER_ERROR", f"{type(exc).__name__}: {exc}")
+        return 200, {"function": target.logical_id, "event": target.event.event_name, "result": jsonable(result)}
 
 
-def _error(code: str, message: str) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message}}
-
-
-def _jsonable(value: Any) -> Any:
-    try:
-        json.dumps(value)
-        return value
-    except (TypeError, ValueError):
-        return repr(value)
