@@ -21,8 +21,6 @@ TransientError, and the retry takes a fresh index). A page append costs WCUs for
 """
 from __future__ import annotations
 
-import base64
-import json
 import secrets
 import threading
 import time
@@ -48,6 +46,7 @@ from satflow.domain.ledger import is_system_owner
 from satflow.domain.onchain import DepositStatus
 
 from .models import BaseItem, Models, key, model_meta
+from .paging import all_items, decode_cursor, encode_cursor
 from .transaction import TRANSIENT_CODES, TxItem, delete, put, transact, update
 
 _BATCH_GET_LIMIT = 100
@@ -418,12 +417,12 @@ class DynamoChainStore:
                                       ExpressionAttributeValues={":pk": {"S": pk}}, ScanIndexForward=False,
                                       Limit=limit)
         if cursor:
-            kwargs["ExclusiveStartKey"] = key(pk, _decode_cursor(cursor))
+            kwargs["ExclusiveStartKey"] = key(pk, decode_cursor(cursor, lambda sk: parse_outpoint(sk.rsplit("#", 1)[1])))
         response = self._call("query", **kwargs)
         outpoints = [raw["ref"]["S"] for raw in response.get("Items", [])]
         found = self.deposits(outpoints)
         last = response.get("LastEvaluatedKey")
-        return [found[o] for o in outpoints if o in found], (_encode_cursor(last["sk"]["S"]) if last else None)
+        return [found[o] for o in outpoints if o in found], (encode_cursor(last["sk"]["S"]) if last else None)
 
     def _deposit_model(self, d: Deposit) -> Any:
         return self._m.Deposit(
@@ -464,12 +463,7 @@ class DynamoChainStore:
     def _query_all(self, pk: str) -> Iterable[dict]:
         kwargs: dict[str, Any] = dict(TableName=self._table, KeyConditionExpression="pk = :pk",
                                       ExpressionAttributeValues={":pk": {"S": pk}}, ConsistentRead=True)
-        while True:
-            response = self._call("query", **kwargs)
-            yield from response.get("Items", [])
-            if "LastEvaluatedKey" not in response:
-                return
-            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return all_items(lambda **request: self._call("query", **request), **kwargs)
 
     def _batch_get(self, keys: list[dict]) -> list[dict]:
         return list(self._batch_get_iter(keys))
@@ -539,18 +533,3 @@ def _iso_now() -> str:
 
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
-
-def _encode_cursor(sk: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"sk": sk}).encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> str:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        sk = json.loads(base64.urlsafe_b64decode(padded.encode()))["sk"]
-        if not isinstance(sk, str) or "#" not in sk:
-            raise ValueError(sk)
-        parse_outpoint(sk.rsplit("#", 1)[1])
-        return sk
-    except (ValueError, KeyError, TypeError, errors.ValidationError) as exc:
-        raise errors.ValidationError("cursor is not valid", field="cursor") from exc

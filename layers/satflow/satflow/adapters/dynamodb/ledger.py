@@ -12,8 +12,6 @@ Items of one operation (tags in brackets):
 """
 from __future__ import annotations
 
-import base64
-import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
@@ -31,6 +29,7 @@ from satflow.domain.ledger import (
 )
 
 from .models import Models, account_pk, balance_key, history_pk, key
+from .paging import all_items, decode_cursor, encode_cursor
 from .transaction import Cancellation, TxItem, check, put, transact, update
 
 ACTIVE, FROZEN, CLOSED = "active", "frozen", "closed"
@@ -235,11 +234,11 @@ class DynamoLedger:
             ExpressionAttributeValues={":pk": {"S": pk}}, ScanIndexForward=False, Limit=limit,
         )
         if cursor:
-            kwargs["ExclusiveStartKey"] = key(pk, _decode_cursor(cursor))
+            kwargs["ExclusiveStartKey"] = key(pk, decode_cursor(cursor))
         resp = self._client.query(**kwargs)
         items = [self._history_from_raw(raw) for raw in resp.get("Items", [])]
         last = resp.get("LastEvaluatedKey")
-        return HistoryPage(items, _encode_cursor(last["sk"]["S"]) if last else None)
+        return HistoryPage(items, encode_cursor(last["sk"]["S"]) if last else None)
 
     def _history_from_raw(self, raw: dict) -> HistoryEntry:
         h = self._m.History.from_raw_data(raw)
@@ -256,15 +255,10 @@ class DynamoLedger:
             TableName=self._m.table_name, FilterExpression="begins_with(pk, :p)",
             ExpressionAttributeValues={":p": {"S": "BAL#"}}, ConsistentRead=True,
         )
-        while True:
-            resp = self._client.scan(**kwargs)
-            for raw in resp.get("Items", []):
-                b = self._m.Balance.from_raw_data(raw)
-                yield Balance(LedgerAccount(b.owner, b.asset), int(b.available or 0), int(b.pending_out or 0),
-                              int(b.pending_in or 0))
-            if "LastEvaluatedKey" not in resp:
-                return
-            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        for raw in all_items(self._client.scan, **kwargs):
+            b = self._m.Balance.from_raw_data(raw)
+            yield Balance(LedgerAccount(b.owner, b.asset), int(b.available or 0), int(b.pending_out or 0),
+                          int(b.pending_in or 0))
 
     def check_invariants(self) -> InvariantReport:
         return check_invariants(self.all_balances())
@@ -274,27 +268,7 @@ class DynamoLedger:
             TableName=self._m.table_name, KeyConditionExpression="pk = :pk",
             ExpressionAttributeValues={":pk": {"S": pk}}, ConsistentRead=True,
         )
-        while True:
-            resp = self._client.query(**kwargs)
-            yield from resp.get("Items", [])
-            if "LastEvaluatedKey" not in resp:
-                return
-            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
-
-
-def _encode_cursor(sk: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"sk": sk}).encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> str:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        sk = json.loads(base64.urlsafe_b64decode(padded.encode()))["sk"]
-        if not isinstance(sk, str) or "#" not in sk:
-            raise ValueError(sk)
-        return sk
-    except (ValueError, KeyError, TypeError) as exc:
-        raise errors.ValidationError("cursor is not valid", field="cursor") from exc
+        return all_items(self._client.query, **kwargs)
 
 
 __all__ = ["DynamoLedger", "LedgerResult", "HistoryEntry", "HistoryPage", "ACTIVE", "FROZEN", "CLOSED",

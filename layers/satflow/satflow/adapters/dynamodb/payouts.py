@@ -35,6 +35,7 @@ from satflow.domain.payouts import (
 )
 
 from .models import BaseItem, Models, key, model_meta
+from .paging import all_items
 from .transaction import TxItem, delete, put, transact, update
 
 INDEX_SHARDS = 8
@@ -302,12 +303,7 @@ class DynamoPayoutStore:
     def _query_all(self, pk: str) -> Iterable[dict]:
         kwargs: dict[str, Any] = dict(TableName=self._table, KeyConditionExpression="pk = :pk",
                                       ExpressionAttributeValues={":pk": {"S": pk}}, ConsistentRead=True)
-        while True:
-            resp = self._client.query(**kwargs)
-            yield from resp.get("Items", [])
-            if "LastEvaluatedKey" not in resp:
-                return
-            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        return all_items(self._client.query, **kwargs)
 
 
 def _utxo_json(u: Utxo) -> dict:

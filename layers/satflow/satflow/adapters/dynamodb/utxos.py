@@ -12,6 +12,7 @@ from satflow.domain.ledger import shard_for
 from satflow.domain.onchain import Utxo, UtxoStatus
 
 from .models import Models
+from .paging import all_items
 from .transaction import TxItem, delete, put, transact, update
 
 UTXO_SHARDS = 8
@@ -81,12 +82,7 @@ class DynamoUtxoStore:
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues={":pk": {"S": f"UTXO#{shard}"}, ":a": {"S": UtxoStatus.AVAILABLE.value}},
                 ConsistentRead=True)
-            while True:
-                resp = self._client.query(**kwargs)
-                out.extend(self._utxo(raw) for raw in resp.get("Items", []))
-                if "LastEvaluatedKey" not in resp:
-                    break
-                kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+            out.extend(self._utxo(raw) for raw in all_items(self._client.query, **kwargs))
         return sorted(out, key=lambda u: (u.height, u.outpoint))
 
     def _utxo(self, raw: dict) -> Utxo:
