@@ -112,6 +112,25 @@ def test_still_in_flight_while_pending_holds_the_reservation_between_tracks(flow
     flow.assert_invariants()
 
 
+def test_a_fee_above_the_reserve_is_our_expense_and_still_leaves_the_node_account(flow):
+    """Should LND ever exceed fee_limit_msat, the user pays only the reserve; the excess is booked as routing fee
+    expense against the node asset (idempotently), so the ledger still shows everything that left the node."""
+    from satflow.domain.ledger import SystemAccount
+
+    flow.max_tracks = 1
+    alice = flow.new_account(FUNDS)
+    payment, _ = _paid(flow, alice, script=PaymentScript.succeed(hold=True))
+    record = flow.payment(payment.payment_id)
+    outcome = {"status": "SUCCEEDED", "preimage_hex": "ab" * 32, "fee_msat": record.fee_reserve_msat + 500,
+               "amount_msat": AMOUNT}
+    payments.step_post(flow.svc, payment.payment_id, outcome)
+    payments.step_post(flow.svc, payment.payment_id, outcome)  # a re-run changes nothing
+    assert flow.balance(alice.account_id) == (FUNDS - AMOUNT - RESERVE, 0)
+    assert flow.payment(payment.payment_id).fee_msat == RESERVE
+    assert flow.balance(SystemAccount.ROUTING_FEE_EXPENSE.value) == (-500, 0)
+    flow.assert_invariants()
+
+
 # ------------------------------------------------------------------------------------------------- unknown outcomes
 def test_send_timeout_stays_pending_through_the_bounded_loop_then_the_reconciler_posts(flow):
     flow.max_tracks = 3

@@ -19,7 +19,7 @@ from satflow.domain.lightning import PaymentOutcome, PaymentRejected, outcome_fr
 from satflow.domain.payments import (
     Next, Payment, PaymentStatus, decide, decode_payment_request, failure_reason, fee_reserve, payable_amount,
 )
-from satflow.domain.templates import internal_invoice_payment, payment_reserved
+from satflow.domain.templates import internal_invoice_payment, payment_reserved, routing_fee_overrun
 
 from .accounts import require_scope
 from .limits import admit_with_retry, precheck, release_with_retry
@@ -176,12 +176,15 @@ def step_post(svc: Services, payment_id: str, outcome: dict) -> dict[str, Any]:
         return _finished(payment)
     result = outcome_from_dict(outcome)
     fee = getattr(result, "fee_msat", 0)
+    now = svc.clock()
     if fee > payment.fee_reserve_msat:
         # LND enforces fee_limit_msat = the reserve; if it ever did not, we eat the difference, never the user.
+        # Booked first (idempotent by id): a crash before the post cannot lose it, a re-run replays it.
         log.error("payment %s paid fee %d above its reserve %d", payment_id, fee, payment.fee_reserve_msat)
+        svc.ledger.execute(routing_fee_overrun(payment_id=payment_id, amount_msat=fee - payment.fee_reserve_msat,
+                                               created_at=now, shards=svc.system_shards))
         fee = payment.fee_reserve_msat
     pending = svc.ledger.get_transfer(payment_id)
-    now = svc.clock()
     transfer = post_pending(pending, transfer_id=f"{payment_id}:post", created_at=now,
                             amount=payment.amount_msat + fee)
     extra = svc.lightning.finish_payment_items(payment, PaymentStatus.SUCCEEDED, now, fee_msat=fee,

@@ -88,6 +88,18 @@ def payment_reserved(*, payment_id: str, account_id: str, amount_msat: int, fee_
     )
 
 
+def routing_fee_overrun(*, payment_id: str, amount_msat: int, created_at: str, shards: int,
+                        asset: str = BTC) -> Transfer:
+    """The node paid more routing fee than the payment reserved (LND should never allow it): the user is charged
+    only the reserve, the excess is our expense, and the node asset still shows everything that left it."""
+    return new_transfer(
+        transfer_id=f"{payment_id}:fee_overrun", kind=TransferKind.POSTED,
+        debit=LedgerAccount(SystemAccount.ROUTING_FEE_EXPENSE.value, asset),
+        credit=LedgerAccount(SystemAccount.LND_NODE.value, asset), amount=amount_msat,
+        template="routing_fee_overrun", created_at=created_at, shards=shards,
+    )
+
+
 def internal_invoice_payment(*, payment_id: str, payer: str, payee: str, amount_msat: int, payment_hash: str,
                              created_at: str, shards: int, asset: str = BTC) -> Transfer:
     """Paying another satflow account's invoice: settled on the ledger at once, free."""
