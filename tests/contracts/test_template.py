@@ -36,6 +36,7 @@ API_ROUTES = {
     "GET /v1/admin/payout-batches/{batch_id}",
     "GET /v1/admin/payout-batches/{batch_id}/psbt",
     "POST /v1/admin/payout-batches/{batch_id}/psbt",
+    "GET /v1/admin/sanctions",
 }
 CONFIG_PY = ROOT / "layers" / "satflow" / "satflow" / "config.py"
 # Read by config.py but deliberately never set in AWS (documented as local-runtime only).
@@ -44,6 +45,9 @@ LOCAL_ONLY_ENV = {"SATFLOW_ADMIN_KEY", "SATFLOW_WORKFLOW_WAIT_S"}
 PER_FUNCTION_ENV = {
     "SATFLOW_PAYMENT_STATE_MACHINE_ARN": {"ApiFunction", "MonitorFunction"},
     "SATFLOW_PAYOUT_STATE_MACHINE_ARN": {"MonitorFunction"},
+    # Only the refresh job fetches the list; every other function screens against the stored copy.
+    "SATFLOW_SANCTIONS_LIST_URL": {"MonitorFunction"},
+    "SATFLOW_SANCTIONS_EXTRA_URL": {"MonitorFunction"},
 }
 # What each SATFLOW_ variable must point at in the template.
 ENV_REFS = {

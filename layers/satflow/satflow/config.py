@@ -28,11 +28,22 @@ class Settings:
     payout_state_machine_arn: str | None
     tier_limits: str | None  # SATFLOW_TIER_LIMITS: JSON override of the per-tier limits (sat)
     workflow_wait_s: int | None  # local runtime only: shorter Wait states than the ASL defaults (60 s blocks...)
+    sanctions_list_url: str | None  # the official list (OFAC SDN XML): https:// or file://; empty = not refreshed
+    sanctions_extra_url: str | None  # the operator's supplementary list, same format
+    sanctions_when_unloaded: str  # "block" (fail closed) | "allow" when no list was ever loaded
+    sanctions_cache_s: int  # how often a container re-reads the stored list's head
 
 
 def _int(name: str, default: int) -> int:
     raw = os.environ.get(name)
     return default if raw in (None, "") else int(raw)
+
+
+def _choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = os.environ.get(name) or default
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    return value
 
 
 def _shards(n: int) -> int:
@@ -65,6 +76,10 @@ def settings() -> Settings:
         payout_state_machine_arn=env.get("SATFLOW_PAYOUT_STATE_MACHINE_ARN") or None,
         tier_limits=env.get("SATFLOW_TIER_LIMITS") or None,
         workflow_wait_s=_int("SATFLOW_WORKFLOW_WAIT_S", 0) or None,
+        sanctions_list_url=env.get("SATFLOW_SANCTIONS_LIST_URL") or None,
+        sanctions_extra_url=env.get("SATFLOW_SANCTIONS_EXTRA_URL") or None,
+        sanctions_when_unloaded=_choice("SATFLOW_SANCTIONS_WHEN_UNLOADED", "block", ("block", "allow")),
+        sanctions_cache_s=_int("SATFLOW_SANCTIONS_CACHE_S", 60),
     )
 
 

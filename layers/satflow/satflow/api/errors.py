@@ -68,6 +68,9 @@ HTTP_STATUS: dict[type[e.SatflowError], int] = {
     e.TransactionRejected: 502,
     e.TransactionInputsMissing: 502,
     e.BitcoinNodeUnavailable: 503,
+    # Sanctions screening
+    e.SanctionedDestination: 403,
+    e.SanctionsListUnavailable: 503,
 }
 
 

@@ -180,6 +180,15 @@ ROUTES: tuple[Route, ...] = (
           request={"type": "object", "required": ["psbt"], "additionalProperties": False,
                    "properties": {"psbt": {"type": "string", "format": "byte"}}},
           parameters=(_path("batch_id"),)),
+    Route("GET", "/v1/admin/sanctions", "The stored sanctions list: version, digest, counts, when loaded", "admin",
+          response={"type": "object", "required": ["loaded", "version", "list_sha256", "addresses", "node_pubkeys",
+                                                   "loaded_at", "checked_at", "sources", "when_unloaded"],
+                    "properties": {"loaded": {"type": "boolean"}, "version": {**_INT, "nullable": True},
+                                   "list_sha256": {"type": "string", "nullable": True}, "addresses": _INT,
+                                   "node_pubkeys": _INT, "loaded_at": {"type": "string", "nullable": True},
+                                   "checked_at": {"type": "string", "nullable": True},
+                                   "sources": {"type": "array", "items": {"type": "object"}},
+                                   "when_unloaded": {"type": "string", "enum": ["block", "allow"]}}}),
 )
 
 

@@ -77,3 +77,9 @@ class Services:
     # Limits
     limits: Any = None  # DynamoLimitStore: per-account limit windows (admit_with_retry fails closed without it)
     tier_limits: dict = field(default_factory=lambda: dict(_default_tier_limits()))
+    # Sanctions screening (app.sanctions)
+    sanctions: Any = None  # DynamoSanctionsStore: the current list (cached per container)
+    sanctions_when_unloaded: str = "block"  # no list ever loaded: "block" (fail closed, 503) or "allow"
+    sanctions_sources: tuple[tuple[str, str], ...] = ()  # (label, url): the official list, then the operator's
+    fetch_sanctions: Callable[[str, str], Any] | None = None  # (url, label) -> SanctionsList
+    emit_metric: Callable[..., None] | None = None  # (name, value, **dimensions): alert metrics from use cases
