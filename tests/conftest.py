@@ -34,12 +34,14 @@ def build_services(client, table: str = TABLE, shards: int = SHARDS):
     from satflow.adapters.dynamodb.lightning import DynamoLightningStore
     from satflow.adapters.dynamodb.limits import DynamoLimitStore
     from satflow.adapters.dynamodb.models import build_models
+    from satflow.adapters.dynamodb.risk import DynamoRiskStore
     from satflow.app.ports import Services
 
     models = build_models(table, "us-east-1")
     return Services(ledger=DynamoLedger(client, models, shards), accounts=DynamoAccounts(client, models),
                     admin_key=lambda: ADMIN_KEY, system_shards=shards,
-                    lightning=DynamoLightningStore(client, models), limits=DynamoLimitStore(client, models))
+                    lightning=DynamoLightningStore(client, models), limits=DynamoLimitStore(client, models),
+                    risk=DynamoRiskStore(client, models))
 
 
 def simulated_lnd(sim):

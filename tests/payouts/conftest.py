@@ -220,6 +220,8 @@ def flow(payout_moto, payout_state_machine, payout_module, monkeypatch):
                    admin_key=lambda: ADMIN_KEY, system_shards=SHARDS, network="regtest")
     from satflow.adapters.dynamodb.limits import DynamoLimitStore
     svc.limits = DynamoLimitStore(client, models)
+    from satflow.adapters.dynamodb.risk import DynamoRiskStore
+    svc.risk = DynamoRiskStore(client, models)
     svc.utxos = DynamoUtxoStore(client, models)
     svc.payouts = DynamoPayoutStore(client, models)
     svc.chain = chain

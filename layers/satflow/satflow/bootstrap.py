@@ -45,7 +45,10 @@ def _build() -> Services:
     from .adapters.dynamodb.models import build_models
     from .adapters.dynamodb.payouts import DynamoPayoutStore
     from .adapters.dynamodb.utxos import DynamoUtxoStore
+    from .adapters.dynamodb.audit import DynamoAuditStore
+    from .adapters.dynamodb.risk import DynamoRiskStore
     from .domain.bitcoin import Network
+    from .domain.risk import parse_risk_thresholds
 
     s = settings()
     client = aws_client("dynamodb")
@@ -74,6 +77,11 @@ def _build() -> Services:
         tier_limits=parse_tier_limits(s.tier_limits),
         start_payout=_execution_starter(lambda: settings().payout_state_machine_arn,
                                         "SATFLOW_PAYOUT_STATE_MACHINE_ARN", "batch_id"),
+        risk=DynamoRiskStore(client, models),
+        risk_policy=parse_risk_thresholds(s.risk_thresholds),
+        start_review=_execution_starter(lambda: settings().review_state_machine_arn,
+                                        "SATFLOW_REVIEW_STATE_MACHINE_ARN", "review_id"),
+        audit=DynamoAuditStore(client, models),
     )
 
 
@@ -82,6 +90,13 @@ def payout_task_sender() -> Callable[[str, dict], None]:
     from .app.payouts import sfn_task_success_sender
 
     return sfn_task_success_sender(_sfn())
+
+
+def review_notifier() -> Callable[[str, dict], str]:
+    """Resumes a workflow parked on a risk review (the admin approved or rejected it)."""
+    from .app.risk import sfn_notifier
+
+    return sfn_notifier(_sfn())
 
 
 def _secret_json(secret_id: str) -> dict:

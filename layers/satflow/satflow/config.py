@@ -27,6 +27,8 @@ class Settings:
     payout_state_machine_arn: str | None
     tier_limits: str | None  # SATFLOW_TIER_LIMITS: JSON override of the per-tier limits (sat)
     workflow_wait_s: int | None  # local runtime only: shorter Wait states than the ASL defaults (60 s blocks...)
+    risk_thresholds: str | None = None  # SATFLOW_RISK_THRESHOLDS: {"review": int, "block": int} (score 0-100)
+    review_state_machine_arn: str | None = None  # SATFLOW_REVIEW_STATE_MACHINE_ARN: held transfers and payouts
 
 
 def _int(name: str, default: int) -> int:
@@ -63,6 +65,8 @@ def settings() -> Settings:
         payout_state_machine_arn=env.get("SATFLOW_PAYOUT_STATE_MACHINE_ARN") or None,
         tier_limits=env.get("SATFLOW_TIER_LIMITS") or None,
         workflow_wait_s=_int("SATFLOW_WORKFLOW_WAIT_S", 0) or None,
+        risk_thresholds=env.get("SATFLOW_RISK_THRESHOLDS") or None,
+        review_state_machine_arn=env.get("SATFLOW_REVIEW_STATE_MACHINE_ARN") or None,
     )
 
 

@@ -68,6 +68,10 @@ HTTP_STATUS: dict[type[e.SatflowError], int] = {
     e.TransactionRejected: 502,
     e.TransactionInputsMissing: 502,
     e.BitcoinNodeUnavailable: 503,
+    # Risk score and review
+    e.RiskBlocked: 422,
+    e.ReviewNotFound: 404,
+    e.ReviewAlreadyDecided: 409,
 }
 
 

@@ -75,3 +75,8 @@ class Services:
     # Limits
     limits: Any = None  # DynamoLimitStore: per-account limit windows (admit_with_retry fails closed without it)
     tier_limits: dict = field(default_factory=lambda: dict(_default_tier_limits()))
+    # Risk score and review (app/risk.py fails closed without the store)
+    risk: Any = None  # DynamoRiskStore: assessments, destination history, reviews
+    risk_policy: Any = None  # satflow.domain.risk.RiskPolicy (None: the documented defaults)
+    start_review: Callable[[str], None] | None = None  # starts the review workflow named by the review id
+    audit: Any = None  # DynamoAuditStore (app/audit.py); admin review decisions are recorded in it
