@@ -88,8 +88,9 @@ def create_transfer():
     if not outcome.replayed:
         logger.info("transfer accepted", extra={"transfer_id": outcome.transfer.id, "status": outcome.status,
                                                 "amount_msat": outcome.transfer.amount})
-    # 201: settled now. 202: held by a risk review (funds reserved); an admin decides, the replay tells the result.
-    return _json(201 if outcome.review_id is None else 202,
+    # 201: settled. 202: held by a risk review (funds reserved) or, on a replay, refused by it; a replay with the
+    # same Idempotency-Key tells the current state.
+    return _json(201 if outcome.status == "SETTLED" else 202,
                  _transfer_view(outcome.transfer, outcome.status, outcome.review_id))
 
 

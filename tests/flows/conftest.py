@@ -128,6 +128,29 @@ class Flow:
             if exc.response.get("Error", {}).get("Code") != "ExecutionAlreadyExists":
                 raise
 
+    # -- reviews
+    def decide(self, review_id: str, approve: bool, note: str | None = None):
+        from satflow.app import risk
+
+        return risk.decide_review(self.svc, accounts_app.ADMIN, review_id, approve, note,
+                                  notify=risk.sfn_notifier(self.moto.client("stepfunctions")))
+
+    def review(self, review_id: str):
+        found = self.svc.risk.get_review(review_id)
+        assert found is not None, review_id
+        return found
+
+    def wait_parked(self, review_id: str, timeout_s: float = 15.0):
+        """Until the workflow stored its task token on the review (it is waiting for the admin)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            review = self.svc.risk.get_review(review_id)
+            if review is not None and review.task_token:
+                return review
+            if time.monotonic() > deadline:
+                raise AssertionError(f"review {review_id} never parked")
+            time.sleep(0.05)
+
     def wait_review(self, review_id: str, timeout_s: float = 20.0) -> ExecutionResult:
         return self.moto.wait(self.moto.execution_arn(self.review_state_machine_arn, review_id), timeout_s)
 
@@ -195,8 +218,10 @@ def flow(moto_sfn, payment_state_machine, review_state_machine, payment_handler,
                    lnd=lambda: lnd)
     from satflow.adapters.dynamodb.limits import DynamoLimitStore
     svc.limits = DynamoLimitStore(client, models)
+    from satflow.adapters.dynamodb.audit import DynamoAuditStore
     from satflow.adapters.dynamodb.risk import DynamoRiskStore
     svc.risk = DynamoRiskStore(client, models)
+    svc.audit = DynamoAuditStore(client, models, shards=2)
     f = Flow(moto=moto_sfn, state_machine_arn=payment_state_machine, svc=svc, sim=sim, lnd=counting, clock=clock,
              handler=payment_handler, risk_handler=risk_handler, review_state_machine_arn=review_state_machine)
     svc.start_payment = f.start_payment

@@ -186,7 +186,8 @@ ROUTES: tuple[Route, ...] = (
           parameters=(_path("batch_id"),)),
     Route("GET", "/v1/admin/reviews", "Sends held by the risk review, oldest first", "admin", response={
         "type": "object", "required": ["items", "next_cursor"],
-        "properties": {"items": {"type": "array", "items": _REVIEW}, "next_cursor": {"type": "string", "nullable": True}}},
+        "properties": {"items": {"type": "array", "items": _REVIEW},
+                       "next_cursor": {"type": "string", "nullable": True}}},
           parameters=({"name": "status", "in": "query",
                        "schema": {"type": "string", "enum": ["pending", "approved", "rejected"], "default": "pending"}},
                       {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},

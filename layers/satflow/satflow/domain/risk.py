@@ -157,7 +157,8 @@ class RiskFeatures:
             raise ValueError("new_destination must be a bool")
 
     def to_dict(self) -> dict[str, Any]:
-        return {**{k: getattr(self, k) for k in self.__dataclass_fields__}, "destination_kind": self.destination_kind.value}
+        values = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        return {**values, "destination_kind": self.destination_kind.value}
 
 
 # ------------------------------------------------------------------------------------------------ assessment
