@@ -93,10 +93,11 @@ def payout_task_sender() -> Callable[[str, dict], None]:
 
 
 def review_notifier() -> Callable[[str, dict], str]:
-    """Resumes a workflow parked on a risk review (the admin approved or rejected it)."""
+    """Resumes a workflow parked on a risk review (the admin approved or rejected it). The Step Functions client
+    is built on the first wake-up, not here: most decisions of a container may need none."""
     from .app.risk import sfn_notifier
 
-    return sfn_notifier(_sfn())
+    return lambda token, output: sfn_notifier(_sfn())(token, output)
 
 
 def _secret_json(secret_id: str) -> dict:

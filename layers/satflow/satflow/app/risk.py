@@ -171,16 +171,20 @@ def allow_items(svc: Services, a: Assessed) -> list[Any]:
             _store(svc).destination_item(s.account_id, s.destination_kind, s.destination, a.assessed_at)]
 
 
-def review_items(svc: Services, a: Assessed, extra: list[Any] | None = None) -> list[Any]:
-    """For the send's own transaction: the assessment and the pending review.
-
-    Hook for webhooks: ``extra`` items ride in the same transaction (e.g. a ``review.required`` outbox event),
-    so the event exists if and only if the review does."""
+def review_items(svc: Services, a: Assessed) -> list[Any]:
+    """For the send's own transaction: the assessment, the pending review and whatever
+    :func:`review_required_items` adds. Every held send (transfer, payment, payout) goes through here."""
     s = a.send
     review = Review(review_id=a.review_id or "", kind=s.kind, subject_id=s.subject_id, account_id=s.account_id,
                     amount_msat=s.amount_msat, destination=s.destination, assessment=a.assessment,
                     status=ReviewStatus.PENDING, created_at=a.assessed_at)
-    return [_assessment_item(svc, a), *_store(svc).new_review_items(review), *(extra or [])]
+    return [_assessment_item(svc, a), *_store(svc).new_review_items(review), *review_required_items(svc, review)]
+
+
+def review_required_items(svc: Services, review: Review) -> list[Any]:
+    """HOOK for the ``review.required`` webhook: tagged TxItems returned here (an outbox event) are written in the
+    same transaction that creates the review, so the event exists if and only if the review does. None yet."""
+    return []
 
 
 def refuse_blocked(svc: Services, a: Assessed) -> errors.RiskBlocked:
