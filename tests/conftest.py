@@ -48,6 +48,7 @@ def build_services(client, table: str = TABLE, shards: int = SHARDS, audit_shard
     from satflow.adapters.dynamodb.lightning import DynamoLightningStore
     from satflow.adapters.dynamodb.limits import DynamoLimitStore
     from satflow.adapters.dynamodb.models import build_models
+    from satflow.adapters.dynamodb.risk import DynamoRiskStore
     from satflow.app.ports import Services
 
     from satflow.adapters.dynamodb.sanctions import DynamoSanctionsStore
@@ -57,7 +58,8 @@ def build_services(client, table: str = TABLE, shards: int = SHARDS, audit_shard
     return Services(ledger=ledger, audit=ledger.audit, accounts=DynamoAccounts(client, models),
                     admin_key=lambda: ADMIN_KEY, system_shards=shards,
                     lightning=DynamoLightningStore(client, models), limits=DynamoLimitStore(client, models),
-                    sanctions=loaded_sanctions_store(DynamoSanctionsStore(client, table)))
+                    sanctions=loaded_sanctions_store(DynamoSanctionsStore(client, table)),
+                    risk=DynamoRiskStore(client, models))
 
 
 @functools.lru_cache(maxsize=1)

@@ -12,7 +12,7 @@ from satflow import bootstrap
 from satflow.api.errors import error_body, status_for
 from satflow.api.openapi import document
 from satflow.api.requests import decode_body, json_object, query_int
-from satflow.app import accounts, audit, invoices, limits, payments, transfers
+from satflow.app import accounts, audit, invoices, limits, payments, risk, transfers
 from satflow.domain.errors import SatflowError
 
 logger = Logger(service="satflow")
@@ -36,9 +36,12 @@ def _body() -> str | None:
     return decode_body(lambda: app.current_event.decoded_body)
 
 
-def _transfer_view(t) -> dict:
-    return {"transfer_id": t.id, "status": "SETTLED", "amount_msat": t.amount, "to": t.credit.owner,
+def _transfer_view(t, status: str = "SETTLED", review_id: str | None = None) -> dict:
+    view = {"transfer_id": t.id, "status": status, "amount_msat": t.amount, "to": t.credit.owner,
             "created_at": t.created_at}
+    if review_id is not None:
+        view["review_id"] = review_id
+    return view
 
 
 @app.get("/v1/health")
@@ -83,9 +86,12 @@ def create_transfer():
         bootstrap.services(), principal, app.current_event.headers.get("idempotency-key"), data["to"],
         data["amount_msat"], data.get("memo"))
     if not outcome.replayed:
-        logger.info("transfer settled", extra={"transfer_id": outcome.transfer.id,
-                                               "amount_msat": outcome.transfer.amount})
-    return _json(201, _transfer_view(outcome.transfer))
+        logger.info("transfer accepted", extra={"transfer_id": outcome.transfer.id, "status": outcome.status,
+                                                "amount_msat": outcome.transfer.amount})
+    # 201: settled. 202: held by a risk review (funds reserved) or, on a replay, refused by it; a replay with the
+    # same Idempotency-Key tells the current state.
+    return _json(201 if outcome.status == "SETTLED" else 202,
+                 _transfer_view(outcome.transfer, outcome.status, outcome.review_id))
 
 
 @app.post("/v1/admin/adjustments")
@@ -228,6 +234,34 @@ def sanctions_status():
     from satflow.app import sanctions  # admin-only route: not on every cold start
 
     return _json(200, sanctions.sanctions_status(bootstrap.services(), _principal()))
+@app.get("/v1/admin/reviews")
+def list_reviews():
+    principal = _principal()
+    params = app.current_event.query_string_parameters or {}
+    items, cursor = risk.list_reviews(bootstrap.services(), principal, params.get("status"),
+                                      query_int(params.get("limit"), "limit"), params.get("cursor"))
+    return _json(200, {"items": [risk.review_view(r) for r in items], "next_cursor": cursor})
+
+
+def _decide_review(review_id: str, approve: bool):
+    principal = _principal()
+    accounts.require_admin(principal)  # before reading the body: a customer key is 403 whatever it sends
+    data = json_object(_body() or "{}", set(), {"note"})
+    outcome = risk.decide_review(bootstrap.services(), principal, review_id, approve, data.get("note"),
+                                 notify=bootstrap.review_notifier())
+    logger.info("review decided", extra={"review_id": outcome.review.review_id, "status": outcome.review.status.value,
+                                         "workflow": outcome.workflow, "replayed": outcome.replayed})
+    return _json(200, {**risk.review_view(outcome.review), "workflow": outcome.workflow})
+
+
+@app.post("/v1/admin/reviews/<review_id>/approve")
+def approve_review(review_id: str):
+    return _decide_review(review_id, True)
+
+
+@app.post("/v1/admin/reviews/<review_id>/reject")
+def reject_review(review_id: str):
+    return _decide_review(review_id, False)
 
 
 @app.get("/v1/limits")

@@ -25,7 +25,9 @@ ASL_IDS = [p.name for p in ASL_FILES]
 # Every Task state is either a forward step (moves money or talks to a node: retries only transient errors) or an
 # idempotent compensation/finisher (may retry every error). A new Task state must be classified here.
 TASK_KINDS: dict[str, dict[str, set[str]]] = {
-    "payment.asl.json": {"forward": {"Reserve", "Send", "Track"}, "idempotent": {"Post", "Void"}},
+    "payment.asl.json": {"forward": {"Risk", "AwaitReview", "Reserve", "Send", "Track"},
+                         "idempotent": {"ReviewTimedOut", "ApplyRisk", "Post", "Void"}},
+    "review.asl.json": {"forward": {"AwaitDecision"}, "idempotent": {"TimedOut", "Apply"}},
     "payout.asl.json": {"forward": {"Prepare", "SignHot", "AwaitSignature", "Broadcast", "CheckConfirmations"},
                         "idempotent": {"Post", "Abandon"}},
 }
@@ -191,12 +193,16 @@ def test_asl_creates_in_moto_and_an_execution_reaches_a_terminal_state(path, mot
         arn = moto.create_state_machine(path, _substitutions(path))
         moto.client("stepfunctions").start_execution(stateMachineArn=arn, name="contract-1",
                                                      input=json.dumps({"payment_id": "pay_contract",
-                                                                       "batch_id": "bat_contract"}))
+                                                                       "batch_id": "bat_contract",
+                                                                       "review_id": "rev_contract"}))
         result = moto.wait(moto.execution_arn(arn, "contract-1"), timeout_s=20)
     finally:
         moto.functions.pop(STUB_FUNCTION, None)
     assert result.status in ("SUCCEEDED", "FAILED"), result
     assert calls, "no Task ran"
+
+
+ALLOWED = {"payment_id": "pay_x", "decision": "allow", "score": 10, "review_id": None}
 
 
 def _payment_stub(answers: dict[str, Any], calls: list[dict]):
@@ -218,7 +224,8 @@ def test_payment_reserve_refusals_are_caught_by_their_class_name(moto, error, fi
     from satflow.domain import errors
 
     calls: list[dict] = []
-    moto.functions[STUB_FUNCTION] = _payment_stub({"reserve": getattr(errors, error)("no")}, calls)
+    moto.functions[STUB_FUNCTION] = _payment_stub({"assess_payment": ALLOWED, "reserve": getattr(errors, error)("no")},
+                                                  calls)
     try:
         arn = moto.create_state_machine(STATEMACHINES / "payment.asl.json", _substitutions(
             STATEMACHINES / "payment.asl.json"))
@@ -228,7 +235,7 @@ def test_payment_reserve_refusals_are_caught_by_their_class_name(moto, error, fi
     finally:
         moto.functions.pop(STUB_FUNCTION, None)
     assert (result.final_state, result.status, result.error) == (final_state, status, "PaymentRejected")
-    assert [c["step"] for c in calls] == ["reserve"]
+    assert [c["step"] for c in calls] == ["assess_payment", "reserve"]
 
 
 def test_payment_production_input_gets_the_default_wait_and_track_bound(moto):
@@ -238,6 +245,7 @@ def test_payment_production_input_gets_the_default_wait_and_track_bound(moto):
     calls: list[dict] = []
     outcome = {"status": "IN_FLIGHT", "detail": ""}
     moto.functions[STUB_FUNCTION] = _payment_stub({
+        "assess_payment": ALLOWED,
         "reserve": {"payment_id": "pay_x", "status": "PENDING"},
         "send": {"payment_id": "pay_x", "next": "WAIT", "outcome": outcome, "attempt": 0},
     }, calls)
@@ -256,12 +264,13 @@ def test_payment_production_input_gets_the_default_wait_and_track_bound(moto):
             time.sleep(0.02)
         assert wait_input is not None, "the execution never reached Wait"
         assert wait_input["wait_s"] == 15 and wait_input["max_tracks"] == 20
+        assert wait_input["review_timeout_s"] == 86400  # a day for an admin to decide, then rejected
         time.sleep(0.2)
         assert sfn.describe_execution(executionArn=execution)["status"] == "RUNNING"  # waiting, not failed
     finally:
         sfn.stop_execution(executionArn=execution)
         moto.functions.pop(STUB_FUNCTION, None)
-    assert [c["step"] for c in calls] == ["reserve", "send"]
+    assert [c["step"] for c in calls] == ["assess_payment", "reserve", "send"]
 
 
 def test_payment_input_values_override_the_defaults(moto):
@@ -269,6 +278,7 @@ def test_payment_input_values_override_the_defaults(moto):
     calls: list[dict] = []
     outcome = {"status": "IN_FLIGHT", "detail": ""}
     moto.functions[STUB_FUNCTION] = _payment_stub({
+        "assess_payment": ALLOWED,
         "reserve": {"payment_id": "pay_y", "status": "PENDING"},
         "send": {"payment_id": "pay_y", "next": "WAIT", "outcome": outcome, "attempt": 0},
         "track": {"payment_id": "pay_y", "next": "RECONCILE", "outcome": outcome, "attempt": 1},

@@ -37,6 +37,9 @@ API_ROUTES = {
     "GET /v1/admin/payout-batches/{batch_id}/psbt",
     "POST /v1/admin/payout-batches/{batch_id}/psbt",
     "GET /v1/admin/sanctions",
+    "GET /v1/admin/reviews",
+    "POST /v1/admin/reviews/{review_id}/approve",
+    "POST /v1/admin/reviews/{review_id}/reject",
 }
 CONFIG_PY = ROOT / "layers" / "satflow" / "satflow" / "config.py"
 # Read by config.py but deliberately never set in AWS (documented as local-runtime only).
@@ -48,6 +51,7 @@ PER_FUNCTION_ENV = {
     # Only the refresh job fetches the list; every other function screens against the stored copy.
     "SATFLOW_SANCTIONS_LIST_URL": {"MonitorFunction"},
     "SATFLOW_SANCTIONS_EXTRA_URL": {"MonitorFunction"},
+    "SATFLOW_REVIEW_STATE_MACHINE_ARN": {"ApiFunction", "MonitorFunction"},
 }
 # What each SATFLOW_ variable must point at in the template.
 ENV_REFS = {
@@ -289,7 +293,10 @@ def test_api_function_is_least_privilege(functions):
             assert resources == [{"Ref": "AdminKeySecret"}, {"Ref": "LndSecret"}], resources
         if any(a.startswith("states:") for a in actions):
             assert (actions, resources) in ((["states:StartExecution"], [{"Ref": "PaymentStateMachine"}]),
-                                            (["states:SendTaskSuccess"], [{"Ref": "PayoutStateMachine"}]))
+                                            (["states:SendTaskSuccess"], [{"Ref": "PayoutStateMachine"}]),
+                                            (["states:StartExecution"], [{"Ref": "ReviewStateMachine"}]),
+                                            (["states:SendTaskSuccess"], [{"Ref": "PaymentStateMachine"},
+                                                                          {"Ref": "ReviewStateMachine"}]))
 
 
 # ------------------------------------------------------------------------------------------------ layer

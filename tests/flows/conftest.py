@@ -1,5 +1,6 @@
-"""Flow fixtures: one moto server per session (state machine execution on, Lambda answered in-process), one state
-machine from statemachines/payment.asl.json, and per test a fresh table, simulator and Services graph."""
+"""Flow fixtures: one moto server per session (state machine execution on, Lambda answered in-process), the state
+machines from statemachines/payment.asl.json and review.asl.json, and per test a fresh table, simulator and
+Services graph. PaymentFunction and RiskFunction run functions/payment/app.py and functions/risk/app.py."""
 from __future__ import annotations
 
 import json
@@ -20,7 +21,8 @@ from tests.conftest import create_table, recorded_ledger
 from tests.handlers.conftest import load_handler_module
 
 from .harness import (
-    PAYMENT_ASL, PAYMENT_FUNCTION_ARN, REGION, CountingTransport, ExecutionResult, LambdaContext, MotoStepFunctions,
+    PAYMENT_ASL, PAYMENT_FUNCTION_ARN, REGION, REVIEW_ASL, RISK_FUNCTION_ARN, CountingTransport, ExecutionResult,
+    LambdaContext, MotoStepFunctions,
 )
 
 SHARDS = 4
@@ -37,12 +39,23 @@ def moto_sfn():
 
 @pytest.fixture(scope="session")
 def payment_state_machine(moto_sfn) -> str:
-    return moto_sfn.create_state_machine(PAYMENT_ASL, {"PaymentFunctionArn": PAYMENT_FUNCTION_ARN})
+    return moto_sfn.create_state_machine(PAYMENT_ASL, {"PaymentFunctionArn": PAYMENT_FUNCTION_ARN,
+                                                       "RiskFunctionArn": RISK_FUNCTION_ARN})
+
+
+@pytest.fixture(scope="session")
+def review_state_machine(moto_sfn) -> str:
+    return moto_sfn.create_state_machine(REVIEW_ASL, {"RiskFunctionArn": RISK_FUNCTION_ARN})
 
 
 @pytest.fixture(scope="session")
 def payment_handler():
     return load_handler_module("payment", "satflow_fn_payment").lambda_handler
+
+
+@pytest.fixture(scope="session")
+def risk_handler():
+    return load_handler_module("risk", "satflow_fn_risk").lambda_handler
 
 
 class Clock:
@@ -64,10 +77,15 @@ class Flow:
     lnd: CountingTransport
     clock: Clock
     handler: Callable[[dict, Any], Any]
+    risk_handler: Callable[[dict, Any], Any] | None = None
+    review_state_machine_arn: str = ""
     wait_s: int = 0
     max_tracks: int = 3
+    review_timeout_s: int = 60
     started: list[str] = field(default_factory=list)
     step_calls: list[str] = field(default_factory=list)
+    risk_calls: list[str] = field(default_factory=list)
+    reviews_started: list[str] = field(default_factory=list)
     # fault hooks per step: called with (event, result) after the real step ran; may raise (LambdaCrash, ...)
     after_step: dict[str, Callable[[dict, Any], None]] = field(default_factory=dict)
     _accounts: int = 0
@@ -81,18 +99,64 @@ class Flow:
             hook(event, result)
         return result
 
-    # -- the workflow starter (what bootstrap._payment_starter does, plus the fast-test timings)
+    # -- the risk Lambda, as the state machines invoke it
+    def invoke_risk(self, event: dict) -> Any:
+        self.risk_calls.append(event["step"])
+        assert self.risk_handler is not None
+        return self.risk_handler(event, LambdaContext(function_name="RiskFunction",
+                                                      invoked_function_arn=RISK_FUNCTION_ARN))
+
+    # -- the workflow starters (what bootstrap._execution_starter does, plus the fast-test timings)
     def start_payment(self, payment_id: str) -> None:
+        self.started.append(payment_id)
+        self._start(self.state_machine_arn, payment_id,
+                    {"payment_id": payment_id, "wait_s": self.wait_s, "max_tracks": self.max_tracks,
+                     "review_timeout_s": self.review_timeout_s})
+
+    def start_review(self, review_id: str) -> None:
+        self.reviews_started.append(review_id)
+        self._start(self.review_state_machine_arn, review_id,
+                    {"review_id": review_id, "review_timeout_s": self.review_timeout_s})
+
+    def _start(self, state_machine_arn: str, name: str, payload: dict) -> None:
         from botocore.exceptions import ClientError
 
-        self.started.append(payment_id)
         try:
-            self.moto.client("stepfunctions").start_execution(
-                stateMachineArn=self.state_machine_arn, name=payment_id,
-                input=json.dumps({"payment_id": payment_id, "wait_s": self.wait_s, "max_tracks": self.max_tracks}))
+            self.moto.client("stepfunctions").start_execution(stateMachineArn=state_machine_arn, name=name,
+                                                              input=json.dumps(payload))
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "ExecutionAlreadyExists":
                 raise
+
+    # -- reviews
+    def decide(self, review_id: str, approve: bool, note: str | None = None):
+        from satflow.app import risk
+
+        return risk.decide_review(self.svc, accounts_app.ADMIN, review_id, approve, note,
+                                  notify=risk.sfn_notifier(self.moto.client("stepfunctions")))
+
+    def review(self, review_id: str):
+        found = self.svc.risk.get_review(review_id)
+        assert found is not None, review_id
+        return found
+
+    def wait_parked(self, review_id: str, timeout_s: float = 15.0):
+        """Until the workflow stored its task token on the review (it is waiting for the admin)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            review = self.svc.risk.get_review(review_id)
+            if review is not None and review.task_token:
+                return review
+            if time.monotonic() > deadline:
+                raise AssertionError(f"review {review_id} never parked")
+            time.sleep(0.05)
+
+    def wait_review(self, review_id: str, timeout_s: float = 20.0) -> ExecutionResult:
+        return self.moto.wait(self.moto.execution_arn(self.review_state_machine_arn, review_id), timeout_s)
+
+    def execution_status(self, state_machine_arn: str, name: str) -> str:
+        return self.moto.client("stepfunctions").describe_execution(
+            executionArn=self.moto.execution_arn(state_machine_arn, name))["status"]
 
     # -- drivers
     def new_account(self, funds_msat: int = 0) -> Principal:
@@ -130,7 +194,7 @@ class Flow:
 
 
 @pytest.fixture
-def flow(moto_sfn, payment_state_machine, payment_handler):
+def flow(moto_sfn, payment_state_machine, review_state_machine, payment_handler, risk_handler):
     from satflow.adapters.dynamodb.accounts import DynamoAccounts
     from satflow.adapters.dynamodb.lightning import DynamoLightningStore
     from satflow.adapters.dynamodb.models import build_models
@@ -157,12 +221,17 @@ def flow(moto_sfn, payment_state_machine, payment_handler):
     from satflow.adapters.dynamodb.sanctions import DynamoSanctionsStore
     from tests.conftest import loaded_sanctions_store
     svc.sanctions = loaded_sanctions_store(DynamoSanctionsStore(client, table))
+    from satflow.adapters.dynamodb.risk import DynamoRiskStore
+    svc.risk = DynamoRiskStore(client, models)
     f = Flow(moto=moto_sfn, state_machine_arn=payment_state_machine, svc=svc, sim=sim, lnd=counting, clock=clock,
-             handler=payment_handler)
+             handler=payment_handler, risk_handler=risk_handler, review_state_machine_arn=review_state_machine)
     svc.start_payment = f.start_payment
+    svc.start_review = f.start_review
     moto_sfn.functions["PaymentFunction"] = f.invoke_step
+    moto_sfn.functions["RiskFunction"] = f.invoke_risk
     bootstrap.override(svc)
     yield f
     bootstrap.override(None)
     moto_sfn.functions.pop("PaymentFunction", None)
+    moto_sfn.functions.pop("RiskFunction", None)
     lnd.close()

@@ -22,10 +22,12 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parents[2]
 STATEMACHINES = ROOT / "statemachines"
 PAYMENT_ASL = STATEMACHINES / "payment.asl.json"
+REVIEW_ASL = STATEMACHINES / "review.asl.json"
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/satflow-flow-tests"
 PAYMENT_FUNCTION_ARN = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:PaymentFunction"
+RISK_FUNCTION_ARN = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:RiskFunction"
 TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
 

@@ -178,6 +178,12 @@ def test_every_step_run_twice_sends_once_and_moves_money_once(no_workflow):
     payment = flow.pay(alice, request)
     pid = payment.payment_id
 
+    assert _step(flow, "send", pid)["next"] == "RECONCILE"  # never sent before risk has cleared it
+    assert flow.lnd.sends[payment.payment_hash] == 0
+    assessed = flow.invoke_risk({"step": "assess_payment", "payment_id": pid})
+    assert flow.invoke_risk({"step": "assess_payment", "payment_id": pid}) == assessed  # stored once, read back
+    assert assessed["decision"] == "allow"
+
     assert _step(flow, "reserve", pid) == _step(flow, "reserve", pid) == {"payment_id": pid, "status": "PENDING"}
     assert flow.balance(alice.account_id) == (FUNDS - AMOUNT - RESERVE, AMOUNT + RESERVE)  # reserved once
 
@@ -203,6 +209,7 @@ def test_void_twice_releases_once(no_workflow):
     request = flow.sim.external_invoice(AMOUNT)
     flow.sim.script(PaymentScript.fail("NO_ROUTE"), flow.sim.payment_hash_of(request))
     payment = flow.pay(alice, request)
+    flow.invoke_risk({"step": "assess_payment", "payment_id": payment.payment_id})
     sent = _step(flow, "send", payment.payment_id)
     assert sent["next"] == "VOID"
     _step(flow, "void", payment.payment_id, outcome=sent["outcome"])

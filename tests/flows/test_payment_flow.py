@@ -61,7 +61,9 @@ def test_success_posts_amount_plus_actual_fee_and_returns_the_rest_of_the_reserv
 
     assert payment.fee_reserve_msat == RESERVE
     assert result.status == "SUCCEEDED"
-    assert result.states == ["Defaults", "ApplyDefaults", "Reserve", "Send", "Route", "Post", "Done"]
+    assert result.states == ["Defaults", "ApplyDefaults", "Risk", "RiskRoute", "Reserve", "Send", "Route", "Post",
+                             "Done"]
+    assert flow.risk_calls == ["assess_payment"]
     assert flow.step_calls == ["reserve", "send", "post"]
     assert flow.lnd.send_bodies[0]["fee_limit_msat"] == str(RESERVE)  # LND can never charge more than reserved
     _assert_succeeded(flow, alice, payment, FEE)

@@ -223,6 +223,8 @@ def flow(payout_moto, payout_state_machine, payout_module, monkeypatch):
     from satflow.adapters.dynamodb.sanctions import DynamoSanctionsStore
     from tests.conftest import loaded_sanctions_store
     svc.sanctions = loaded_sanctions_store(DynamoSanctionsStore(client, table))
+    from satflow.adapters.dynamodb.risk import DynamoRiskStore
+    svc.risk = DynamoRiskStore(client, models)
     svc.utxos = DynamoUtxoStore(client, models)
     svc.payouts = DynamoPayoutStore(client, models)
     svc.chain = chain

@@ -37,7 +37,6 @@ def aws_client(service: str) -> Any:
 
 def _build() -> Services:
     from .adapters.dynamodb.accounts import DynamoAccounts
-    from .adapters.dynamodb.audit import DynamoAuditStore
     from .app.recorded_ledger import RecordedLedger
     from .adapters.dynamodb.chain import DynamoChainStore
     from .adapters.dynamodb.ledger import DynamoLedger
@@ -48,7 +47,10 @@ def _build() -> Services:
     from .adapters.dynamodb.payouts import DynamoPayoutStore
     from .adapters.dynamodb.sanctions import DynamoSanctionsStore
     from .adapters.dynamodb.utxos import DynamoUtxoStore
+    from .adapters.dynamodb.audit import DynamoAuditStore
+    from .adapters.dynamodb.risk import DynamoRiskStore
     from .domain.bitcoin import Network
+    from .domain.risk import parse_risk_thresholds
 
     s = settings()
     client = aws_client("dynamodb")
@@ -84,6 +86,10 @@ def _build() -> Services:
         sanctions_sources=(("sdn", s.sanctions_list_url or ""), ("extra", s.sanctions_extra_url or "")),
         fetch_sanctions=_sanctions_fetcher,
         emit_metric=_emit_metric,
+        risk=DynamoRiskStore(client, models),
+        risk_policy=parse_risk_thresholds(s.risk_thresholds),
+        start_review=_execution_starter(lambda: settings().review_state_machine_arn,
+                                        "SATFLOW_REVIEW_STATE_MACHINE_ARN", "review_id"),
     )
 
 
@@ -104,6 +110,14 @@ def payout_task_sender() -> Callable[[str, dict], None]:
     from .app.payouts import sfn_task_success_sender
 
     return sfn_task_success_sender(_sfn())
+
+
+def review_notifier() -> Callable[[str, dict], str]:
+    """Resumes a workflow parked on a risk review (the admin approved or rejected it). The Step Functions client
+    is built on the first wake-up, not here: most decisions of a container may need none."""
+    from .app.risk import sfn_notifier
+
+    return lambda token, output: sfn_notifier(_sfn())(token, output)
 
 
 def _secret_json(secret_id: str) -> dict:

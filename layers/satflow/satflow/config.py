@@ -32,6 +32,8 @@ class Settings:
     sanctions_extra_url: str | None  # the operator's supplementary list, same format
     sanctions_when_unloaded: str  # "block" (fail closed) | "allow" when no list was ever loaded
     sanctions_cache_s: int  # how often a container re-reads the stored list's head
+    risk_thresholds: str | None = None  # SATFLOW_RISK_THRESHOLDS: {"review": int, "block": int} (score 0-100)
+    review_state_machine_arn: str | None = None  # SATFLOW_REVIEW_STATE_MACHINE_ARN: held transfers and payouts
 
 
 def _int(name: str, default: int) -> int:
@@ -80,6 +82,8 @@ def settings() -> Settings:
         sanctions_extra_url=env.get("SATFLOW_SANCTIONS_EXTRA_URL") or None,
         sanctions_when_unloaded=_choice("SATFLOW_SANCTIONS_WHEN_UNLOADED", "block", ("block", "allow")),
         sanctions_cache_s=_int("SATFLOW_SANCTIONS_CACHE_S", 60),
+        risk_thresholds=env.get("SATFLOW_RISK_THRESHOLDS") or None,
+        review_state_machine_arn=env.get("SATFLOW_REVIEW_STATE_MACHINE_ARN") or None,
     )
 
 

@@ -71,6 +71,10 @@ HTTP_STATUS: dict[type[e.SatflowError], int] = {
     # Sanctions screening
     e.SanctionedDestination: 403,
     e.SanctionsListUnavailable: 503,
+    # Risk score and review
+    e.RiskBlocked: 422,
+    e.ReviewNotFound: 404,
+    e.ReviewAlreadyDecided: 409,
 }
 
 

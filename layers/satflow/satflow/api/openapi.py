@@ -21,8 +21,9 @@ _AMOUNT = {"type": "integer", "format": "int64", "minimum": 1, "maximum": 2_100_
            "description": "millisatoshi"}
 _TRANSFER = {
     "type": "object", "required": ["transfer_id", "status", "amount_msat", "to", "created_at"],
-    "properties": {"transfer_id": _STR, "status": {"type": "string", "enum": ["SETTLED"]}, "amount_msat": _INT,
-                   "to": _STR, "created_at": {"type": "string", "format": "date-time"}},
+    "properties": {"transfer_id": _STR, "status": {"type": "string", "enum": ["SETTLED", "IN_REVIEW", "REJECTED"]},
+                   "amount_msat": _INT, "to": _STR, "created_at": {"type": "string", "format": "date-time"},
+                   "review_id": {"type": "string", "description": "only when held by a risk review (202)"}},
 }
 _HASH = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 _INVOICE = {
@@ -37,7 +38,7 @@ _INVOICE = {
 _PAYMENT = {
     "type": "object", "required": ["payment_id", "payment_hash", "status", "amount_msat", "max_fee_msat"],
     "properties": {"payment_id": _STR, "payment_hash": _HASH,
-                   "status": {"type": "string", "enum": ["PENDING", "SUCCEEDED", "FAILED"]},
+                   "status": {"type": "string", "enum": ["PENDING", "IN_REVIEW", "SUCCEEDED", "FAILED"]},
                    "amount_msat": _INT, "max_fee_msat": _INT, "fee_msat": {**_INT, "nullable": True},
                    "preimage": {"type": "string", "nullable": True},
                    "failure_reason": {"type": "string", "nullable": True}, "internal": {"type": "boolean"}},
@@ -46,9 +47,29 @@ _PAYOUT = {
     "type": "object", "required": ["payout_id", "status"],
     "properties": {"payout_id": _STR, "address": _STR, "amount_sat": _INT, "fee_reserve_sat": _INT,
                    "fee_sat": {**_INT, "nullable": True}, "txid": {"type": "string", "nullable": True},
-                   "status": {"type": "string", "enum": ["QUEUED", "BATCHED", "SIGNING", "BROADCAST", "CONFIRMED",
-                                                         "CANCELED"]}},
+                   "status": {"type": "string", "enum": ["QUEUED", "IN_REVIEW", "BATCHED", "SIGNING", "BROADCAST",
+                                                         "CONFIRMED", "CANCELED"]}},
 }
+
+_REVIEW = {
+    "type": "object",
+    "required": ["review_id", "kind", "subject_id", "account_id", "amount_msat", "score", "factors", "status"],
+    "properties": {"review_id": _STR, "kind": {"type": "string", "enum": ["transfer", "payment", "payout"]},
+                   "subject_id": _STR, "account_id": _STR, "amount_msat": _INT, "destination": _STR,
+                   "score": {"type": "integer", "minimum": 0, "maximum": 100}, "decision": _STR,
+                   "factors": {"type": "array", "items": {"type": "object", "required": ["name", "points", "detail"],
+                                                          "properties": {"name": _STR, "points": {"type": "integer"},
+                                                                         "detail": _STR}}},
+                   "status": {"type": "string", "enum": ["pending", "approved", "rejected"]},
+                   "created_at": _STR, "decided_at": {"type": "string", "nullable": True},
+                   "decided_by": {"type": "string", "nullable": True}, "note": {"type": "string", "nullable": True},
+                   "workflow_parked": {"type": "boolean"}},
+}
+_DECISION = {**_REVIEW, "properties": {**_REVIEW["properties"], "workflow": {
+    "type": "string", "enum": ["resumed", "not_parked_yet", "ended"],
+    "description": "resumed: the parked workflow was woken; not_parked_yet: it finds the decision when it parks; "
+                   "ended: it already moved on (timeout) and acts on the stored decision"}}}
+_NOTE = {"type": "object", "additionalProperties": False, "properties": {"note": {"type": "string", "maxLength": 280}}}
 
 
 def _path(name: str) -> dict:
@@ -189,6 +210,18 @@ ROUTES: tuple[Route, ...] = (
                                    "checked_at": {"type": "string", "nullable": True},
                                    "sources": {"type": "array", "items": {"type": "object"}},
                                    "when_unloaded": {"type": "string", "enum": ["block", "allow"]}}}),
+    Route("GET", "/v1/admin/reviews", "Sends held by the risk review, oldest first", "admin", response={
+        "type": "object", "required": ["items", "next_cursor"],
+        "properties": {"items": {"type": "array", "items": _REVIEW},
+                       "next_cursor": {"type": "string", "nullable": True}}},
+          parameters=({"name": "status", "in": "query",
+                       "schema": {"type": "string", "enum": ["pending", "approved", "rejected"], "default": "pending"}},
+                      {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+                      {"name": "cursor", "in": "query", "schema": _STR})),
+    Route("POST", "/v1/admin/reviews/{review_id}/approve", "Approve a held send (the workflow resumes)", "admin",
+          request=_NOTE, response=_DECISION, parameters=(_path("review_id"),)),
+    Route("POST", "/v1/admin/reviews/{review_id}/reject", "Reject a held send (its reservation is voided)", "admin",
+          request=_NOTE, response=_DECISION, parameters=(_path("review_id"),)),
 )
 
 

@@ -1,8 +1,10 @@
 """Use cases of outbound Lightning payments: the API call, the workflow's steps and the reconciler.
 
-Workflow (statemachines/payment.asl.json): Reserve -> Send -> Choice(next) -> Post | Void | Wait -> Track -> ...
-bounded, then NeedsReconciliation (still PENDING; the reconciler finishes it). Each step takes and returns small
-JSON dicts so Step Functions can carry them; every step is safe to run twice.
+Workflow (statemachines/payment.asl.json): Risk (app/risk.py; review parks on a task token with the payment
+IN_REVIEW, block refuses) -> Reserve -> Send -> Choice(next) -> Post | Void | Wait -> Track -> ... bounded, then
+NeedsReconciliation (still PENDING; the reconciler finishes it). Each step takes and returns small JSON dicts so
+Step Functions can carry them; every step is safe to run twice. Nothing is sent that the risk assessment did not
+allow or a review approve (``step_send`` checks, and the send claim is conditional on PENDING).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from satflow.domain.payments import (
 )
 from satflow.domain.templates import internal_invoice_payment, payment_reserved, routing_fee_overrun
 
+from . import risk
 from .accounts import require_scope
 from .limits import admit_with_retry, precheck, release_with_retry
 from .ports import Services
@@ -81,6 +84,7 @@ def _pay_internal(svc: Services, payment: Payment, invoice) -> Payment:
     # Pre-checks only (the ledger transaction's conditions are the real guards): they keep a payment the ledger
     # would refuse from cancelling the payee's invoice on the node first.
     _precheck_internal(svc, payment, invoice.account_id)
+    assessed = _assess_internal(svc, payment, invoice.account_id)  # before the node-side cancel: refusals undo nothing
     try:
         svc.lnd().cancel_invoice(invoice.payment_hash)
     except errors.LightningInvoiceAlreadySettled as exc:
@@ -92,7 +96,7 @@ def _pay_internal(svc: Services, payment: Payment, invoice) -> Payment:
                                         shards=svc.system_shards)
     extra = (svc.lightning.settle_invoice_items(invoice, amount_received_msat=payment.amount_msat,
                                                 settled_at=payment.created_at, settled_by=payment.payment_id)
-             + svc.lightning.new_payment_items(done))
+             + svc.lightning.new_payment_items(done) + risk.allow_items(svc, assessed))
     try:
         admit_with_retry(svc, payment.account_id, payment.amount_msat,
                          lambda limit_items: svc.ledger.execute(transfer, extra + list(limit_items)))
@@ -102,6 +106,23 @@ def _pay_internal(svc: Services, payment: Payment, invoice) -> Payment:
             svc.lightning.close_invoice(invoice, InvoiceStatus.CANCELED)
         raise
     return done
+
+
+def _assess_internal(svc: Services, payment: Payment, payee_id: str) -> risk.Assessed:
+    """An internal invoice payment settles at once, so it is assessed synchronously like a transfer. It cannot be
+    held: the payee's invoice is cancelled on the node and settled in one go. A score in the review band is
+    refused too (RISK_BLOCKED, saying so); the payer can use a transfer, which can be held."""
+    from satflow.domain.risk import Decision, DestinationKind, SubjectKind
+
+    assessed = risk.assess_send(svc, risk.Send(SubjectKind.PAYMENT, payment.payment_id, payment.account_id,
+                                               DestinationKind.INTERNAL, payee_id, payment.amount_msat))
+    if assessed.decision is Decision.BLOCK:
+        raise risk.refuse_blocked(svc, assessed)
+    if assessed.decision is Decision.REVIEW:
+        refused = risk.refuse_blocked(svc, assessed)
+        raise errors.RiskBlocked(f"{refused.message}: it needs a review, and internal invoice payments cannot be "
+                                 "held for one", score=assessed.assessment.score, decision="review")
+    return assessed
 
 
 def _precheck_internal(svc: Services, payment: Payment, payee_id: str) -> None:
@@ -145,7 +166,7 @@ def reserve(svc: Services, payment: Payment) -> None:
 def step_reserve(svc: Services, payment_id: str) -> dict[str, Any]:
     payment = _load(svc, payment_id)
     if payment.status is PaymentStatus.PENDING:
-        reserve(svc, payment)  # idempotent: normally the API already did it
+        reserve(svc, payment)  # idempotent: normally the API already did it (and IN_REVIEW was reserved too)
     return {"payment_id": payment_id, "status": payment.status.value}
 
 
@@ -154,6 +175,11 @@ def step_send(svc: Services, payment_id: str, wait_s: float = SEND_WAIT_S) -> di
     payment = _load(svc, payment_id)
     if payment.status is not PaymentStatus.PENDING:
         return _finished(payment)
+    if payment.send_attempted_at is None and not risk.cleared(svc, payment_id):
+        # Never reached in the workflow's order (Risk first); the reconciler assesses before it sends. A guard
+        # at the one place that sends, so no path can send what risk did not allow or a review approve.
+        log.error("payment %s reached Send without a risk clearance; left to the reconciler", payment_id)
+        return {"payment_id": payment_id, "next": "RECONCILE", "status": payment.status.value}
     if not svc.lightning.mark_send_attempted(payment_id, svc.clock()):
         return step_track(svc, payment_id)
     amount = payment.amount_msat if payment.amountless else None
@@ -211,6 +237,34 @@ def step_void(svc: Services, payment_id: str, outcome: dict) -> dict[str, Any]:
     return _finished(_load(svc, payment_id))
 
 
+def apply_risk_verdict(svc: Services, payment_id: str, proceed: bool, reason: str | None, extra: list) -> str:
+    """The risk verdict takes effect (``risk.step_apply``): approved -> IN_REVIEW back to PENDING (the workflow
+    goes on to Reserve and Send; ``extra``: the destination, now seen); refused -> void the reservation with
+    ``failure_reason`` (RISK_BLOCKED | RISK_REJECTED). Idempotent; never voids a payment whose send was claimed."""
+    payment = _load(svc, payment_id)
+    now = svc.clock()
+    if proceed:
+        if payment.status is PaymentStatus.IN_REVIEW:
+            try:
+                svc.risk.run(svc.lightning.review_release_items(payment, now) + list(extra))
+            except errors.Conflict:
+                pass  # released meanwhile (a re-run)
+            payment = _load(svc, payment_id)
+        return "PROCEED" if payment.status is PaymentStatus.PENDING else "DONE"
+    if payment.status not in (PaymentStatus.PENDING, PaymentStatus.IN_REVIEW):
+        return "DONE"
+    if payment.send_attempted_at is not None:
+        log.error("payment %s was refused by risk after its send was claimed; left to the reconciler", payment_id)
+        return "DONE"
+    pending = svc.ledger.get_transfer(payment_id)
+    transfer = void_pending(pending, transfer_id=f"{payment_id}:void", created_at=now)
+    items = svc.lightning.finish_payment_items(payment, PaymentStatus.FAILED, now, failure_reason=reason,
+                                               from_statuses=(PaymentStatus.PENDING, PaymentStatus.IN_REVIEW))
+    release_with_retry(svc, payment.account_id, payment.amount_msat, payment.created_at,
+                       lambda limit_items: _resolve(svc, transfer, items + list(limit_items)))
+    return "DONE"
+
+
 def _resolve(svc: Services, transfer, extra) -> None:
     try:
         svc.ledger.execute(transfer, extra)
@@ -257,14 +311,30 @@ def reconcile(svc: Services, *, min_age_s: int = 60) -> dict[str, int]:
 def _reconcile_one(svc: Services, payment_id: str, now_iso: str, min_age_s: int, counts: dict[str, int]) -> None:
     """One pending payment: send it if never claimed, else track it; post, void or leave it pending."""
     payment = svc.lightning.get_payment(payment_id)
-    if payment is None or payment.status is not PaymentStatus.PENDING or payment.internal:
+    if payment is None or payment.internal:
+        return
+    if payment.status is PaymentStatus.IN_REVIEW:
+        _reconcile_review(svc, payment, now_iso, counts)
+        return
+    if payment.status is not PaymentStatus.PENDING:
         return
     if _age_s(payment.created_at, now_iso) < min_age_s:
         return  # the workflow is most likely still on it
     counts["checked"] += 1
     if payment.send_attempted_at is None:
-        # The workflow never claimed the send (it failed to start, or died before Send): send now. The claim
-        # inside step_send keeps it the single send even if a late workflow reaches Send too.
+        # The workflow never claimed the send (it failed to start, or died before Send): send now, once risk has
+        # cleared it (assessed here if the workflow never got to its Risk state). The claim inside step_send keeps
+        # it the single send even if a late workflow reaches Send too.
+        if not risk.cleared(svc, payment_id):
+            verdict = risk.step_assess_payment(svc, payment_id)
+            if verdict["decision"] == "block":
+                risk.step_apply(svc, kind="payment", subject_id=payment_id)
+                counts["voided"] += 1
+                return
+            if verdict["decision"] == "review":
+                svc.start_review(verdict["review_id"])  # nobody else will park it: the review workflow does
+                counts["still_pending"] += 1
+                return
         decision = step_send(svc, payment_id, wait_s=RECONCILER_SEND_WAIT_S)
     else:
         decision = step_track(svc, payment_id)
@@ -280,6 +350,24 @@ def _reconcile_one(svc: Services, payment_id: str, now_iso: str, min_age_s: int,
             # Past the CLTV horizon and still not final: an operator must look. Funds stay reserved.
             counts["past_cltv"] += 1
             log.error("payment %s still in flight past its CLTV expiry horizon", payment_id)
+
+
+REVIEW_RECOVER_AFTER_S = 600
+
+
+def _reconcile_review(svc: Services, payment: Payment, now_iso: str, counts: dict[str, int]) -> None:
+    """A payment still IN_REVIEW although its review was decided a while ago: its workflow is gone (stopped or
+    failed); apply the decision here. Pending reviews wait for an admin or their workflow's timeout."""
+    stored = svc.risk.get_assessment(payment.payment_id)
+    review = svc.risk.get_review(stored.review_id) if stored is not None and stored.review_id else None
+    if review is None or review.decided_at is None or _age_s(review.decided_at, now_iso) < REVIEW_RECOVER_AFTER_S:
+        return
+    counts["checked"] += 1
+    result = risk.step_apply(svc, review_id=review.review_id)
+    if result["verdict"] == "refuse":
+        counts["voided"] += 1
+    else:
+        counts["still_pending"] += 1  # back to PENDING: the next run sends it
 
 
 def _age_s(created_at: str, now_iso: str) -> float:

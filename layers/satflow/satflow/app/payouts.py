@@ -61,6 +61,7 @@ from satflow.domain.payouts import (
 )
 from satflow.domain.templates import payout_reserved
 
+from . import risk
 from .accounts import require_admin, require_scope
 from .limits import admit_with_retry, release_with_retry
 from .ports import Services
@@ -84,29 +85,45 @@ def create_payout(svc: Services, principal: Principal, idempotency_key: str | No
                   amount_sat: object, priority: object = "normal") -> Payout:
     """Queue a payout: ONE ledger transaction holds amount + fee reserve (pending) and writes the payout (QUEUED).
     The id is derived from (account, Idempotency-Key): the same key and body return the same payout, another body
-    is 409 IDEMPOTENCY_KEY_REUSED."""
+    is 409 IDEMPOTENCY_KEY_REUSED.
+
+    Risk is assessed here, per payout, because the payout workflow runs per BATCH: block -> 422 RISK_BLOCKED,
+    nothing reserved; review -> reserved as usual but IN_REVIEW (the batcher takes only QUEUED payouts), with its
+    review in the same transaction, parked on the review workflow; approved -> QUEUED, rejected -> voided."""
+    from satflow.domain.risk import Decision, DestinationKind, SubjectKind
+
     account_id = require_scope(principal, Scope.SEND)
     key = validate_idempotency_key(idempotency_key)
     payout_id = derive_id("po", account_id, "payout", key)
     fingerprint = request_fingerprint(address, amount_sat, priority)
     existing = svc.payouts.get_payout(payout_id)
     if existing is not None:
-        return _same_request(existing, fingerprint)
+        payout = _same_request(existing, fingerprint)
+        if payout.status is PayoutStatus.IN_REVIEW:
+            _start_review(svc, payout_id)  # a crash between the reserve and the start: start it now (once)
+        return payout
     request = validate_payout_request(address, amount_sat, priority, _network(svc))
     # Before anything is reserved: a listed address is refused (403) and audited.
     screen_address(svc, request.address, actor=account_id, context=f"payout:{payout_id}")
+    amount_msat = request.amount_sat * MSAT_PER_SAT
+    assessed = risk.assess_send(svc, risk.Send(SubjectKind.PAYOUT, payout_id, account_id, DestinationKind.ONCHAIN,
+                                               request.address, amount_msat))
+    if assessed.decision is Decision.BLOCK:
+        raise risk.refuse_blocked(svc, assessed)
+    held = assessed.decision is Decision.REVIEW
     now = svc.clock()
     payout = Payout(
         payout_id=payout_id, account_id=account_id, address=request.address,
         script_pubkey_hex=request.script_pubkey_hex, amount_sat=request.amount_sat,
         fee_reserve_sat=request.fee_reserve_sat, priority=request.priority, request_hash=fingerprint,
-        status=PayoutStatus.QUEUED, created_at=now, updated_at=now,
+        status=PayoutStatus.IN_REVIEW if held else PayoutStatus.QUEUED, created_at=now, updated_at=now,
     )
     transfer = payout_reserved(payout_id=payout_id, account_id=account_id, amount_sat=request.amount_sat,
                                fee_reserve_sat=request.fee_reserve_sat, created_at=now, shards=svc.system_shards)
     try:
-        items = svc.payouts.new_payout_items(payout)
-        result = admit_with_retry(svc, account_id, request.amount_sat * MSAT_PER_SAT,
+        items = svc.payouts.new_payout_items(payout) + (risk.review_items(svc, assessed) if held
+                                                        else risk.allow_items(svc, assessed))
+        result = admit_with_retry(svc, account_id, amount_msat,
                                   lambda extra: svc.ledger.execute(transfer, items + list(extra)))
     except errors.TransferExistsWithDifferentFields as exc:  # a concurrent request with the same key
         raise errors.IdempotencyKeyReused("this Idempotency-Key was already used with a different request") from exc
@@ -114,7 +131,36 @@ def create_payout(svc: Services, principal: Principal, idempotency_key: str | No
         stored = svc.payouts.get_payout(payout_id)
         assert stored is not None
         return _same_request(stored, fingerprint)
+    if held:
+        _start_review(svc, payout_id)
     return payout
+
+
+def _start_review(svc: Services, payout_id: str) -> None:
+    from satflow.domain.risk import SubjectKind, review_id_for
+
+    if svc.start_review is None:
+        raise RuntimeError("the review workflow is not configured (svc.start_review is None)")
+    svc.start_review(review_id_for(SubjectKind.PAYOUT, payout_id))
+
+
+def apply_risk_verdict(svc: Services, payout_id: str, proceed: bool, extra: list) -> str:
+    """The review's decision takes effect (``risk.step_apply``): approved -> IN_REVIEW to QUEUED (the batcher
+    takes it; ``extra``: the destination, now seen); rejected -> voided, the whole reservation and the limit
+    usage given back (CANCELED). Idempotent."""
+    payout = svc.payouts.get_payout(payout_id)
+    if payout is None:
+        raise PayoutNotFound(f"payout {payout_id} not found")
+    if payout.status is not PayoutStatus.IN_REVIEW:
+        return "DONE"  # decided before (or the user cancelled it meanwhile)
+    try:
+        if proceed:
+            svc.payouts.run(svc.payouts.review_release_items(payout, svc.clock()) + list(extra))
+        else:
+            _void(svc, payout, from_status=PayoutStatus.IN_REVIEW)
+    except (errors.Conflict, PayoutNotCancelable):
+        pass  # a concurrent run or a cancel got there first; the stored status says how
+    return "DONE"
 
 
 def _same_request(existing: Payout, fingerprint: str) -> Payout:
@@ -153,7 +199,8 @@ def cancel_payout(svc: Services, principal: Principal, payout_id: object, *,
                     pass  # signed, cancelled or changed meanwhile: decide again on a fresh read
             continue
         try:
-            _void(svc, payout)
+            # QUEUED, or held by a risk review (its review then finds it cancelled and does nothing)
+            _void(svc, payout, from_status=payout.status)
         except PayoutNotCancelable:
             if svc.payouts.get_payout(payout.payout_id).status in (PayoutStatus.BROADCAST, PayoutStatus.CONFIRMED):
                 raise
@@ -161,11 +208,11 @@ def cancel_payout(svc: Services, principal: Principal, payout_id: object, *,
     raise errors.TransientError("the payout kept changing while being cancelled; retry")
 
 
-def _void(svc: Services, payout: Payout) -> None:
+def _void(svc: Services, payout: Payout, from_status: PayoutStatus = PayoutStatus.QUEUED) -> None:
     pending = svc.ledger.get_transfer(payout.payout_id)
     now = svc.clock()
     transfer = void_pending(pending, transfer_id=f"{payout.payout_id}:void", created_at=now)
-    items = svc.payouts.finish_payout_items(payout, PayoutStatus.CANCELED, [PayoutStatus.QUEUED], now)
+    items = svc.payouts.finish_payout_items(payout, PayoutStatus.CANCELED, [from_status], now)
     release_with_retry(svc, payout.account_id, payout.amount_sat * MSAT_PER_SAT, payout.created_at,
                        lambda extra: svc.ledger.execute(transfer, items + list(extra)))
 

@@ -83,3 +83,7 @@ class Services:
     sanctions_sources: tuple[tuple[str, str], ...] = ()  # (label, url): the official list, then the operator's
     fetch_sanctions: Callable[[str, str], Any] | None = None  # (url, label) -> SanctionsList
     emit_metric: Callable[..., None] | None = None  # (name, value, **dimensions): alert metrics from use cases
+    # Risk score and review (app/risk.py fails closed without the store)
+    risk: Any = None  # DynamoRiskStore: assessments, destination history, reviews
+    risk_policy: Any = None  # satflow.domain.risk.RiskPolicy (None: the documented defaults)
+    start_review: Callable[[str], None] | None = None  # starts the review workflow named by the review id

@@ -35,26 +35,64 @@ def validate_idempotency_key(key: str | None, required: bool = True) -> str | No
 class TransferOutcome:
     transfer: Transfer
     replayed: bool
+    status: str = "SETTLED"  # SETTLED | IN_REVIEW (held by a risk review) | REJECTED (the review refused it)
+    review_id: str | None = None
 
 
 def create_transfer(svc: Services, principal: Principal, idempotency_key: str | None, to: object,
                     amount_msat: object, memo: object = None) -> TransferOutcome:
     """User -> user, instant. The transfer id is derived from (sender, Idempotency-Key): a retry lands on the
-    same ledger item, so it returns the original; a different body under the same key is refused."""
+    same ledger item, so it returns the original; a different body under the same key is refused.
+
+    Risk, synchronously and once (a replay reads the stored assessment): allow -> posted, as ever; block -> 422
+    RISK_BLOCKED and nothing written; review -> a PENDING transfer (the sender's funds reserved, the limits
+    admitted) with its review in the same transaction, then the review workflow parks until an admin decides."""
+    from . import risk
+    from satflow.domain.risk import Decision, DestinationKind, SubjectKind
+
     sender = require_scope(principal, Scope.SEND)
     key = validate_idempotency_key(idempotency_key)
     recipient = resolve_account_id(svc, to)
     fingerprint = request_fingerprint(recipient, amount_msat, memo)
+    transfer_id = derive_id("tr", sender, "transfer", key)
     transfer = internal_transfer(
-        transfer_id=derive_id("tr", sender, "transfer", key), sender=sender, recipient=recipient,
+        transfer_id=transfer_id, sender=sender, recipient=recipient,
         amount_msat=amount_msat, memo=memo, request_hash=fingerprint, created_at=svc.clock(),
         shards=svc.system_shards,
     )
+    assessed = risk.assess_send(svc, risk.Send(SubjectKind.TRANSFER, transfer_id, sender, DestinationKind.INTERNAL,
+                                               recipient, transfer.amount))
+    if assessed.decision is Decision.BLOCK:
+        raise risk.refuse_blocked(svc, assessed)
+    if assessed.decision is Decision.REVIEW:
+        transfer = internal_transfer(
+            transfer_id=transfer_id, sender=sender, recipient=recipient, amount_msat=amount_msat, memo=memo,
+            request_hash=fingerprint, created_at=transfer.created_at, shards=svc.system_shards, held=True)
+        own = risk.review_items(svc, assessed)
+    else:
+        own = risk.allow_items(svc, assessed)
     try:
-        result = admit_with_retry(svc, sender, transfer.amount, lambda extra: svc.ledger.execute(transfer, extra))
+        result = admit_with_retry(svc, sender, transfer.amount,
+                                  lambda extra: svc.ledger.execute(transfer, own + list(extra)))
     except errors.TransferExistsWithDifferentFields as exc:
+        if not assessed.stored and _decided_otherwise(svc, transfer_id, assessed.decision):
+            # A concurrent identical request committed first under another decision: answer with that one.
+            return create_transfer(svc, principal, idempotency_key, to, amount_msat, memo)
         raise errors.IdempotencyKeyReused("this Idempotency-Key was already used with a different request") from exc
-    return TransferOutcome(result.transfer, result.replayed)
+    if assessed.decision is not Decision.REVIEW:
+        return TransferOutcome(result.transfer, result.replayed)
+    review_id = assessed.review_id
+    if svc.start_review is None:
+        raise RuntimeError("the review workflow is not configured (svc.start_review is None)")
+    svc.start_review(review_id)  # named by the review id: a replay (or a crash before this line) starts it once
+    resolution = svc.ledger.pending_resolution(transfer_id) if result.replayed else None
+    status = "IN_REVIEW" if resolution is None else "SETTLED" if resolution.endswith(":post") else "REJECTED"
+    return TransferOutcome(result.transfer, result.replayed, status, review_id)
+
+
+def _decided_otherwise(svc: Services, transfer_id: str, decision) -> bool:
+    stored = svc.risk.get_assessment(transfer_id)
+    return stored is not None and stored.assessment.decision is not decision
 
 
 def adjust(svc: Services, principal: Principal, idempotency_key: str | None, account_id: object,

@@ -409,3 +409,24 @@ def all_error_classes() -> list[type[SatflowError]]:
             seen.append(cls)
             stack.extend(cls.__subclasses__())
     return seen
+
+
+
+# --- Risk score and review ----------------------------------------------------------------------------------------
+class RiskBlocked(BusinessRejection):
+    """422: the send's risk score is at or above the block threshold. Nothing was reserved or sent;
+    ``details`` carries the score (the factors are for operators, in the audit record and logs)."""
+
+    code = "RISK_BLOCKED"
+
+
+class ReviewNotFound(NotFound):
+    """404: no review with this id."""
+
+    code = "REVIEW_NOT_FOUND"
+
+
+class ReviewAlreadyDecided(Conflict):
+    """409: the review was already approved or rejected (by an admin or by its timeout) the other way."""
+
+    code = "REVIEW_ALREADY_DECIDED"

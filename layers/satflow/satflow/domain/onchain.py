@@ -42,6 +42,7 @@ class DepositStatus(str, enum.Enum):
 
 class PayoutStatus(str, enum.Enum):
     QUEUED = "QUEUED"  # funds reserved, waiting for the batcher
+    IN_REVIEW = "IN_REVIEW"  # funds reserved, held out of batching until a risk review approves it
     BATCHED = "BATCHED"  # in a built, unsigned transaction
     SIGNING = "SIGNING"  # waiting for the external signer
     BROADCAST = "BROADCAST"  # sent to the network, not yet at the confirmation depth

@@ -117,6 +117,7 @@ def fee_reserve(amount_msat: int, max_fee_msat: object = None) -> int:
 
 class PaymentStatus(str, enum.Enum):
     PENDING = "PENDING"
+    IN_REVIEW = "IN_REVIEW"  # held by the risk review: reserved, never sent until approved
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
 

@@ -29,12 +29,14 @@ def is_utf8(text: str) -> bool:
 
 def internal_transfer(
     *, transfer_id: str, sender: str, recipient: str, amount_msat: int, created_at: str, shards: int,
-    memo: str | None = None, request_hash: str | None = None, asset: str = BTC,
+    memo: str | None = None, request_hash: str | None = None, asset: str = BTC, held: bool = False,
 ) -> Transfer:
-    """User -> user, instant and free: one posted transfer between two liability accounts."""
+    """User -> user, instant and free: one posted transfer between two liability accounts. ``held``: a risk
+    review holds it as a PENDING transfer (the sender's funds reserved, the recipient's pending_in) until an admin
+    approves (post) or rejects (void) it."""
     validate_amount(amount_msat)
     return new_transfer(
-        transfer_id=transfer_id, kind=TransferKind.POSTED, debit=LedgerAccount(sender, asset),
+        transfer_id=transfer_id, kind=TransferKind.PENDING if held else TransferKind.POSTED, debit=LedgerAccount(sender, asset),
         credit=LedgerAccount(recipient, asset), amount=amount_msat, template="internal_transfer",
         created_at=created_at, shards=shards, memo=validate_memo(memo),
         metadata={"request_hash": request_hash} if request_hash else None,

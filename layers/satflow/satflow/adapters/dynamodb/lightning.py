@@ -144,8 +144,10 @@ class DynamoLightningStore:
         return items
 
     def finish_payment_items(self, p: Payment, status: PaymentStatus, updated_at: str, *, fee_msat: int | None = None,
-                             preimage: str | None = None, failure_reason: str | None = None) -> list[TxItem]:
-        """PENDING -> SUCCEEDED | FAILED exactly once, with the lock and the pending index, for the post/void tx."""
+                             preimage: str | None = None, failure_reason: str | None = None,
+                             from_statuses: tuple[PaymentStatus, ...] = (PaymentStatus.PENDING,)) -> list[TxItem]:
+        """PENDING -> SUCCEEDED | FAILED exactly once, with the lock and the pending index, for the post/void tx.
+        (A payment refused by the risk review is voided from IN_REVIEW: ``from_statuses``.)"""
         P, K = self._m.Payment, self._m.Marker
         actions = [P.status.set(status.value), P.updated_at.set(updated_at)]
         if fee_msat is not None:
@@ -155,18 +157,36 @@ class DynamoLightningStore:
         if failure_reason is not None:
             actions.append(P.failure_reason.set(failure_reason))
         return [
-            update(P(f"PAYMENT#{p.payment_id}", "PAYMENT"), actions, P.status == PaymentStatus.PENDING.value,
+            update(P(f"PAYMENT#{p.payment_id}", "PAYMENT"), actions, P.status.is_in(*[s.value for s in from_statuses]),
                    "payment", lambda old: errors.PendingAlreadyResolved(f"payment {p.payment_id} already finished")),
             update(K(f"PAYHASH#{p.payment_hash}", "LOCK"), [K.status.set(status.value), K.at.set(updated_at)],
                    K.ref == p.payment_id, "payment_lock"),
             delete(K(*self._pending_key(p.payment_id)), None, "payment_pending"),
         ]
 
+    def review_hold_items(self, p: Payment, updated_at: str) -> list[TxItem]:
+        """PENDING -> IN_REVIEW (never claimed for sending), for the transaction that creates the review."""
+        P = self._m.Payment
+        return [update(P(f"PAYMENT#{p.payment_id}", "PAYMENT"),
+                       [P.status.set(PaymentStatus.IN_REVIEW.value), P.updated_at.set(updated_at)],
+                       (P.status == PaymentStatus.PENDING.value) & P.send_attempted_at.does_not_exist(), "payment",
+                       lambda old: errors.Conflict(f"payment {p.payment_id} is no longer waiting to be sent"))]
+
+    def review_release_items(self, p: Payment, updated_at: str) -> list[TxItem]:
+        """IN_REVIEW -> PENDING once the review approved it: the workflow (or the reconciler) sends it then."""
+        P = self._m.Payment
+        return [update(P(f"PAYMENT#{p.payment_id}", "PAYMENT"),
+                       [P.status.set(PaymentStatus.PENDING.value), P.updated_at.set(updated_at)],
+                       P.status == PaymentStatus.IN_REVIEW.value, "payment",
+                       lambda old: errors.Conflict(f"payment {p.payment_id} is no longer in review"))]
+
     def mark_send_attempted(self, payment_id: str, at: str) -> bool:
         """Claim the single send of a payment. False if it was already claimed (never send a hash twice)."""
         P = self._m.Payment
+        # Only a PENDING payment: one held by a risk review (IN_REVIEW) is never claimed, whatever the timing.
         return self._conditional_update(P(f"PAYMENT#{payment_id}", "PAYMENT"), [P.send_attempted_at.set(at)],
-                                        P.pk.exists() & P.send_attempted_at.does_not_exist())
+                                        P.pk.exists() & P.send_attempted_at.does_not_exist()
+                                        & (P.status == PaymentStatus.PENDING.value))
 
     def mark_send_rejected(self, payment_id: str) -> None:
         P = self._m.Payment

@@ -176,6 +176,14 @@ class DynamoPayoutStore:
             for p in payouts
         ]
 
+    def review_release_items(self, p: Payout, now: str) -> list[TxItem]:
+        """IN_REVIEW -> QUEUED once a risk review approved it: the batcher takes it from there."""
+        P = self._P
+        return [update(P(f"PAYOUT#{p.payout_id}", "PAYOUT"),
+                       [P.status.set(PayoutStatus.QUEUED.value), P.updated_at.set(now)],
+                       P.status == PayoutStatus.IN_REVIEW.value, "payout",
+                       lambda old: errors.Conflict(f"payout {p.payout_id} is no longer in review"))]
+
     def finish_payout_items(self, p: Payout, to: PayoutStatus, from_: Sequence[PayoutStatus], now: str, *,
                             txid: str | None = None, fee_sat: int | None = None) -> list[TxItem]:
         """-> CONFIRMED (post) or CANCELED (void), exactly once, with its open-index entry, for the ledger tx."""
