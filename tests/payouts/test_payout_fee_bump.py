@@ -32,6 +32,12 @@ def _sign_externally(exported: str) -> str:
     return psbt.to_base64()
 
 
+def batch_audit(flow, batch_id):
+    """The admin actions on a batch, in chain order (a batch's records share one chain)."""
+    audit = flow.svc.audit
+    return [r for s in range(audit.shards) for r in audit.records(s, 0, 1000) if r.subject_ids[:1] == (batch_id,)]
+
+
 def test_fee_bump_replaces_the_transaction_and_the_replacement_confirms(flow):
     batch_id, users, ps = _broadcast_batch(flow, 100_000, 150_000)
     original = flow.batch(batch_id).current
@@ -67,6 +73,9 @@ def test_fee_bump_replaces_the_transaction_and_the_replacement_confirms(flow):
     with pytest.raises(FeeBumpRejected):  # confirmed: nothing to bump
         payouts.bump_fee(flow.svc, ADMIN, batch_id, 30)
     flow.assert_invariants()
+    bumps = batch_audit(flow, batch_id)
+    assert [(r.action, r.actor, r.details["txid"], r.details["replaces"]) for r in bumps] == [
+        ("payout_batch.fee_bumped", "admin", replacement.txid, original.txid)]
 
 
 def test_fee_bump_above_the_hot_limit_waits_for_the_external_signer(flow):
@@ -88,6 +97,8 @@ def test_fee_bump_above_the_hot_limit_waits_for_the_external_signer(flow):
     assert flow.wait(batch_id).final_state == "Done"
     assert flow.batch(batch_id).confirmed_txid == replacement.txid
     flow.assert_invariants()
+    assert [r.action for r in batch_audit(flow, batch_id)] == ["payout_batch.fee_bumped",
+                                                               "payout_batch.replacement_submitted"]
 
 
 def test_the_original_confirming_before_a_pending_replacement_is_posted_with_its_own_fee(flow):

@@ -101,6 +101,11 @@ def test_external_signer_exports_signs_and_submits(flow):
     signed = payouts.submit_signed_psbt(flow.svc, ADMIN, batch_id, psbt.to_base64(),
                                         send_task_success=flow.send_task_success)
     assert signed.status is BatchStatus.SIGNED
+    audit = flow.svc.audit
+    (submitted,) = [r for s in range(audit.shards) for r in audit.records(s, 0, 1000)
+                    if r.subject_ids[:1] == (batch_id,)]  # the refused submissions left no record
+    assert (submitted.action, submitted.actor, submitted.details) == (
+        "payout_batch.signature_submitted", "admin", {"txid": signed.current.txid})
     result = flow.wait(batch_id)
     assert result.status == "SUCCEEDED" and result.final_state == "Done", result
     assert "AwaitSignature" in result.states and "SignHot" not in result.states

@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import Any, Callable
 
 from satflow.domain import errors
+from satflow.domain.audit import ADMIN_ACTOR, AuditEntry
 from satflow.domain.accounts import Principal, Scope
 from satflow.domain.bitcoin import (
     BitcoinTxNotFound, FeeEstimateMode, Network, TransactionInputsMissing, TransactionRejected,
@@ -63,6 +64,7 @@ from satflow.domain.templates import payout_reserved
 
 from . import risk
 from .accounts import require_admin, require_scope
+from .audit import with_audit
 from .limits import admit_with_retry, release_with_retry
 from .ports import Services
 from .sanctions import screen_address
@@ -284,7 +286,8 @@ def submit_signed_psbt(svc: Services, principal: Principal, batch_id: object, ps
         raw = finalize_external(batch.current.unsigned_psbt, psbt_b64)
         signed = replace(batch, status=BatchStatus.SIGNED, updated_at=svc.clock(),
                          variants=batch.variants[:-1] + (replace(batch.current, signed_hex=raw),))
-        svc.payouts.run(svc.payouts.save_batch_items(signed, batch))
+        _run_admin_action(svc, "payout_batch.signature_submitted", signed, {"txid": signed.current.txid},
+                          svc.payouts.save_batch_items(signed, batch))
         batch = replace(signed, version=batch.version + 1)
     elif batch.status in (BatchStatus.SIGNED, BatchStatus.BROADCAST, BatchStatus.CONFIRMED) and \
             batch.current.signed_hex is not None:
@@ -314,15 +317,26 @@ def bump_fee(svc: Services, principal: Principal, batch_id: object, sat_per_vb: 
     variant = TxVariant(txid=built.txid, unsigned_psbt=built.psbt_b64, fee_sat=plan.fee_sat, fee_rate=plan.fee_rate,
                         vbytes=plan.vbytes, change_sat=plan.change_sat, change_vout=built.change_vout,
                         vouts=built.vouts, shares=plan.shares)
+    details = {"txid": variant.txid, "replaces": batch.current.txid, "fee_sat": variant.fee_sat,
+               "hot": batch.value_sat <= svc.hot_sign_limit_sat}
     if batch.value_sat <= svc.hot_sign_limit_sat:
         variant = replace(variant, signed_hex=_sign_hot(svc, batch, variant))
-        return _replace_transaction(svc, batch, variant)
+        return _replace_transaction(svc, batch, variant, audit=("payout_batch.fee_bumped", details))
     waiting = replace(batch, pending_replacement=variant, updated_at=svc.clock())
-    svc.payouts.run(svc.payouts.save_batch_items(waiting, batch))
+    _run_admin_action(svc, "payout_batch.fee_bumped", waiting, details, svc.payouts.save_batch_items(waiting, batch))
     return replace(waiting, version=batch.version + 1)
 
 
-def _replace_transaction(svc: Services, batch: Batch, variant: TxVariant) -> Batch:
+def _run_admin_action(svc: Services, action: str, batch: Batch, details: dict, items: list) -> None:
+    """The batch change and its audit record in one transaction (only a definite cancellation is retried: the
+    items carry the batch version, so a retry after a moved audit head writes exactly what was meant)."""
+    entry = AuditEntry(at=batch.updated_at, actor=ADMIN_ACTOR, action=action, subject_ids=(batch.batch_id,),
+                       details=details)
+    with_audit(svc, entry, lambda extra: svc.payouts.run(list(items) + list(extra)), retry_on=(errors.AuditHeadMoved,))
+
+
+def _replace_transaction(svc: Services, batch: Batch, variant: TxVariant,
+                         audit: tuple[str, dict] | None = None) -> Batch:
     """Record the signed replacement (payouts now show its txid and shares), then broadcast it. Recorded first:
     whatever happens after, the check step knows the txid (and rebroadcasts it if nothing is in the mempool). A
     definite refusal by the node removes it again."""
@@ -330,10 +344,12 @@ def _replace_transaction(svc: Services, batch: Batch, variant: TxVariant) -> Bat
     payouts = [p for p in svc.payouts.get_payouts(batch.payout_ids) if p.batch_id == batch.batch_id]
     if variant.txid not in batch.txids:
         recorded = replace(batch, variants=batch.variants + (variant,), pending_replacement=None, updated_at=now)
-        svc.payouts.run(svc.payouts.save_batch_items(recorded, batch)
-                        + svc.payouts.move_payouts_items(batch, payouts, PayoutStatus.BROADCAST,
-                                                         [PayoutStatus.BROADCAST], now, txid=variant.txid,
-                                                         shares=dict(variant.shares)))
+        action, details = audit or ("payout_batch.replacement_submitted", {"txid": variant.txid})
+        _run_admin_action(svc, action, recorded, details,
+                          svc.payouts.save_batch_items(recorded, batch)
+                          + svc.payouts.move_payouts_items(batch, payouts, PayoutStatus.BROADCAST,
+                                                           [PayoutStatus.BROADCAST], now, txid=variant.txid,
+                                                           shares=dict(variant.shares)))
         recorded = replace(recorded, version=batch.version + 1)
     else:
         recorded = batch
