@@ -22,7 +22,8 @@ $(TOOLS)/.installed: requirements-tools.txt
 
 ## run: the local runtime on 127.0.0.1:$(PORT) (moto in-process, no AWS, no Docker)
 run: $(VENV)/.installed
-	SATFLOW_WORKFLOW_WAIT_S=$${SATFLOW_WORKFLOW_WAIT_S:-2} $(PY) -m satflow_dev.runtime --port $(PORT)
+	SATFLOW_WORKFLOW_WAIT_S=$${SATFLOW_WORKFLOW_WAIT_S:-2} SATFLOW_WEBHOOK_RETRY_BASE_S=$${SATFLOW_WEBHOOK_RETRY_BASE_S:-2} \
+	  $(PY) -m satflow_dev.runtime --port $(PORT)
 
 ## test: lint the template and run the whole test suite
 test: $(VENV)/.installed lint

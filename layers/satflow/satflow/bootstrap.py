@@ -45,6 +45,9 @@ def _build() -> Services:
     from .adapters.dynamodb.models import build_models
     from .adapters.dynamodb.payouts import DynamoPayoutStore
     from .adapters.dynamodb.utxos import DynamoUtxoStore
+    from .adapters.dynamodb.webhooks import DynamoWebhookStore
+    from .adapters.webhook_http import WebhookHttp
+    from .adapters.webhook_queue import SqsWebhookQueue
     from .domain.bitcoin import Network
 
     s = settings()
@@ -74,6 +77,12 @@ def _build() -> Services:
         tier_limits=parse_tier_limits(s.tier_limits),
         start_payout=_execution_starter(lambda: settings().payout_state_machine_arn,
                                         "SATFLOW_PAYOUT_STATE_MACHINE_ARN", "batch_id"),
+        webhooks=DynamoWebhookStore(client, models),
+        webhook_http=WebhookHttp(),
+        # Built with the graph (not at module level): a rebuilt graph may talk to another endpoint.
+        webhook_queue=SqsWebhookQueue(_once(lambda: aws_client("sqs")), lambda: settings().webhook_queue_url),
+        webhook_allow_private=s.webhook_allow_private,
+        webhook_retry_base_s=s.webhook_retry_base_s,
     )
 
 
