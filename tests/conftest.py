@@ -28,16 +28,28 @@ def create_table(client, name: str = TABLE) -> None:
     )
 
 
-def build_services(client, table: str = TABLE, shards: int = SHARDS):
-    from satflow.adapters.dynamodb.accounts import DynamoAccounts
+AUDIT_SHARDS = 4
+
+
+def recorded_ledger(client, models, shards: int = SHARDS, audit_shards: int = AUDIT_SHARDS):
+    """The ledger as production wires it: every execute carries its audit record (app.recorded_ledger)."""
+    from satflow.adapters.dynamodb.audit import DynamoAuditStore
     from satflow.adapters.dynamodb.ledger import DynamoLedger
+    from satflow.app.recorded_ledger import RecordedLedger
+
+    return RecordedLedger(DynamoLedger(client, models, shards), DynamoAuditStore(client, models, shards=audit_shards))
+
+
+def build_services(client, table: str = TABLE, shards: int = SHARDS, audit_shards: int = AUDIT_SHARDS):
+    from satflow.adapters.dynamodb.accounts import DynamoAccounts
     from satflow.adapters.dynamodb.lightning import DynamoLightningStore
     from satflow.adapters.dynamodb.limits import DynamoLimitStore
     from satflow.adapters.dynamodb.models import build_models
     from satflow.app.ports import Services
 
     models = build_models(table, "us-east-1")
-    return Services(ledger=DynamoLedger(client, models, shards), accounts=DynamoAccounts(client, models),
+    ledger = recorded_ledger(client, models, shards, audit_shards)
+    return Services(ledger=ledger, audit=ledger.audit, accounts=DynamoAccounts(client, models),
                     admin_key=lambda: ADMIN_KEY, system_shards=shards,
                     lightning=DynamoLightningStore(client, models), limits=DynamoLimitStore(client, models))
 

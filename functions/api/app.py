@@ -12,7 +12,7 @@ from satflow import bootstrap
 from satflow.api.errors import error_body, status_for
 from satflow.api.openapi import document
 from satflow.api.requests import decode_body, json_object, query_int
-from satflow.app import accounts, invoices, limits, payments, transfers, webhooks
+from satflow.app import accounts, audit, invoices, limits, payments, transfers, webhooks
 from satflow.domain.errors import SatflowError
 
 logger = Logger(service="satflow")
@@ -279,6 +279,20 @@ def replay_webhook(webhook_id: str):
     data = json_object(_body() or "{}", set(), {"event_ids"})
     replayed = webhooks.replay(bootstrap.services(), principal, webhook_id, data.get("event_ids"))
     return _json(202, {"id": webhook_id, "replayed": replayed})
+
+
+@app.get("/v1/admin/audit")
+def admin_list_audit():
+    principal = _principal()
+    q = app.current_event.query_string_parameters or {}
+    page = audit.list_audit(bootstrap.services(), principal, shard=q.get("shard"), limit=q.get("limit"),
+                            cursor=q.get("cursor"))
+    return _json(200, page.to_dict())
+
+
+@app.get("/v1/admin/audit/verify")
+def admin_verify_audit():
+    return _json(200, audit.verify_audit(bootstrap.services(), _principal()))
 
 
 def _history_view(h) -> dict:

@@ -25,7 +25,10 @@ def add_account(svc, account_id: str, funds: int = 0, n: int = 0) -> str:
 
 
 def audit_services(client, table: str = TABLE, shards: int = AUDIT_SHARDS):
+    """Services whose ledger is the RAW adapter: these tests drive ``with_audit`` by hand (the building block under
+    app.recorded_ledger); tests/audit/test_recorded_ledger.py covers the wired ledger."""
     svc = build_services(client, table)
+    svc.ledger = svc.ledger.inner
     svc.audit = DynamoAuditStore(client, build_models(table, "us-east-1"), shards=shards)
     return svc
 

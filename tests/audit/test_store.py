@@ -272,5 +272,6 @@ def test_verify_audit_reports_every_shard(asvc, ddb):
 
 
 def test_no_store_fails_closed(svc):
+    svc.audit = None
     with pytest.raises(RuntimeError):
         with_audit(svc, entry(1), lambda extra: None)

@@ -27,6 +27,8 @@ API_ROUTES = {
     "GET /v1/deposits",
     "GET /v1/limits",
     "PATCH /v1/admin/accounts/{account_id}",
+    "GET /v1/admin/audit",
+    "GET /v1/admin/audit/verify",
     "POST /v1/payouts",
     "GET /v1/payouts/{payout_id}",
     "POST /v1/payouts/{payout_id}/cancel",

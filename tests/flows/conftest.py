@@ -16,7 +16,7 @@ from satflow.app import payments, transfers
 from satflow.domain.accounts import ALL_SCOPES, Principal
 from satflow.domain.payments import Payment
 
-from tests.conftest import create_table
+from tests.conftest import create_table, recorded_ledger
 from tests.handlers.conftest import load_handler_module
 
 from .harness import (
@@ -132,7 +132,6 @@ class Flow:
 @pytest.fixture
 def flow(moto_sfn, payment_state_machine, payment_handler):
     from satflow.adapters.dynamodb.accounts import DynamoAccounts
-    from satflow.adapters.dynamodb.ledger import DynamoLedger
     from satflow.adapters.dynamodb.lightning import DynamoLightningStore
     from satflow.adapters.dynamodb.models import build_models
     from satflow.adapters.lnd import LndRestClient
@@ -148,7 +147,8 @@ def flow(moto_sfn, payment_state_machine, payment_handler):
     sim = LightningSimulator(clock=clock)
     counting = CountingTransport(sim.transport(), sim)
     lnd = LndRestClient(base_url=SIM_URL, macaroon_hex=sim.macaroon_hex, transport=counting.transport)
-    svc = Services(ledger=DynamoLedger(client, models, SHARDS), accounts=DynamoAccounts(client, models),
+    ledger = recorded_ledger(client, models, SHARDS)
+    svc = Services(ledger=ledger, audit=ledger.audit, accounts=DynamoAccounts(client, models),
                    admin_key=lambda: ADMIN_KEY, system_shards=SHARDS, network="regtest",
                    unix_clock=lambda: int(clock()), lightning=DynamoLightningStore(client, models),
                    lnd=lambda: lnd)

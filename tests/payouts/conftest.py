@@ -21,7 +21,7 @@ from satflow.domain.addresses import Chain, DepositAddressDeriver
 from satflow.domain.bitcoin import Network, script_pubkey_to_address
 from satflow.domain.onchain import Utxo
 
-from tests.conftest import create_table
+from tests.conftest import create_table, recorded_ledger
 from tests.flows.harness import REGION, ExecutionResult, LambdaContext, MotoStepFunctions, ROOT
 from tests.handlers.conftest import load_handler_module
 
@@ -200,7 +200,6 @@ class PayoutFlow:
 def flow(payout_moto, payout_state_machine, payout_module, monkeypatch):
     from satflow.adapters.bitcoind import BitcoinRpcClient
     from satflow.adapters.dynamodb.accounts import DynamoAccounts
-    from satflow.adapters.dynamodb.ledger import DynamoLedger
     from satflow.adapters.dynamodb.models import build_models
     from satflow.adapters.dynamodb.payouts import DynamoPayoutStore
     from satflow.adapters.dynamodb.utxos import DynamoUtxoStore
@@ -216,7 +215,8 @@ def flow(payout_moto, payout_state_machine, payout_module, monkeypatch):
     rpc = BitcoinRpcClient("http://chain-sim:18443/", "satflow", "sim-password", transport=sim.transport())
     deriver = DepositAddressDeriver(TEST_ACCOUNT_TPUB, Network.REGTEST)
     chain = FakeChainStore(deriver)
-    svc = Services(ledger=DynamoLedger(client, models, SHARDS), accounts=DynamoAccounts(client, models),
+    ledger = recorded_ledger(client, models, SHARDS)
+    svc = Services(ledger=ledger, audit=ledger.audit, accounts=DynamoAccounts(client, models),
                    admin_key=lambda: ADMIN_KEY, system_shards=SHARDS, network="regtest")
     from satflow.adapters.dynamodb.limits import DynamoLimitStore
     svc.limits = DynamoLimitStore(client, models)

@@ -37,6 +37,8 @@ def aws_client(service: str) -> Any:
 
 def _build() -> Services:
     from .adapters.dynamodb.accounts import DynamoAccounts
+    from .adapters.dynamodb.audit import DynamoAuditStore
+    from .app.recorded_ledger import RecordedLedger
     from .adapters.dynamodb.chain import DynamoChainStore
     from .adapters.dynamodb.ledger import DynamoLedger
     from .adapters.dynamodb.limits import DynamoLimitStore
@@ -53,8 +55,10 @@ def _build() -> Services:
     s = settings()
     client = aws_client("dynamodb")
     models = build_models(s.table_name, s.region, s.endpoint_url)
+    audit = DynamoAuditStore(client, models, shards=s.audit_shards)
     return Services(
-        ledger=DynamoLedger(client, models, s.system_shards),
+        ledger=RecordedLedger(DynamoLedger(client, models, s.system_shards), audit),
+        audit=audit,
         accounts=DynamoAccounts(client, models),
         admin_key=_admin_key_provider(),
         system_shards=s.system_shards,

@@ -11,6 +11,7 @@ class Settings:
     table_name: str
     region: str
     system_shards: int
+    audit_shards: int  # number of audit hash chains; may only ever grow
     admin_key_secret_id: str | None  # Secrets Manager secret holding the admin API key
     admin_key: str | None  # local runtime only: SATFLOW_ADMIN_KEY overrides the secret
     network: str  # bitcoin network: bitcoin | testnet | signet | regtest
@@ -39,7 +40,7 @@ def _int(name: str, default: int) -> int:
 
 def _shards(n: int) -> int:
     if not 1 <= n <= 64:
-        raise ValueError("SATFLOW_SYSTEM_SHARDS must be 1..64")
+        raise ValueError("shard counts (SATFLOW_SYSTEM_SHARDS, SATFLOW_AUDIT_SHARDS) must be 1..64")
     return n
 
 
@@ -50,6 +51,7 @@ def settings() -> Settings:
         table_name=env.get("SATFLOW_TABLE", "satflow-ledger"),
         region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
         system_shards=_shards(_int("SATFLOW_SYSTEM_SHARDS", 8)),
+        audit_shards=_shards(_int("SATFLOW_AUDIT_SHARDS", 16)),
         admin_key_secret_id=env.get("SATFLOW_ADMIN_KEY_SECRET_ID") or None,
         admin_key=env.get("SATFLOW_ADMIN_KEY") or None,
         network=env.get("SATFLOW_NETWORK", "regtest"),

@@ -154,6 +154,23 @@ ROUTES: tuple[Route, ...] = (
                    "properties": {"tier": {"type": "integer", "minimum": 0, "maximum": 3},
                                   "status": {"type": "string", "enum": ["active", "frozen", "closed"]}}},
           response=_ACCOUNT, parameters=(_path("account_id"),)),
+    Route("GET", "/v1/admin/audit", "Audit records in chain order (hash-chained per shard)", "admin", response={
+        "type": "object", "required": ["items", "next_cursor"],
+        "properties": {"items": {"type": "array", "items": {
+            "type": "object",
+            "required": ["shard", "seq", "at", "actor", "action", "subject_ids", "prev_hash", "hash"],
+            "properties": {"shard": {"type": "integer"}, "seq": {"type": "integer"}, "at": _STR, "actor": _STR,
+                           "action": _STR, "subject_ids": {"type": "array", "items": _STR},
+                           "amount_msat": {"type": "integer", "nullable": True}, "details": {"type": "object"},
+                           "prev_hash": _STR, "hash": _STR}}},
+                       "next_cursor": {"type": "string", "nullable": True}}},
+          parameters=({"name": "shard", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                      {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+                      {"name": "cursor", "in": "query", "schema": _STR})),
+    Route("GET", "/v1/admin/audit/verify", "Verify every audit chain against its head", "admin", response={
+        "type": "object", "required": ["ok", "records", "shards"],
+        "properties": {"ok": {"type": "boolean"}, "records": {"type": "integer"},
+                       "shards": {"type": "array", "items": {"type": "object"}}}}),
     Route("POST", "/v1/payouts", "Queue an on-chain payout (batched; funds held until it confirms)", "send", 202,
           request={"type": "object", "required": ["address", "amount_sat"], "additionalProperties": False,
                    "properties": {"address": _STR, "amount_sat": {"type": "integer", "minimum": 1},

@@ -17,8 +17,11 @@ from satflow.domain.accounts import (
     validate_external_ref,
     validate_tier,
 )
+from satflow.domain.audit import ADMIN_ACTOR, AuditEntry
+from satflow.domain.errors import AuditHeadMoved
 from satflow.domain.ids import new_id
 
+from .audit import with_audit
 from .ports import Services
 
 ADMIN = Principal(account_id=None, scopes=frozenset(), is_admin=True)
@@ -65,7 +68,12 @@ def create_account(svc: Services, principal: Principal, external_ref: object, ti
         status=AccountStatus.ACTIVE, created_at=svc.clock(),
     )
     api_key = new_api_key()
-    svc.accounts.create(account, hash_api_key(api_key), api_key[:10], list(ALL_SCOPES))
+    entry = AuditEntry(at=account.created_at, actor=ADMIN_ACTOR, action="account.created",
+                       subject_ids=(account.account_id,), details={"tier": account.tier})
+    # Only a definitely cancelled attempt is retried: creation is not idempotent (the ref would already exist).
+    with_audit(svc, entry, lambda extra: svc.accounts.create(account, hash_api_key(api_key), api_key[:10],
+                                                             list(ALL_SCOPES), extra=extra),
+               retry_on=(AuditHeadMoved,))
     return account, api_key
 
 
@@ -90,7 +98,17 @@ def update_account(svc: Services, principal: Principal, account_id: object, *, t
         new_status = None if status is None else AccountStatus(status)
     except ValueError as exc:
         raise errors.ValidationError("status must be active, frozen or closed", field="status") from exc
-    return svc.accounts.update(account_id, updated_at=svc.clock(), status=new_status, tier=new_tier)
+    at = svc.clock()
+    changes: dict[str, object] = {}
+    if new_tier is not None:
+        changes["tier"] = new_tier
+    if new_status is not None:
+        changes["status"] = new_status.value
+    entry = AuditEntry(at=at, actor=ADMIN_ACTOR, action="account.updated", subject_ids=(account_id,),
+                       details=changes)
+    # Setting the same values twice is harmless, so any retryable failure is retried.
+    return with_audit(svc, entry, lambda extra: svc.accounts.update(account_id, updated_at=at, status=new_status,
+                                                                   tier=new_tier, extra=extra))
 
 
 def resolve_account_id(svc: Services, to: object) -> str:
@@ -103,3 +121,4 @@ def resolve_account_id(svc: Services, to: object) -> str:
     if account_id is None:
         raise errors.AccountNotFound(f"no account with external_ref {to}")
     return account_id
+

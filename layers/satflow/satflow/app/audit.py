@@ -14,7 +14,6 @@ from satflow.domain import errors
 from satflow.domain.accounts import Principal
 from satflow.domain.audit import AuditEntry, AuditRecord, backoff_s
 
-from .accounts import require_admin
 from .ports import Services
 
 T = TypeVar("T")
@@ -40,7 +39,14 @@ def with_audit(svc: Services, entry: AuditEntry, execute: Callable[[Sequence[Any
     ``execute`` must be idempotent across retries (ledger operations are: the transfer id is the key, and a
     replay cancels the whole transaction, so it appends no second record). For a non-idempotent ``execute`` pass
     ``retry_on=(AuditHeadMoved,)``: that one is raised only for a definitely cancelled transaction."""
-    store = _store(svc)
+    return append_in_transaction(_store(svc), entry, execute, attempts, shard=shard, retry_on=retry_on, sleep=sleep)
+
+
+def append_in_transaction(store: Any, entry: AuditEntry, execute: Callable[[Sequence[Any]], T], attempts: int = 5, *,
+                          shard: int | None = None,
+                          retry_on: tuple[type[BaseException], ...] = (errors.TransientError,),
+                          sleep: Callable[[float], None] = time.sleep) -> T:
+    """:func:`with_audit` on an audit store itself (the recorded ledger holds the store, not the services)."""
     for attempt in range(1, attempts + 1):
         try:
             _record, extra = store.prepare(entry, shard)
@@ -104,6 +110,13 @@ def verify_audit(svc: Services, principal: Principal) -> dict[str, Any]:
     shards = [{"shard": shard, **report.to_dict()} for shard, report in sorted(reports.items())]
     return {"ok": all(r.ok for r in reports.values()), "records": sum(r.last_seq for r in reports.values()),
             "shards": shards}
+
+
+def require_admin(principal: Principal) -> None:
+    # app.accounts records its admin actions here, so this module cannot import it back.
+    from .accounts import require_admin as check
+
+    check(principal)
 
 
 def _parse_int(value: object, name: str, default: int) -> int:

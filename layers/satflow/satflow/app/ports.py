@@ -72,6 +72,8 @@ class Services:
     hot_sign_limit_sat: int = 10_000_000
     deposit_policy: str = "1000000:1,10000000:3,*:6"
     start_payout: Callable[[str], None] | None = None  # starts the payout workflow named by the batch id
+    # Audit: the hash-chained audit store (the ledger is wrapped by app.recorded_ledger.RecordedLedger with it)
+    audit: Any = None  # DynamoAuditStore
     # Limits
     limits: Any = None  # DynamoLimitStore: per-account limit windows (admit_with_retry fails closed without it)
     tier_limits: dict = field(default_factory=lambda: dict(_default_tier_limits()))

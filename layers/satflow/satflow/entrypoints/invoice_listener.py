@@ -134,6 +134,8 @@ def listener_services() -> Services:
 
     from satflow import bootstrap
     from satflow.adapters.dynamodb.accounts import DynamoAccounts
+    from satflow.adapters.dynamodb.audit import DynamoAuditStore
+    from satflow.app.recorded_ledger import RecordedLedger
     from satflow.adapters.dynamodb.ledger import DynamoLedger
     from satflow.adapters.dynamodb.lightning import DynamoLightningStore
     from satflow.adapters.dynamodb.models import build_models
@@ -144,8 +146,10 @@ def listener_services() -> Services:
     def no_admin_key() -> str:
         raise RuntimeError("the invoice listener has no admin key")
 
+    audit = DynamoAuditStore(client, models, shards=s.audit_shards)
     return Services(
-        ledger=DynamoLedger(client, models, s.system_shards), accounts=DynamoAccounts(client, models),
+        ledger=RecordedLedger(DynamoLedger(client, models, s.system_shards), audit), audit=audit,
+        accounts=DynamoAccounts(client, models),
         admin_key=no_admin_key, system_shards=s.system_shards, network=s.network,
         lightning=DynamoLightningStore(client, models), lnd=bootstrap._lnd_provider(),
         publish_invoice_event=bootstrap._invoice_publisher(),

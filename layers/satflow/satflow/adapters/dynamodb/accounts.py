@@ -1,13 +1,13 @@
 """Customer accounts, external references and hashed API keys on DynamoDB."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from satflow.domain import errors
 from satflow.domain.accounts import Account, AccountStatus, Scope
 
 from .models import Models, account_pk, key
-from .transaction import put, transact
+from .transaction import Cancellation, TxItem, put, transact, update
 
 
 class DynamoAccounts:
@@ -15,8 +15,10 @@ class DynamoAccounts:
         self._client = client
         self._m = models
 
-    def create(self, account: Account, api_key_hash: str, key_prefix: str, scopes: list[Scope]) -> None:
-        """Account, its unique external_ref and its first API key in one transaction."""
+    def create(self, account: Account, api_key_hash: str, key_prefix: str, scopes: list[Scope],
+               extra: Sequence[TxItem] = ()) -> None:
+        """Account, its unique external_ref and its first API key in one transaction (+ the caller's ``extra``
+        items: the audit record)."""
         M = self._m
         items = [
             put(M.Account(account_pk(account.account_id), "ACCOUNT", account_id=account.account_id,
@@ -27,6 +29,7 @@ class DynamoAccounts:
             put(M.ApiKey(f"APIKEY#{api_key_hash}", "APIKEY", account_id=account.account_id,
                          scopes=[s.value for s in scopes], key_prefix=key_prefix, created_at=account.created_at),
                 M.ApiKey.pk.does_not_exist(), "api_key"),
+            *extra,
         ]
         cancellation = transact(self._client, items)
         if cancellation is None:
@@ -34,6 +37,7 @@ class DynamoAccounts:
         if cancellation.condition_failed("ref"):
             raise errors.AccountAlreadyExists(f"an account with external_ref {account.external_ref} exists",
                                               external_ref=account.external_ref)
+        _raise_for_extra(cancellation)
         raise errors.TransientError(f"account creation cancelled: {sorted(cancellation.failures)}")
 
     def get(self, account_id: str) -> Account | None:
@@ -55,27 +59,31 @@ class DynamoAccounts:
         return k.account_id, frozenset(Scope(s) for s in k.scopes)
 
     def update(self, account_id: str, *, updated_at: str, status: AccountStatus | None = None,
-               tier: int | None = None) -> Account:
+               tier: int | None = None, extra: Sequence[TxItem] = ()) -> Account:
+        """One transaction: the change and the caller's ``extra`` items (the admin action's audit record)."""
         A = self._m.Account
         actions = [A.updated_at.set(updated_at)]
         if status is not None:
             actions.append(A.status.set(status.value))
         if tier is not None:
             actions.append(A.tier.set(tier))
-        params = A(account_pk(account_id), "ACCOUNT").get_update_kwargs_from_instance(
-            actions=actions, condition=A.pk.exists(), return_values_on_condition_failure=None,
-            add_version_condition=False)
-        from botocore.exceptions import ClientError
-
-        try:
-            self._client.update_item(**params)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                raise errors.AccountNotFound(f"account {account_id} not found", account_id=account_id) from exc
-            raise
+        item = update(A(account_pk(account_id), "ACCOUNT"), actions, A.pk.exists(), "account")
+        cancellation = transact(self._client, [item, *extra])
+        if cancellation is not None:
+            if cancellation.condition_failed("account"):
+                raise errors.AccountNotFound(f"account {account_id} not found", account_id=account_id)
+            _raise_for_extra(cancellation)
+            raise errors.TransientError(f"account update cancelled: {sorted(cancellation.failures)}")
         account = self.get(account_id)
         assert account is not None
         return account
 
     def _get(self, pk: str, sk: str) -> dict | None:
         return self._client.get_item(TableName=self._m.table_name, Key=key(pk, sk), ConsistentRead=True).get("Item")
+
+
+def _raise_for_extra(c: Cancellation) -> None:
+    """A failed condition on one of the caller's items raises that item's typed error (e.g. AuditHeadMoved)."""
+    for item in c.items:
+        if c.condition_failed(item.tag) and item.on_condition_failed is not None:
+            raise item.on_condition_failed(c.old_image(item.tag))
