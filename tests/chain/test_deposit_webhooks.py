@@ -6,6 +6,7 @@ import pytest
 
 from satflow.adapters.dynamodb.models import build_models
 from satflow.adapters.dynamodb.webhooks import DynamoWebhookStore, event_from_image
+from satflow.app.recorded_ledger import RecordedLedger
 from satflow.domain.onchain import DepositStatus
 
 from tests.conftest import TABLE
@@ -15,7 +16,10 @@ from .test_deposits import deposit_to
 
 @pytest.fixture
 def wsvc(svc, ddb):
+    """As production wires it: the recorded ledger appends each transfer's outbox events (deposit.credited) to the
+    same transaction as the chain monitor's own items (deposit.confirmed)."""
     svc.webhooks = DynamoWebhookStore(ddb, build_models(TABLE, "us-east-1"))
+    svc.ledger = RecordedLedger(svc.ledger.inner, svc.ledger.audit, outbox_items=svc.webhooks.transfer_outbox_items)
     return svc
 
 
@@ -49,6 +53,9 @@ def test_a_deposit_credited_at_one_confirmation(wsvc, ddb, chain_sim, alice):
     (event,) = outbox(ddb)
     assert (event.data["outpoint"], event.data["status"]) == (outpoint, "CREDITED")
     assert wsvc.chain.get_deposit(outpoint).status is DepositStatus.CREDITED
+    (credited,) = outbox(ddb, "deposit.credited")  # the same transaction: the credit's own event
+    assert (credited.account_id, credited.data["outpoint"], credited.data["amount_msat"]) == (alice, outpoint,
+                                                                                            400_000_000)
 
 
 def test_a_reorg_that_re_mines_the_deposit_confirms_it_again(wsvc, ddb, chain_sim, alice):

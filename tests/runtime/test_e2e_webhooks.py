@@ -1,5 +1,5 @@
-"""Webhooks in the local runtime with the real template: a deposit confirmed on the simulated chain writes its outbox
-event -> the stream poller feeds WebhookRelayFunction (the template's filter applied) -> WebhookDeliveryQueue ->
+"""Webhooks in the local runtime with the real template: a deposit confirmed on the simulated chain (and then an
+internal transfer) writes its outbox event -> the stream poller feeds WebhookRelayFunction (the template's filter applied) -> WebhookDeliveryQueue ->
 WebhookDeliveryFunction POSTs to the runtime's own receiver (/_sim/webhooks/inbox), retried once after a scripted
 failure. The received request verifies with the recipe from docs/webhooks.md. Services are driven by hand."""
 from __future__ import annotations
@@ -43,11 +43,14 @@ def runtime():
             os.environ["SATFLOW_WEBHOOK_RETRY_BASE_S"] = previous
 
 
-def _call(runtime, method: str, path: str, *, key: str | None = None, body: dict | None = None) -> tuple[int, dict]:
+def _call(runtime, method: str, path: str, *, key: str | None = None, body: dict | None = None,
+          headers: dict | None = None) -> tuple[int, dict]:
     request = urllib.request.Request(runtime.url + path, method=method,
                                      data=None if body is None else json.dumps(body).encode())
     if key:
         request.add_header("Authorization", f"Bearer {key}")
+    for name, value in (headers or {}).items():
+        request.add_header(name, value)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, json.loads(response.read())
@@ -67,7 +70,7 @@ def test_a_confirmed_deposit_is_delivered_signed_to_the_local_receiver(runtime):
     assert status == 201, account
     key = account["api_key"]
     status, hook = _call(runtime, "POST", "/v1/webhooks", key=key,
-                         body={"url": sink.inbox_url, "events": ["deposit.confirmed"]})
+                         body={"url": sink.inbox_url, "events": ["deposit.confirmed", "transfer.settled"]})
     assert status == 201, hook
     assert hook["url"].startswith("http://127.0.0.1:")  # only the local runtime accepts this
 
@@ -102,3 +105,26 @@ def test_a_confirmed_deposit_is_delivered_signed_to_the_local_receiver(runtime):
         (event["id"], "DELIVERED", 2)]
     # Nothing is relayed twice: the stream has no further outbox INSERT for this runtime's table.
     assert runtime.service(StreamPoller).drain("WebhookRelayFunction") == []
+
+    # An internal transfer to this account: the ledger transaction itself carries transfer.settled (bootstrap
+    # wires the outbox into the recorded ledger).
+    status, payer = _call(runtime, "POST", "/v1/accounts", key=runtime.admin_key,
+                          body={"external_ref": f"e2e:wh-payer-{uuid.uuid4().hex[:8]}", "tier": 1})
+    assert status == 201, payer
+    status, funded = _call(runtime, "POST", "/v1/admin/adjustments", key=runtime.admin_key,
+                           headers={"Idempotency-Key": f"fund-{payer['account_id']}"},
+                           body={"account_id": payer["account_id"], "amount_msat": 50_000, "direction": "credit",
+                                 "reason": "e2e"})
+    assert status == 201, funded
+    status, moved = _call(runtime, "POST", "/v1/transfers", key=payer["api_key"],
+                          headers={"Idempotency-Key": "wh-e2e-1"},
+                          body={"to": account["account_id"], "amount_msat": 12_345, "memo": "thanks"})
+    assert status == 201, moved
+    runtime.service(StreamPoller).drain("WebhookRelayFunction")
+    runtime.service(SqsPoller).drain("WebhookDeliveryQueue")
+    (settled,) = [r for r in sink.received() if r["headers"]["satflow-event-type"] == "transfer.settled"]
+    body = json.loads(settled["body"])
+    assert (body["account_id"], body["data"]["transfer_id"], body["data"]["direction"], body["data"]["amount_msat"],
+            body["data"]["counterparty"]) == (account["account_id"], moved["transfer_id"], "in", 12_345,
+                                              payer["account_id"])
+    assert documented_recipe()(hook["secret"], settled["headers"], settled["body"].encode()) is True

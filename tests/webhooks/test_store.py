@@ -20,7 +20,7 @@ def test_outbox_items_are_tagged_conditional_puts_with_a_ttl(wsvc, ddb):
     t = internal_transfer(transfer_id="trf_s1", sender=A, recipient=B, amount_msat=100, created_at=NOW, shards=SHARDS)
     events = events_for_transfer(t)
     items = outbox_items(build_models(TABLE, "us-east-1"), events)
-    assert [i.tag for i in items] == ["outbox:0", "outbox:1"]
+    assert [i.tag for i in items] == [f"outbox:{e.event_id}" for e in events]
     assert all(i.op == "Put" and "attribute_not_exists" in i.params["ConditionExpression"] for i in items)
     assert not any("ConditionExpression" in i.params for i in outbox_items(build_models(TABLE, "us-east-1"), events,
                                                                             overwrite=True))

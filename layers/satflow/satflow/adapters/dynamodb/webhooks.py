@@ -8,7 +8,7 @@ Items (pk / sk), declared here on ``models.BaseItem``:
   WEBHOOK#<webhook_id>   / DELIVERY#<event_id> a delivery record: status, attempts, last error, lease. TTL.
 
 Outbox items (``outbox_items``) ride in the caller's TransactWriteItems:
-  [outbox:<n>]  Put OUTBOX#<event_id>, attribute_not_exists(pk) for ledger events (the transfer id makes the event
+  [outbox:<event_id>]  Put OUTBOX#<event_id>, attribute_not_exists(pk) for ledger events (the transfer id makes the event
                 id unique; a replayed transfer is classified by its transfer item first). State-transition events
                 (deposit confirmed, payout broadcast) pass ``overwrite=True``: the same transition written twice
                 rewrites the same item (a stream MODIFY, which the relay ignores) instead of failing the
@@ -115,15 +115,15 @@ def webhook_models(models: Models) -> WebhookModels:
     return _MODELS[cache_key]
 
 
-def outbox_items(models: Models, events: Sequence[OutboxEvent], *, overwrite: bool = False,
-                 tag_prefix: str = "outbox") -> list[TxItem]:
-    """Tagged Puts of ``events`` (tags ``outbox:0``, ``outbox:1``, ...) for the caller's transaction."""
+def outbox_items(models: Models, events: Sequence[OutboxEvent], *, overwrite: bool = False) -> list[TxItem]:
+    """Tagged Puts of ``events`` for the caller's transaction. Tags are ``outbox:<event_id>``: unique even when two
+    groups of events share one transaction (a deposit's credit carries deposit.confirmed and deposit.credited)."""
     O = webhook_models(models).Outbox
     items = []
-    for n, e in enumerate(events):
+    for e in events:
         item = O(outbox_pk(e.event_id), OUTBOX_SK, event_id=e.event_id, event_type=e.type, account_id=e.account_id,
                  created_at=e.created_at, data_json=canonical_json(dict(e.data)), ttl=expires_at_unix(e.created_at))
-        items.append(put(item, None if overwrite else O.pk.does_not_exist(), f"{tag_prefix}:{n}"))
+        items.append(put(item, None if overwrite else O.pk.does_not_exist(), f"outbox:{e.event_id}"))
     return items
 
 
