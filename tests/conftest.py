@@ -1,7 +1,9 @@
 """Shared fixtures. AWS is always moto (in-process, or the locked moto server for threaded tests)."""
 from __future__ import annotations
 
+import functools
 import os
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +18,7 @@ os.environ.pop("AWS_PROFILE", None)
 TABLE = "satflow-test"
 SHARDS = 4
 ADMIN_KEY = "admin-test-key-0123456789"
+SANCTIONS_FIXTURE = Path(__file__).resolve().parent / "fixtures" / "ofac" / "sdn_sample.xml"
 
 
 def create_table(client, name: str = TABLE) -> None:
@@ -47,11 +50,30 @@ def build_services(client, table: str = TABLE, shards: int = SHARDS, audit_shard
     from satflow.adapters.dynamodb.models import build_models
     from satflow.app.ports import Services
 
+    from satflow.adapters.dynamodb.sanctions import DynamoSanctionsStore
+
     models = build_models(table, "us-east-1")
     ledger = recorded_ledger(client, models, shards, audit_shards)
     return Services(ledger=ledger, audit=ledger.audit, accounts=DynamoAccounts(client, models),
                     admin_key=lambda: ADMIN_KEY, system_shards=shards,
-                    lightning=DynamoLightningStore(client, models), limits=DynamoLimitStore(client, models))
+                    lightning=DynamoLightningStore(client, models), limits=DynamoLimitStore(client, models),
+                    sanctions=loaded_sanctions_store(DynamoSanctionsStore(client, table)))
+
+
+@functools.lru_cache(maxsize=1)
+def sample_sanctions_list():
+    """tests/fixtures/ofac/sdn_sample.xml parsed (a miniature of OFAC's SDN.XML with regtest entries)."""
+    from satflow.domain.sanctions import parse_sdn_xml
+
+    return parse_sdn_xml(SANCTIONS_FIXTURE.read_bytes())
+
+
+def loaded_sanctions_store(store):
+    """Every test ledger screens against the sample list, as a deployed stack would after its first refresh
+    (screening fails closed without a list)."""
+    if store.head() is None:
+        store.store(sample_sanctions_list(), expected_version=0, now="2026-11-21T00:00:00.000Z")
+    return store
 
 
 def simulated_lnd(sim):

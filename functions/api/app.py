@@ -223,6 +223,13 @@ def submit_payout_psbt(batch_id: str):
     return _json(200, payouts.batch_view(batch))
 
 
+@app.get("/v1/admin/sanctions")
+def sanctions_status():
+    from satflow.app import sanctions  # admin-only route: not on every cold start
+
+    return _json(200, sanctions.sanctions_status(bootstrap.services(), _principal()))
+
+
 @app.get("/v1/limits")
 def get_limits():
     return _json(200, limits.get_limits(bootstrap.services(), _principal()))

@@ -5,7 +5,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from satflow import bootstrap
-from satflow.app import deposits, invoices, payments, payouts
+from satflow.app import deposits, invoices, payments, payouts, sanctions
 
 logger = Logger(service="satflow")
 metrics = Metrics(namespace="satflow", service="satflow")
@@ -37,13 +37,28 @@ def _chain_scan(svc) -> dict:
     return result
 
 
+def _sanctions_refresh(svc, accept_shrink: bool = False) -> dict:
+    result = sanctions.refresh_sanctions_list(svc, accept_shrink=accept_shrink)
+    status = result["status"]
+    if status in ("refused", "failed"):  # the stored list stays; someone has to look at the source
+        metrics.add_metric(name="SanctionsRefreshRefused" if status == "refused" else "SanctionsRefreshFailed",
+                           unit=MetricUnit.Count, value=1)
+    if status in ("stored", "unchanged"):
+        metrics.add_metric(name="SanctionsListDestinations", unit=MetricUnit.Count,
+                           value=result["addresses"] + result["node_pubkeys"])
+    return result
+
+
 JOBS = {
     "chain_scan": _chain_scan,
     "payout_batcher": lambda svc: payouts.run_batcher(svc),
     "invoice_catchup": _invoice_catchup,
     "invoice_expiry": _invoice_expiry,
     "payment_reconciler": _payment_reconciler,
+    "sanctions_refresh": _sanctions_refresh,
 }
+# Options a job reads from an operator's manual invocation (schedules send only {"job": ...}); booleans only.
+JOB_OPTIONS = {"sanctions_refresh": ("accept_shrink",)}
 
 
 @metrics.log_metrics
@@ -52,7 +67,8 @@ def lambda_handler(event, context):
     job = event.get("job") if isinstance(event, dict) else None
     if job not in JOBS:
         raise ValueError(f"unknown monitor job {job!r}; expected one of {sorted(JOBS)}")
-    result = JOBS[job](bootstrap.services())
+    options = {name: event[name] for name in JOB_OPTIONS.get(job, ()) if event.get(name) is True}
+    result = JOBS[job](bootstrap.services(), **options)
     metrics.add_dimension(name="job", value=job)
     metrics.add_metric(name="MonitorJobRuns", unit=MetricUnit.Count, value=1)  # a missing run is an alarm
     logger.info("monitor job done", extra={"job": job, **result})

@@ -42,6 +42,7 @@ API_ROUTES = {
     "DELETE /v1/webhooks/{webhook_id}",
     "GET /v1/webhooks/{webhook_id}/deliveries",
     "POST /v1/webhooks/{webhook_id}/replay",
+    "GET /v1/admin/sanctions",
 }
 CONFIG_PY = ROOT / "layers" / "satflow" / "satflow" / "config.py"
 # Read by config.py but deliberately never set in AWS (documented as local-runtime only).
@@ -51,6 +52,9 @@ LOCAL_ONLY_ENV = {"SATFLOW_ADMIN_KEY", "SATFLOW_WORKFLOW_WAIT_S", "SATFLOW_WEBHO
 PER_FUNCTION_ENV = {
     "SATFLOW_PAYMENT_STATE_MACHINE_ARN": {"ApiFunction", "MonitorFunction"},
     "SATFLOW_PAYOUT_STATE_MACHINE_ARN": {"MonitorFunction"},
+    # Only the refresh job fetches the list; every other function screens against the stored copy.
+    "SATFLOW_SANCTIONS_LIST_URL": {"MonitorFunction"},
+    "SATFLOW_SANCTIONS_EXTRA_URL": {"MonitorFunction"},
 }
 # What each SATFLOW_ variable must point at in the template.
 ENV_REFS = {

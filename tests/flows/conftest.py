@@ -154,6 +154,9 @@ def flow(moto_sfn, payment_state_machine, payment_handler):
                    lnd=lambda: lnd)
     from satflow.adapters.dynamodb.limits import DynamoLimitStore
     svc.limits = DynamoLimitStore(client, models)
+    from satflow.adapters.dynamodb.sanctions import DynamoSanctionsStore
+    from tests.conftest import loaded_sanctions_store
+    svc.sanctions = loaded_sanctions_store(DynamoSanctionsStore(client, table))
     f = Flow(moto=moto_sfn, state_machine_arn=payment_state_machine, svc=svc, sim=sim, lnd=counting, clock=clock,
              handler=payment_handler)
     svc.start_payment = f.start_payment

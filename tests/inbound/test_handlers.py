@@ -17,7 +17,8 @@ from tests.handlers.conftest import ROOT, LambdaContext, load_handler_module
 from .conftest import assert_invariants, available, credits
 
 EVENTS = ROOT / "events"
-MONITOR_JOBS = ("invoice_catchup", "invoice_expiry", "payment_reconciler", "chain_scan", "payout_batcher")
+MONITOR_JOBS = ("invoice_catchup", "invoice_expiry", "payment_reconciler", "chain_scan", "payout_batcher",
+                "sanctions_refresh")
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
 

@@ -220,6 +220,9 @@ def flow(payout_moto, payout_state_machine, payout_module, monkeypatch):
                    admin_key=lambda: ADMIN_KEY, system_shards=SHARDS, network="regtest")
     from satflow.adapters.dynamodb.limits import DynamoLimitStore
     svc.limits = DynamoLimitStore(client, models)
+    from satflow.adapters.dynamodb.sanctions import DynamoSanctionsStore
+    from tests.conftest import loaded_sanctions_store
+    svc.sanctions = loaded_sanctions_store(DynamoSanctionsStore(client, table))
     svc.utxos = DynamoUtxoStore(client, models)
     svc.payouts = DynamoPayoutStore(client, models)
     svc.chain = chain

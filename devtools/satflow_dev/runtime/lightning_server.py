@@ -20,7 +20,7 @@ Manager, and registers the dev routes on the API port:
   GET  /_sim/lightning                  {"url", "node_pubkey", "external_pubkey", "balance_msat", "invoice_subscribers"}
   POST /_sim/lightning/pay              {"payment_request", "amount_msat"?} -> 200 {"preimage", "payment_hash"}
                                         (the external network pays OUR invoice; refused -> 422 PAYMENT_REJECTED)
-  POST /_sim/lightning/invoices         {"amount_msat": int|null, "memo"?, "expiry_s"?}
+  POST /_sim/lightning/invoices         {"amount_msat": int|null, "memo"?, "expiry_s"?, "payee"?: "sanctioned"}
                                         -> 201 {"payment_request", "payment_hash"} (an external invoice for us to pay)
   POST /_sim/lightning/script           {"outcome": "succeed"|"fail"|"hold", "reason"?: "NO_ROUTE", "fee_msat"?,
                                          "in_flight_tracks"?, "send_timeout"?: "before_node"|"after_node",
@@ -344,7 +344,7 @@ class LightningService:
         return 200, {"preimage": preimage, "payment_hash": self.simulator.payment_hash_of(payment_request)}
 
     def _invoice(self, body: dict[str, Any]) -> tuple[int, Any]:
-        only_fields(body, {"amount_msat", "memo", "expiry_s"})
+        only_fields(body, {"amount_msat", "memo", "expiry_s", "payee"})
         if "amount_msat" not in body:
             raise DevRouteInvalid("amount_msat is required (null for an amount-less invoice)")
         amount = _optional_int(body, "amount_msat", minimum=1)
@@ -352,7 +352,10 @@ class LightningService:
         if not isinstance(memo, str) or len(memo.encode()) > 639:
             raise DevRouteInvalid("memo must be a string of at most 639 bytes")
         expiry = _optional_int(body, "expiry_s", minimum=1)
-        payment_request = self.simulator.external_invoice(amount, memo, expiry_s=expiry or 3600)
+        payee = body.get("payee", "external")
+        if payee not in ("external", "sanctioned"):
+            raise DevRouteInvalid('payee must be "external" or "sanctioned" (a node on the local sanctions list)')
+        payment_request = self.simulator.external_invoice(amount, memo, expiry_s=expiry or 3600, payee=payee)
         return 201, {"payment_request": payment_request,
                      "payment_hash": self.simulator.payment_hash_of(payment_request)}
 

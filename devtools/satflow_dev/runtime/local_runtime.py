@@ -6,6 +6,7 @@ inside a pytest process).
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -25,6 +26,11 @@ _S = TypeVar("_S")
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_TEMPLATE = REPO_ROOT / "template.yaml"
 ADMIN_KEY_FILE = Path(".build") / "local-admin-key"  # relative to the template's directory; .build/ is gitignored
+LOCAL_SANCTIONS_LIST = Path(__file__).resolve().parents[1] / "fixtures" / "sdn_local.xml"
+# Template parameters whose deployed default cannot work here (no internet; a local list that blocks the
+# simulators' sanctioned node and a regtest address). `--parameter` still wins.
+LOCAL_PARAMETER_DEFAULTS = {"SanctionsListUrl": LOCAL_SANCTIONS_LIST.as_uri()}
+SANCTIONS_JOB = {"job": "sanctions_refresh"}
 
 
 class LocalRuntime:
@@ -81,7 +87,7 @@ class LocalRuntime:
         return self
 
     def _start(self) -> None:
-        self.model = load_template(self.template_path, self.parameter_overrides)
+        self.model = load_template(self.template_path, self.parameter_overrides, LOCAL_PARAMETER_DEFAULTS)
         # Bind the HTTP port before touching anything else: a second `make run` must fail without overwriting
         # the first one's admin key file or secret.
         self.gateway = HttpGateway(RouteTable(self.model.routes()), self._invoke, self.host, self.port)
@@ -96,6 +102,7 @@ class LocalRuntime:
         self.invoker = FunctionInvoker(self.model.functions, self.moto_url)
         self._stops.append(self.invoker.process_env.restore)
         self.invoker.prepare()
+        self._load_sanctions_list()
 
         for factory in self.service_factories:
             service = factory(self)
@@ -109,6 +116,17 @@ class LocalRuntime:
         self.gateway.start()
         if self.admin_key and self.write_admin_key_file:
             self._write_admin_key(self.admin_key)
+
+    def _load_sanctions_list(self) -> None:
+        """Run the sanctions refresh job once before serving: a deployed stack loads its list on schedule (and by
+        an operator's invoke after the first deploy); here screening would otherwise fail closed for 6 hours."""
+        assert self.model is not None and self.invoker is not None
+        for fn in self.model.functions:
+            if any(_json_or_none(s.input) == SANCTIONS_JOB for s in fn.schedules):
+                result = self.invoker.invoke(fn, dict(SANCTIONS_JOB))
+                log.info("sanctions list: %s", {k: result.get(k) for k in ("status", "version", "addresses",
+                                                                           "node_pubkeys", "reason")})
+                return
 
     def service(self, kind: str | type[_S]) -> _S:
         """A started service by name ("lightning", "chain", "webhooks", "sqs-poller", "streams", "schedules") or by
@@ -152,3 +170,10 @@ class LocalRuntime:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _json_or_none(text: str | None) -> Any:
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return None

@@ -190,10 +190,13 @@ class TemplateModel:
 # ---------------------------------------------------------------------------------------------- loading
 
 
-def load_template(path: str | Path, parameter_overrides: Mapping[str, str] | None = None) -> TemplateModel:
-    """Parse template.yaml and build the model."""
+def load_template(path: str | Path, parameter_overrides: Mapping[str, str] | None = None,
+                  local_defaults: Mapping[str, str] | None = None) -> TemplateModel:
+    """Parse template.yaml and build the model. ``local_defaults`` replace the template's Default of parameters
+    the template declares (and the caller did not override): values that only make sense locally."""
     path = Path(path).resolve()
-    return _ModelBuilder(path, load_template_document(path), dict(parameter_overrides or {})).build()
+    return _ModelBuilder(path, load_template_document(path), dict(parameter_overrides or {}),
+                         dict(local_defaults or {})).build()
 
 
 def load_template_document(path: str | Path) -> dict[str, Any]:
@@ -437,9 +440,11 @@ def _merge_globals(global_props: dict[str, Any], props: dict[str, Any]) -> dict[
 
 
 class _ModelBuilder:
-    def __init__(self, path: Path, raw: dict[str, Any], overrides: dict[str, str]) -> None:
+    def __init__(self, path: Path, raw: dict[str, Any], overrides: dict[str, str],
+                 local_defaults: dict[str, str] | None = None) -> None:
         self.path = path
         self.raw = raw
+        self.local_defaults = local_defaults or {}
         self.parameters = self._parameters(overrides)
         self.resolver = Resolver(raw, self.parameters)
         self.globals = raw.get("Globals") or {}
@@ -453,6 +458,8 @@ class _ModelBuilder:
         for name, spec in declared.items():
             if name in overrides:
                 value = str(overrides[name])
+            elif name in self.local_defaults:
+                value = str(self.local_defaults[name])
             elif "Default" in spec:
                 value = str(spec["Default"])
             else:

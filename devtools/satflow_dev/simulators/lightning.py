@@ -65,6 +65,7 @@ FAILURE_REASONS = (
     "FAILURE_REASON_CANCELED",
 )
 FINAL_PAYMENT_STATUSES = ("SUCCEEDED", "FAILED")
+SANCTIONED_NODE_LABEL = "sanctioned-node"  # its pubkey is listed in devtools/satflow_dev/fixtures/sdn_local.xml
 
 Body = bytes | Iterator[bytes]
 SimResponse = tuple[int, dict[str, str], Body]
@@ -218,6 +219,9 @@ class LightningSimulator:
         self._clock = clock
         self.our_node = our_node or NodeKey.from_label("our-master-node")
         self.external_node = external_node or NodeKey.from_label("external-network")
+        # A second outside node, listed in the local runtime's sanctions list (fixtures/sdn_local.xml): invoices
+        # it issues show that a payment to a sanctioned node is refused before anything is reserved.
+        self.sanctioned_node = NodeKey.from_label(SANCTIONED_NODE_LABEL)
         self._balance_msat = our_balance_msat
         self.fee_base_msat = fee_base_msat
         self.fee_rate_ppm = fee_rate_ppm
@@ -387,12 +391,16 @@ class LightningSimulator:
 
     # --- the external network ----------------------------------------------------------------------------------
     def external_invoice(
-        self, amount_msat: int | None, memo: str = "", *, expiry_s: int = 3600
+        self, amount_msat: int | None, memo: str = "", *, expiry_s: int = 3600, payee: str = "external"
     ) -> str:
-        """An invoice of the external network for our node to pay (amount-less when ``amount_msat`` is None)."""
+        """An invoice of the external network for our node to pay (amount-less when ``amount_msat`` is None);
+        ``payee="sanctioned"`` has it issued by the sanctioned node instead."""
+        if payee not in ("external", "sanctioned"):
+            raise ValueError("payee must be 'external' or 'sanctioned'")
         with self._lock:
             invoice = self._new_invoice(
-                key=self.external_node, value_msat=amount_msat or 0, memo=memo, description_hash="",
+                key=self.external_node if payee == "external" else self.sanctioned_node,
+                value_msat=amount_msat or 0, memo=memo, description_hash="",
                 expiry=expiry_s, private=False, preimage=None,
             )
             self._external_invoices[invoice.payment_hash] = invoice

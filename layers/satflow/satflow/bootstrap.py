@@ -46,6 +46,7 @@ def _build() -> Services:
     from .adapters.dynamodb.lightning import DynamoLightningStore
     from .adapters.dynamodb.models import build_models
     from .adapters.dynamodb.payouts import DynamoPayoutStore
+    from .adapters.dynamodb.sanctions import DynamoSanctionsStore
     from .adapters.dynamodb.utxos import DynamoUtxoStore
     from .adapters.dynamodb.webhooks import DynamoWebhookStore
     from .adapters.webhook_http import WebhookHttp
@@ -90,7 +91,24 @@ def _build() -> Services:
         webhook_queue=SqsWebhookQueue(_once(lambda: aws_client("sqs")), lambda: settings().webhook_queue_url),
         webhook_allow_private=s.webhook_allow_private,
         webhook_retry_base_s=s.webhook_retry_base_s,
+        sanctions=DynamoSanctionsStore(client, s.table_name, cache_s=s.sanctions_cache_s),
+        sanctions_when_unloaded=s.sanctions_when_unloaded,
+        sanctions_sources=(("sdn", s.sanctions_list_url or ""), ("extra", s.sanctions_extra_url or "")),
+        fetch_sanctions=_sanctions_fetcher,
+        emit_metric=_emit_metric,
     )
+
+
+def _sanctions_fetcher(url: str, label: str) -> Any:
+    from .adapters.sanctions_source import fetch_sanctions_list  # httpx loads only when a list is fetched
+
+    return fetch_sanctions_list(url, label)
+
+
+def _emit_metric(name: str, value: int = 1, **dimensions: str) -> None:
+    from .adapters.metrics import emit_metric  # Powertools metrics load only when an alert fires
+
+    emit_metric(name, value, **dimensions)
 
 
 def payout_task_sender() -> Callable[[str, dict], None]:

@@ -31,11 +31,22 @@ class Settings:
     webhook_queue_url: str | None  # the webhook delivery queue (relay and replay send, delivery delays)
     webhook_allow_private: bool  # local runtime only: webhooks to http:// and private/loopback addresses
     webhook_retry_base_s: float  # local runtime only when set: the first retry delay (default 60 s)
+    sanctions_list_url: str | None  # the official list (OFAC SDN XML): https:// or file://; empty = not refreshed
+    sanctions_extra_url: str | None  # the operator's supplementary list, same format
+    sanctions_when_unloaded: str  # "block" (fail closed) | "allow" when no list was ever loaded
+    sanctions_cache_s: int  # how often a container re-reads the stored list's head
 
 
 def _int(name: str, default: int) -> int:
     raw = os.environ.get(name)
     return default if raw in (None, "") else int(raw)
+
+
+def _choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = os.environ.get(name) or default
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    return value
 
 
 def _shards(n: int) -> int:
@@ -71,6 +82,10 @@ def settings() -> Settings:
         webhook_queue_url=env.get("SATFLOW_WEBHOOK_QUEUE_URL") or None,
         webhook_allow_private=(env.get("SATFLOW_WEBHOOK_ALLOW_PRIVATE") or "").lower() in ("1", "true", "yes"),
         webhook_retry_base_s=float(env.get("SATFLOW_WEBHOOK_RETRY_BASE_S") or 60),
+        sanctions_list_url=env.get("SATFLOW_SANCTIONS_LIST_URL") or None,
+        sanctions_extra_url=env.get("SATFLOW_SANCTIONS_EXTRA_URL") or None,
+        sanctions_when_unloaded=_choice("SATFLOW_SANCTIONS_WHEN_UNLOADED", "block", ("block", "allow")),
+        sanctions_cache_s=_int("SATFLOW_SANCTIONS_CACHE_S", 60),
     )
 
 

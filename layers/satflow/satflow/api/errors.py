@@ -73,6 +73,9 @@ HTTP_STATUS: dict[type[e.SatflowError], int] = {
     e.WebhookNotFound: 404,
     e.WebhookEventNotFound: 404,
     e.TooManyWebhooks: 422,
+    # Sanctions screening
+    e.SanctionedDestination: 403,
+    e.SanctionsListUnavailable: 503,
 }
 
 

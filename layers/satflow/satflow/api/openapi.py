@@ -218,6 +218,15 @@ ROUTES: tuple[Route, ...] = (
                    "properties": {"event_ids": {"type": "array", "minItems": 1, "maxItems": 100, "items": _STR}}},
           response={"type": "object", "properties": {"id": _STR, "replayed": {"type": "array", "items": _STR}}},
           parameters=(_path("webhook_id"),)),
+    Route("GET", "/v1/admin/sanctions", "The stored sanctions list: version, digest, counts, when loaded", "admin",
+          response={"type": "object", "required": ["loaded", "version", "list_sha256", "addresses", "node_pubkeys",
+                                                   "loaded_at", "checked_at", "sources", "when_unloaded"],
+                    "properties": {"loaded": {"type": "boolean"}, "version": {**_INT, "nullable": True},
+                                   "list_sha256": {"type": "string", "nullable": True}, "addresses": _INT,
+                                   "node_pubkeys": _INT, "loaded_at": {"type": "string", "nullable": True},
+                                   "checked_at": {"type": "string", "nullable": True},
+                                   "sources": {"type": "array", "items": {"type": "object"}},
+                                   "when_unloaded": {"type": "string", "enum": ["block", "allow"]}}}),
 )
 
 

@@ -24,6 +24,7 @@ from satflow.domain.templates import internal_invoice_payment, payment_reserved,
 from .accounts import require_scope
 from .limits import admit_with_retry, precheck, release_with_retry
 from .ports import Services
+from .sanctions import screen_node
 from .transfers import validate_idempotency_key
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ def create_payment(svc: Services, principal: Principal, idempotency_key: str | N
             raise errors.IdempotencyKeyReused("this Idempotency-Key was already used with a different request")
         return existing
     request = decode_payment_request(payment_request, svc.network, svc.unix_clock())
+    # Before anything is reserved or asked of the node: a listed payee is refused (403) and audited.
+    screen_node(svc, request.destination, actor=account_id, context=f"payment:{payment_id}")
     amount = payable_amount(request, amount_msat)
     now = svc.clock()
     payment = Payment(

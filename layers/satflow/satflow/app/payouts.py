@@ -66,6 +66,7 @@ from . import webhooks
 from .accounts import require_admin, require_scope
 from .limits import admit_with_retry, release_with_retry
 from .ports import Services
+from .sanctions import screen_address
 from .transfers import validate_idempotency_key
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,8 @@ def create_payout(svc: Services, principal: Principal, idempotency_key: str | No
     if existing is not None:
         return _same_request(existing, fingerprint)
     request = validate_payout_request(address, amount_sat, priority, _network(svc))
+    # Before anything is reserved: a listed address is refused (403) and audited.
+    screen_address(svc, request.address, actor=account_id, context=f"payout:{payout_id}")
     now = svc.clock()
     payout = Payout(
         payout_id=payout_id, account_id=account_id, address=request.address,

@@ -83,3 +83,9 @@ class Services:
     webhook_queue: Any = None  # SqsWebhookQueue: send([message]), delay(receipt_handle, seconds)
     webhook_allow_private: bool = False  # local runtime only: http:// and private/loopback targets
     webhook_retry_base_s: float = 60.0  # first retry delay; doubles per attempt (with jitter), capped
+    # Sanctions screening (app.sanctions)
+    sanctions: Any = None  # DynamoSanctionsStore: the current list (cached per container)
+    sanctions_when_unloaded: str = "block"  # no list ever loaded: "block" (fail closed, 503) or "allow"
+    sanctions_sources: tuple[tuple[str, str], ...] = ()  # (label, url): the official list, then the operator's
+    fetch_sanctions: Callable[[str, str], Any] | None = None  # (url, label) -> SanctionsList
+    emit_metric: Callable[..., None] | None = None  # (name, value, **dimensions): alert metrics from use cases

@@ -410,6 +410,22 @@ class TooManyWebhooks(BusinessRejection):
     code = "TOO_MANY_WEBHOOKS"
 
 
+# --- Sanctions screening -------------------------------------------------------------------------------------------
+class SanctionedDestination(SatflowError):
+    """403: the destination (on-chain address or Lightning node) is on a sanctions list. The message says no more
+    than that (which list and entry is in the audit record, for the operator)."""
+
+    code = "SANCTIONED_DESTINATION"
+
+
+class SanctionsListUnavailable(SatflowError):
+    """503: no sanctions list was ever loaded and screening fails closed (``SATFLOW_SANCTIONS_WHEN_UNLOADED=block``):
+    nothing was reserved; retry later. Deliberately not a TransientError: screening runs in the API before any
+    reserve, and no workflow step should spin on a list that an operator has to load."""
+
+    code = "SANCTIONS_LIST_UNAVAILABLE"
+
+
 def all_error_classes() -> list[type[SatflowError]]:
     """Every SatflowError subclass, transitively (used by the exhaustive HTTP mapping and contract tests)."""
     seen: list[type[SatflowError]] = [SatflowError]
