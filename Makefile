@@ -23,8 +23,8 @@ $(TOOLS)/.installed: requirements-tools.txt
 ## run: the local runtime on 127.0.0.1:$(PORT) (moto in-process, no AWS, no Docker)
 ## RISK_THRESHOLDS='{"review":30,"block":101}' overrides the risk policy (demo of held sends)
 run: $(VENV)/.installed
-	SATFLOW_WORKFLOW_WAIT_S=$${SATFLOW_WORKFLOW_WAIT_S:-2} $(PY) -m satflow_dev.runtime --port $(PORT) \
-		$(if $(RISK_THRESHOLDS),--parameter 'RiskThresholds=$(RISK_THRESHOLDS)')
+	SATFLOW_WORKFLOW_WAIT_S=$${SATFLOW_WORKFLOW_WAIT_S:-2} SATFLOW_WEBHOOK_RETRY_BASE_S=$${SATFLOW_WEBHOOK_RETRY_BASE_S:-2} \
+	  $(PY) -m satflow_dev.runtime --port $(PORT) $(if $(RISK_THRESHOLDS),--parameter 'RiskThresholds=$(RISK_THRESHOLDS)')
 
 ## test: lint the template and run the whole test suite
 test: $(VENV)/.installed lint

@@ -35,12 +35,18 @@ AUDIT_SHARDS = 4
 
 
 def recorded_ledger(client, models, shards: int = SHARDS, audit_shards: int = AUDIT_SHARDS):
-    """The ledger as production wires it: every execute carries its audit record (app.recorded_ledger)."""
+    """The ledger as production wires it: every execute carries its audit record and its outbox events
+    (app.recorded_ledger); ``.webhooks`` is the outbox's store."""
     from satflow.adapters.dynamodb.audit import DynamoAuditStore
     from satflow.adapters.dynamodb.ledger import DynamoLedger
+    from satflow.adapters.dynamodb.webhooks import DynamoWebhookStore
     from satflow.app.recorded_ledger import RecordedLedger
 
-    return RecordedLedger(DynamoLedger(client, models, shards), DynamoAuditStore(client, models, shards=audit_shards))
+    webhooks = DynamoWebhookStore(client, models)
+    ledger = RecordedLedger(DynamoLedger(client, models, shards), DynamoAuditStore(client, models, shards=audit_shards),
+                            outbox_items=webhooks.transfer_outbox_items)
+    ledger.webhooks = webhooks
+    return ledger
 
 
 def build_services(client, table: str = TABLE, shards: int = SHARDS, audit_shards: int = AUDIT_SHARDS):
@@ -55,7 +61,7 @@ def build_services(client, table: str = TABLE, shards: int = SHARDS, audit_shard
 
     models = build_models(table, "us-east-1")
     ledger = recorded_ledger(client, models, shards, audit_shards)
-    return Services(ledger=ledger, audit=ledger.audit, accounts=DynamoAccounts(client, models),
+    return Services(ledger=ledger, audit=ledger.audit, webhooks=ledger.webhooks, accounts=DynamoAccounts(client, models),
                     admin_key=lambda: ADMIN_KEY, system_shards=shards,
                     lightning=DynamoLightningStore(client, models), limits=DynamoLimitStore(client, models),
                     sanctions=loaded_sanctions_store(DynamoSanctionsStore(client, table)),

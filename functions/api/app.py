@@ -12,7 +12,7 @@ from satflow import bootstrap
 from satflow.api.errors import error_body, status_for
 from satflow.api.openapi import document
 from satflow.api.requests import decode_body, json_object, query_int
-from satflow.app import accounts, audit, invoices, limits, payments, risk, transfers
+from satflow.app import accounts, audit, invoices, limits, payments, risk, transfers, webhooks
 from satflow.domain.errors import SatflowError
 
 logger = Logger(service="satflow")
@@ -277,6 +277,49 @@ def admin_update_account(account_id: str):
                                       status=data.get("status"))
     return _json(200, {"account_id": account.account_id, "external_ref": account.external_ref,
                        "tier": account.tier, "status": account.status.value})
+
+
+@app.post("/v1/webhooks")
+def create_webhook():
+    principal = _principal()
+    data = json_object(_body(), {"url", "events"})
+    sub = webhooks.create_webhook(bootstrap.services(), principal, data["url"], data["events"])
+    logger.info("webhook created", extra={"webhook_id": sub.subscription_id, "events": list(sub.events)})
+    return _json(201, webhooks.subscription_view(sub, with_secret=True))
+
+
+@app.get("/v1/webhooks")
+def list_webhooks():
+    items = webhooks.list_webhooks(bootstrap.services(), _principal())
+    return _json(200, {"items": [webhooks.subscription_view(s) for s in items]})
+
+
+@app.get("/v1/webhooks/<webhook_id>")
+def get_webhook(webhook_id: str):
+    return _json(200, webhooks.subscription_view(webhooks.get_webhook(bootstrap.services(), _principal(), webhook_id)))
+
+
+@app.delete("/v1/webhooks/<webhook_id>")
+def delete_webhook(webhook_id: str):
+    webhooks.delete_webhook(bootstrap.services(), _principal(), webhook_id)
+    return _json(200, {"id": webhook_id, "deleted": True})
+
+
+@app.get("/v1/webhooks/<webhook_id>/deliveries")
+def list_webhook_deliveries(webhook_id: str):
+    principal = _principal()
+    params = app.current_event.query_string_parameters or {}
+    items, cursor = webhooks.list_deliveries(bootstrap.services(), principal, webhook_id, params.get("status"),
+                                             query_int(params.get("limit"), "limit"), params.get("cursor"))
+    return _json(200, {"items": [d.view() for d in items], "next_cursor": cursor})
+
+
+@app.post("/v1/webhooks/<webhook_id>/replay")
+def replay_webhook(webhook_id: str):
+    principal = _principal()
+    data = json_object(_body() or "{}", set(), {"event_ids"})
+    replayed = webhooks.replay(bootstrap.services(), principal, webhook_id, data.get("event_ids"))
+    return _json(202, {"id": webhook_id, "replayed": replayed})
 
 
 @app.get("/v1/admin/audit")

@@ -36,6 +36,12 @@ API_ROUTES = {
     "GET /v1/admin/payout-batches/{batch_id}",
     "GET /v1/admin/payout-batches/{batch_id}/psbt",
     "POST /v1/admin/payout-batches/{batch_id}/psbt",
+    "POST /v1/webhooks",
+    "GET /v1/webhooks",
+    "GET /v1/webhooks/{webhook_id}",
+    "DELETE /v1/webhooks/{webhook_id}",
+    "GET /v1/webhooks/{webhook_id}/deliveries",
+    "POST /v1/webhooks/{webhook_id}/replay",
     "GET /v1/admin/sanctions",
     "GET /v1/admin/reviews",
     "POST /v1/admin/reviews/{review_id}/approve",
@@ -43,7 +49,8 @@ API_ROUTES = {
 }
 CONFIG_PY = ROOT / "layers" / "satflow" / "satflow" / "config.py"
 # Read by config.py but deliberately never set in AWS (documented as local-runtime only).
-LOCAL_ONLY_ENV = {"SATFLOW_ADMIN_KEY", "SATFLOW_WORKFLOW_WAIT_S"}
+LOCAL_ONLY_ENV = {"SATFLOW_ADMIN_KEY", "SATFLOW_WORKFLOW_WAIT_S", "SATFLOW_WEBHOOK_ALLOW_PRIVATE",
+                  "SATFLOW_WEBHOOK_RETRY_BASE_S"}
 # Set only on the functions that use them (a Globals entry would make the state machine depend on itself).
 PER_FUNCTION_ENV = {
     "SATFLOW_PAYMENT_STATE_MACHINE_ARN": {"ApiFunction", "MonitorFunction"},
@@ -64,6 +71,7 @@ ENV_REFS = {
     "SATFLOW_BITCOIND_SECRET_ID": {"Ref": "BitcoindSecret"},
     "SATFLOW_SIGNER_SECRET_ID": {"Ref": "SignerSecret"},
     "SATFLOW_DEPOSIT_ACCOUNT_KEY": {"Ref": "DepositAccountKey"},
+    "SATFLOW_WEBHOOK_QUEUE_URL": {"Ref": "WebhookDeliveryQueue"},
 }
 API_DYNAMODB_ACTIONS = {
     "dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem",

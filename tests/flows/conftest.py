@@ -212,7 +212,7 @@ def flow(moto_sfn, payment_state_machine, review_state_machine, payment_handler,
     counting = CountingTransport(sim.transport(), sim)
     lnd = LndRestClient(base_url=SIM_URL, macaroon_hex=sim.macaroon_hex, transport=counting.transport)
     ledger = recorded_ledger(client, models, SHARDS)
-    svc = Services(ledger=ledger, audit=ledger.audit, accounts=DynamoAccounts(client, models),
+    svc = Services(ledger=ledger, audit=ledger.audit, webhooks=ledger.webhooks, accounts=DynamoAccounts(client, models),
                    admin_key=lambda: ADMIN_KEY, system_shards=SHARDS, network="regtest",
                    unix_clock=lambda: int(clock()), lightning=DynamoLightningStore(client, models),
                    lnd=lambda: lnd)

@@ -10,6 +10,8 @@ from collections import Counter
 
 import pytest
 
+from satflow.domain.webhooks import event_id
+
 from satflow.app import payments, risk, transfers
 from satflow.domain import errors
 from satflow.domain.ledger import SystemAccount
@@ -194,6 +196,12 @@ def test_transfer_in_review_rejected_is_voided_and_the_sender_restored(flow):
     assert flow.balance(alice.account_id) == (FUNDS, 0)
     assert flow.balance(bob.account_id) == (0, 0)
     assert flow.svc.ledger.pending_resolution(outcome.transfer.id) == f"{outcome.transfer.id}:void"
+    # review.required was announced with the review (same transaction); the voided transfer announces nothing
+    required = flow.svc.webhooks.get_event(event_id(outcome.review_id, "review.required", alice.account_id))
+    assert required is not None and required.data["subject_id"] == outcome.transfer.id
+    assert required.data["kind"] == "transfer" and required.data["amount_msat"] == AMOUNT
+    assert flow.svc.webhooks.get_event(event_id(f"{outcome.transfer.id}:void", "transfer.settled",
+                                                alice.account_id)) is None
     assert _transfer(flow, alice, bob).status == "REJECTED"
     review = flow.review(outcome.review_id)
     assert (review.status, review.decided_by, review.note) == (ReviewStatus.REJECTED, "admin", "mule pattern")

@@ -216,7 +216,7 @@ def flow(payout_moto, payout_state_machine, payout_module, monkeypatch):
     deriver = DepositAddressDeriver(TEST_ACCOUNT_TPUB, Network.REGTEST)
     chain = FakeChainStore(deriver)
     ledger = recorded_ledger(client, models, SHARDS)
-    svc = Services(ledger=ledger, audit=ledger.audit, accounts=DynamoAccounts(client, models),
+    svc = Services(ledger=ledger, audit=ledger.audit, webhooks=ledger.webhooks, accounts=DynamoAccounts(client, models),
                    admin_key=lambda: ADMIN_KEY, system_shards=SHARDS, network="regtest")
     from satflow.adapters.dynamodb.limits import DynamoLimitStore
     svc.limits = DynamoLimitStore(client, models)

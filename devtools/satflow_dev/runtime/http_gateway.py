@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 # (method, path below the prefix included, parsed JSON body or None) -> (status, JSON-able body)
 DevRouteHandler = Callable[[str, str, Any], tuple[int, Any]]
+# (method, path, request headers, raw body) -> (status, JSON-able body): for routes that need the exact request,
+# e.g. the webhook sink verifying signatures over the raw body
+RawDevRouteHandler = Callable[[str, str, list[tuple[str, str]], bytes], tuple[int, Any]]
 # (function, event) -> the handler's return value (exceptions propagate)
 InvokeFunction = Callable[[FunctionSpec, dict[str, Any]], Any]
 
@@ -212,6 +215,7 @@ class HttpGateway(BackgroundHttpServer):
         self.routes = routes
         self.invoke = invoke
         self._dev_routes: dict[str, DevRouteHandler] = {}
+        self._raw_dev_routes: dict[str, RawDevRouteHandler] = {}
         super().__init__(_make_request_handler(self), host, port)
 
 
@@ -220,6 +224,12 @@ class HttpGateway(BackgroundHttpServer):
         if not prefix.startswith(DEV_ROUTE_PREFIX):
             raise ValueError(f"development routes live under {DEV_ROUTE_PREFIX}, got {prefix!r}")
         self._dev_routes[prefix] = handler
+
+    def register_raw_dev_route(self, prefix: str, handler: RawDevRouteHandler) -> None:
+        """Like register_dev_route, but the handler gets the request headers and the raw body bytes."""
+        if not prefix.startswith(DEV_ROUTE_PREFIX):
+            raise ValueError(f"development routes live under {DEV_ROUTE_PREFIX}, got {prefix!r}")
+        self._raw_dev_routes[prefix] = handler
 
     def dev_route(self, path: str) -> DevRouteHandler | None:
         # Longest prefix wins, so /_sim/lnd/payer can sit next to /_sim/lnd.
@@ -234,6 +244,10 @@ class HttpGateway(BackgroundHttpServer):
     def handle(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes, source_ip: str
                ) -> HttpResponse:
         raw_path, _, raw_query = target.partition("?")
+        if raw_path.startswith(DEV_ROUTE_PREFIX):
+            for prefix in sorted(self._raw_dev_routes, key=len, reverse=True):
+                if raw_path.startswith(prefix):
+                    return self._handle_raw_dev_route(self._raw_dev_routes[prefix], method, raw_path, headers, body)
         dev = self.dev_route(raw_path) if raw_path.startswith(DEV_ROUTE_PREFIX) else None
         if dev is not None:
             return self._handle_dev_route(dev, method, raw_path, body)
@@ -247,6 +261,16 @@ class HttpGateway(BackgroundHttpServer):
         except Exception:
             log.exception("%s failed on %s", match.function.logical_id, match.route.route_key)
             return json_response(500, INTERNAL_ERROR)
+
+    @staticmethod
+    def _handle_raw_dev_route(handler: RawDevRouteHandler, method: str, path: str, headers: list[tuple[str, str]],
+                              body: bytes) -> HttpResponse:
+        try:
+            status, result = handler(method, path, headers, body)
+        except Exception:
+            log.exception("development route %s failed", path)
+            return json_response(500, INTERNAL_ERROR)
+        return json_response(status, result)
 
     @staticmethod
     def _handle_dev_route(handler: DevRouteHandler, method: str, path: str, body: bytes) -> HttpResponse:

@@ -56,8 +56,16 @@ class LambdaContext:
         return max(0, int(self.deadline_epoch_ms - time.time() * 1000))
 
 
+# Settings that exist only for the local runtime (the contract tests keep them out of template.yaml).
+LOCAL_RUNTIME_ENV = {
+    # Webhooks may target http:// and loopback/private addresses (the /_sim/webhooks sink on this machine).
+    "SATFLOW_WEBHOOK_ALLOW_PRIVATE": "1",
+}
+
+
 def lambda_process_env(function: FunctionSpec, endpoint_url: str) -> dict[str, str]:
-    """What a function sees in os.environ locally: AWS pointed at moto, then the template's variables."""
+    """What a function sees in os.environ locally: AWS pointed at moto, the local-only settings, then the
+    template's variables."""
     return {
         "AWS_ENDPOINT_URL": endpoint_url,  # boto3 and pynamodb both honour it
         "AWS_REGION": REGION,
@@ -65,6 +73,7 @@ def lambda_process_env(function: FunctionSpec, endpoint_url: str) -> dict[str, s
         **FAKE_CREDENTIALS,
         # Powertools treats this as "not in Lambda": Tracer stays off (no X-Ray daemon here).
         "AWS_SAM_LOCAL": "true",
+        **LOCAL_RUNTIME_ENV,
         **function.env,
     }
 

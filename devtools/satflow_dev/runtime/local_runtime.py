@@ -129,7 +129,8 @@ class LocalRuntime:
                 return
 
     def service(self, kind: str | type[_S]) -> _S:
-        """A started service by name ("lightning", "chain", "sqs-poller", "schedules") or by class, e.g.
+        """A started service by name ("lightning", "chain", "webhooks", "sqs-poller", "streams", "schedules") or by
+        class, e.g.
         `rt.service("lightning").simulator`, `rt.service("chain").simulator`,
         `rt.service(SqsPoller).drain("InvoiceEventsQueue")`."""
         for service in self.services:

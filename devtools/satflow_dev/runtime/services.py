@@ -13,7 +13,10 @@ DEFAULT_SERVICE_FACTORIES (what `make run` starts, in this order):
               the signer secret (the BIP84 test tprv, regtest only) in moto, and /_sim/chain/* (mining fires
               MonitorFunction's {"job": "chain_scan"} schedule, when there is one) — only when the template
               declares the bitcoind secret.
+- webhooks    (webhook_sink.WebhookSink): a webhook receiver at /_sim/webhooks/inbox on the gateway's port
+              (records, verifies, scripts failures) — only when a function reads SATFLOW_WEBHOOK_QUEUE_URL.
 - sqs-poller  (sqs_poller.SqsPoller): every SQS event source, honouring ReportBatchItemFailures.
+- streams     (stream_poller.StreamPoller): every DynamoDB stream event source (filters, partial failures).
 - schedules   (schedules.ScheduleRunner): every Schedule/ScheduleV2 event, SATFLOW_SCHEDULE_SCALE, /_sim/schedules.
 
 Tests pass their own list to LocalRuntime, e.g. `[lightning_service_factory, sqs_poller_factory]`, or build a
@@ -58,6 +61,18 @@ def chain_service_factory(runtime: LocalRuntime) -> BackgroundService | None:
     return ChainService.from_runtime(runtime)
 
 
+def webhook_sink_factory(runtime: LocalRuntime) -> BackgroundService | None:
+    from .webhook_sink import WebhookSink
+
+    return WebhookSink.from_runtime(runtime)
+
+
+def stream_poller_factory(runtime: LocalRuntime) -> BackgroundService | None:
+    from .stream_poller import StreamPoller
+
+    return StreamPoller.from_runtime(runtime)
+
+
 def sqs_poller_factory(runtime: LocalRuntime) -> BackgroundService | None:
     from .sqs_poller import SqsPoller
 
@@ -74,6 +89,8 @@ def schedule_runner_factory(runtime: LocalRuntime) -> BackgroundService | None:
 DEFAULT_SERVICE_FACTORIES: list[ServiceFactory] = [
     lightning_service_factory,
     chain_service_factory,
+    webhook_sink_factory,
     sqs_poller_factory,
+    stream_poller_factory,
     schedule_runner_factory,
 ]

@@ -97,6 +97,21 @@ class SqsEvent:
 
 
 @dataclass(frozen=True)
+class StreamEvent:
+    """A DynamoDB stream event source (`Type: DynamoDB`) on a table of the template."""
+
+    event_name: str
+    table_logical_id: str
+    batch_size: int = 100
+    batching_window_s: int = 0
+    starting_position: str = "LATEST"
+    report_batch_item_failures: bool = False
+    maximum_retry_attempts: int = -1  # -1: until the record expires
+    filter_patterns: tuple[dict[str, Any], ...] = ()  # FilterCriteria.Filters[].Pattern, parsed
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
 class ScheduleEvent:
     event_name: str
     expression: str  # "rate(1 minute)" / "cron(...)" / "at(...)" (ScheduleV2)
@@ -120,6 +135,7 @@ class FunctionSpec:
     routes: tuple[HttpRoute, ...] = ()
     sqs_events: tuple[SqsEvent, ...] = ()
     schedules: tuple[ScheduleEvent, ...] = ()
+    stream_events: tuple[StreamEvent, ...] = ()
 
     @property
     def handler_module(self) -> str:
@@ -536,12 +552,15 @@ class _ModelBuilder:
         routes: list[HttpRoute] = []
         sqs: list[SqsEvent] = []
         schedules: list[ScheduleEvent] = []
+        streams: list[StreamEvent] = []
         for event_name, event in (merged.get("Events") or {}).items():
             etype, eprops = event.get("Type"), event.get("Properties") or {}
             if etype == "HttpApi":
                 routes.append(self._http_route(event_name, eprops))
             elif etype == "SQS":
                 sqs.append(self._sqs_event(event_name, eprops))
+            elif etype == "DynamoDB":
+                streams.append(self._stream_event(logical_id, event_name, eprops))
             elif etype in ("Schedule", "ScheduleV2"):
                 schedules.append(self._schedule(event_name, eprops, etype))
             else:
@@ -559,6 +578,7 @@ class _ModelBuilder:
             routes=tuple(routes),
             sqs_events=tuple(sqs),
             schedules=tuple(schedules),
+            stream_events=tuple(streams),
         )
 
     def _http_route(self, event_name: str, props: dict[str, Any]) -> HttpRoute:
@@ -582,6 +602,34 @@ class _ModelBuilder:
             batch_size=int(p.get("BatchSize", 10)),
             batching_window_s=int(p.get("MaximumBatchingWindowInSeconds", 0)),
             report_batch_item_failures="ReportBatchItemFailures" in (p.get("FunctionResponseTypes") or []),
+            enabled=_truthy(p.get("Enabled", True)),
+        )
+
+    def _stream_event(self, function_id: str, event_name: str, props: dict[str, Any]) -> StreamEvent:
+        stream = props.get("Stream")
+        target = stream.get("Fn::GetAtt") if isinstance(stream, dict) else None
+        if target is None:
+            raise TemplateError(f"{function_id}.{event_name}: Stream must be !GetAtt <Table>.StreamArn locally")
+        table_id, attribute = target if isinstance(target, list) else target.split(".", 1)
+        if attribute != "StreamArn":
+            raise TemplateError(f"{function_id}.{event_name}: Stream must be a table's StreamArn")
+        p = self.resolver.resolve({k: v for k, v in props.items() if k != "Stream"})
+        patterns = []
+        for item in (p.get("FilterCriteria") or {}).get("Filters") or []:
+            pattern = item.get("Pattern")
+            try:
+                patterns.append(json.loads(pattern) if isinstance(pattern, str) else dict(pattern))
+            except (TypeError, ValueError) as exc:
+                raise TemplateError(f"{function_id}.{event_name}: filter pattern is not JSON: {pattern!r}") from exc
+        return StreamEvent(
+            event_name=event_name,
+            table_logical_id=str(table_id),
+            batch_size=int(p.get("BatchSize", 100)),
+            batching_window_s=int(p.get("MaximumBatchingWindowInSeconds", 0)),
+            starting_position=str(p.get("StartingPosition", "LATEST")),
+            report_batch_item_failures="ReportBatchItemFailures" in (p.get("FunctionResponseTypes") or []),
+            maximum_retry_attempts=int(p.get("MaximumRetryAttempts", -1)),
+            filter_patterns=tuple(patterns),
             enabled=_truthy(p.get("Enabled", True)),
         )
 

@@ -49,6 +49,9 @@ def _build() -> Services:
     from .adapters.dynamodb.utxos import DynamoUtxoStore
     from .adapters.dynamodb.audit import DynamoAuditStore
     from .adapters.dynamodb.risk import DynamoRiskStore
+    from .adapters.dynamodb.webhooks import DynamoWebhookStore
+    from .adapters.webhook_http import WebhookHttp
+    from .adapters.webhook_queue import SqsWebhookQueue
     from .domain.bitcoin import Network
     from .domain.risk import parse_risk_thresholds
 
@@ -56,8 +59,11 @@ def _build() -> Services:
     client = aws_client("dynamodb")
     models = build_models(s.table_name, s.region, s.endpoint_url)
     audit = DynamoAuditStore(client, models, shards=s.audit_shards)
+    webhooks = DynamoWebhookStore(client, models)
     return Services(
-        ledger=RecordedLedger(DynamoLedger(client, models, s.system_shards), audit),
+        # Every ledger transaction also carries its audit record and the outbox events it announces.
+        ledger=RecordedLedger(DynamoLedger(client, models, s.system_shards), audit,
+                              outbox_items=webhooks.transfer_outbox_items),
         audit=audit,
         accounts=DynamoAccounts(client, models),
         admin_key=_admin_key_provider(),
@@ -81,6 +87,12 @@ def _build() -> Services:
         tier_limits=parse_tier_limits(s.tier_limits),
         start_payout=_execution_starter(lambda: settings().payout_state_machine_arn,
                                         "SATFLOW_PAYOUT_STATE_MACHINE_ARN", "batch_id"),
+        webhooks=webhooks,
+        webhook_http=WebhookHttp(),
+        # Built with the graph (not at module level): a rebuilt graph may talk to another endpoint.
+        webhook_queue=SqsWebhookQueue(_once(lambda: aws_client("sqs")), lambda: settings().webhook_queue_url),
+        webhook_allow_private=s.webhook_allow_private,
+        webhook_retry_base_s=s.webhook_retry_base_s,
         sanctions=DynamoSanctionsStore(client, s.table_name, cache_s=s.sanctions_cache_s),
         sanctions_when_unloaded=s.sanctions_when_unloaded,
         sanctions_sources=(("sdn", s.sanctions_list_url or ""), ("extra", s.sanctions_extra_url or "")),

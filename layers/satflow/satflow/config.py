@@ -28,6 +28,9 @@ class Settings:
     payout_state_machine_arn: str | None
     tier_limits: str | None  # SATFLOW_TIER_LIMITS: JSON override of the per-tier limits (sat)
     workflow_wait_s: int | None  # local runtime only: shorter Wait states than the ASL defaults (60 s blocks...)
+    webhook_queue_url: str | None  # the webhook delivery queue (relay and replay send, delivery delays)
+    webhook_allow_private: bool  # local runtime only: webhooks to http:// and private/loopback addresses
+    webhook_retry_base_s: float  # local runtime only when set: the first retry delay (default 60 s)
     sanctions_list_url: str | None  # the official list (OFAC SDN XML): https:// or file://; empty = not refreshed
     sanctions_extra_url: str | None  # the operator's supplementary list, same format
     sanctions_when_unloaded: str  # "block" (fail closed) | "allow" when no list was ever loaded
@@ -78,6 +81,9 @@ def settings() -> Settings:
         payout_state_machine_arn=env.get("SATFLOW_PAYOUT_STATE_MACHINE_ARN") or None,
         tier_limits=env.get("SATFLOW_TIER_LIMITS") or None,
         workflow_wait_s=_int("SATFLOW_WORKFLOW_WAIT_S", 0) or None,
+        webhook_queue_url=env.get("SATFLOW_WEBHOOK_QUEUE_URL") or None,
+        webhook_allow_private=(env.get("SATFLOW_WEBHOOK_ALLOW_PRIVATE") or "").lower() in ("1", "true", "yes"),
+        webhook_retry_base_s=float(env.get("SATFLOW_WEBHOOK_RETRY_BASE_S") or 60),
         sanctions_list_url=env.get("SATFLOW_SANCTIONS_LIST_URL") or None,
         sanctions_extra_url=env.get("SATFLOW_SANCTIONS_EXTRA_URL") or None,
         sanctions_when_unloaded=_choice("SATFLOW_SANCTIONS_WHEN_UNLOADED", "block", ("block", "allow")),

@@ -68,6 +68,11 @@ HTTP_STATUS: dict[type[e.SatflowError], int] = {
     e.TransactionRejected: 502,
     e.TransactionInputsMissing: 502,
     e.BitcoinNodeUnavailable: 503,
+    # Webhooks
+    e.WebhookUrlRejected: 400,
+    e.WebhookNotFound: 404,
+    e.WebhookEventNotFound: 404,
+    e.TooManyWebhooks: 422,
     # Sanctions screening
     e.SanctionedDestination: 403,
     e.SanctionsListUnavailable: 503,

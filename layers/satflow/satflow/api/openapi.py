@@ -70,6 +70,14 @@ _DECISION = {**_REVIEW, "properties": {**_REVIEW["properties"], "workflow": {
     "description": "resumed: the parked workflow was woken; not_parked_yet: it finds the decision when it parks; "
                    "ended: it already moved on (timeout) and acts on the stored decision"}}}
 _NOTE = {"type": "object", "additionalProperties": False, "properties": {"note": {"type": "string", "maxLength": 280}}}
+_WEBHOOK = {
+    "type": "object", "required": ["id", "url", "events", "created_at"],
+    "properties": {"id": _STR, "url": _STR, "events": {"type": "array", "items": _STR},
+                   "created_at": {"type": "string", "format": "date-time"}},
+}
+_EVENT_TYPES = {"type": "array", "minItems": 1, "items": {"type": "string", "enum": [
+    "transfer.settled", "invoice.settled", "payment.succeeded", "payment.failed", "deposit.confirmed",
+    "deposit.credited", "payout.broadcast", "payout.confirmed", "review.required"]}}
 
 
 def _path(name: str) -> dict:
@@ -201,6 +209,35 @@ ROUTES: tuple[Route, ...] = (
           request={"type": "object", "required": ["psbt"], "additionalProperties": False,
                    "properties": {"psbt": {"type": "string", "format": "byte"}}},
           parameters=(_path("batch_id"),)),
+    Route("POST", "/v1/webhooks", "Subscribe an https URL to events (the signing secret is shown once)", "read", 201,
+          request={"type": "object", "required": ["url", "events"], "additionalProperties": False,
+                   "properties": {"url": {"type": "string", "format": "uri", "maxLength": 2048},
+                                  "events": _EVENT_TYPES}},
+          response={**_WEBHOOK, "required": _WEBHOOK["required"] + ["secret"],
+                    "properties": {**_WEBHOOK["properties"], "secret": _STR}}),
+    Route("GET", "/v1/webhooks", "The caller's webhook subscriptions", "read", response={
+        "type": "object", "required": ["items"], "properties": {"items": {"type": "array", "items": _WEBHOOK}}}),
+    Route("GET", "/v1/webhooks/{webhook_id}", "One webhook subscription (without its secret)", "read",
+          response=_WEBHOOK, parameters=(_path("webhook_id"),)),
+    Route("DELETE", "/v1/webhooks/{webhook_id}", "Delete a webhook subscription", "read",
+          parameters=(_path("webhook_id"),)),
+    Route("GET", "/v1/webhooks/{webhook_id}/deliveries", "Delivery records of a subscription", "read", response={
+        "type": "object", "required": ["items", "next_cursor"],
+        "properties": {"items": {"type": "array", "items": {"type": "object", "properties": {
+            "event_id": _STR, "type": _STR, "attempts": {"type": "integer"}, "last_error": _STR,
+            "status": {"type": "string", "enum": ["PENDING", "FAILED", "DELIVERED", "DEAD"]}}}},
+                       "next_cursor": {"type": "string", "nullable": True}}},
+          parameters=(_path("webhook_id"),
+                      {"name": "status", "in": "query",
+                       "schema": {"type": "string", "enum": ["PENDING", "FAILED", "DELIVERED", "DEAD"]}},
+                      {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+                      {"name": "cursor", "in": "query", "schema": _STR})),
+    Route("POST", "/v1/webhooks/{webhook_id}/replay",
+          "Send events again: the given event_ids, or every DEAD delivery when none are given", "read", 202,
+          request={"type": "object", "additionalProperties": False,
+                   "properties": {"event_ids": {"type": "array", "minItems": 1, "maxItems": 100, "items": _STR}}},
+          response={"type": "object", "properties": {"id": _STR, "replayed": {"type": "array", "items": _STR}}},
+          parameters=(_path("webhook_id"),)),
     Route("GET", "/v1/admin/sanctions", "The stored sanctions list: version, digest, counts, when loaded", "admin",
           response={"type": "object", "required": ["loaded", "version", "list_sha256", "addresses", "node_pubkeys",
                                                    "loaded_at", "checked_at", "sources", "when_unloaded"],

@@ -67,7 +67,9 @@ from satflow.domain.deposits import (
 from satflow.domain.ledger import is_system_owner
 from satflow.domain.onchain import DepositStatus, Utxo, UtxoStatus
 from satflow.domain.templates import deposit_credited, deposit_dropped, deposit_reversed, deposit_seen
+from satflow.domain.webhooks import deposit_confirmed_events
 
+from . import webhooks
 from .accounts import require_scope
 from .ports import Services
 
@@ -358,8 +360,14 @@ class _ChainScan:
             if step.credit:
                 self._credit(d, step, at)
             elif step.changes_anything:
-                if not self.chain.write(self.chain.step_items(d, step, at)):
+                if not self.chain.write(self._step_items(d, step, at)):
                     self.counts["events"] += len(step.events)
+
+    def _step_items(self, d: Deposit, step: ConfirmationStep, at: str) -> list:
+        """The confirmation pass, with the ``deposit.confirmed`` outbox event in the same transaction when this
+        pass records the first confirmation (rewritten, not refused, if that transition is ever written twice)."""
+        return self.chain.step_items(d, step, at) + webhooks.outbox_items(
+            self.svc, deposit_confirmed_events(d, step, at), overwrite=True)
 
     def _credit(self, d: Deposit, step: ConfirmationStep, at: str) -> None:
         seen = self.svc.ledger.get_transfer(seen_transfer_id(d.outpoint, d.generation))
@@ -367,7 +375,7 @@ class _ChainScan:
             log.error("deposit %s has no pending %s: cannot credit", d.outpoint, seen_transfer_id(d.outpoint,
                                                                                                    d.generation))
             return
-        extra = self.chain.step_items(d, step, at)
+        extra = self._step_items(d, step, at)
         if self.svc.utxos.get(d.txid, d.vout) is None:  # a record left RESERVED by an earlier generation stays
             extra += self.svc.utxos.add_items(Utxo(
                 txid=d.txid, vout=d.vout, value_sat=d.amount_sat, script_pubkey_hex=d.script_pubkey_hex,

@@ -61,8 +61,9 @@ from satflow.domain.payouts import (
     validate_payout_request,
 )
 from satflow.domain.templates import payout_reserved
+from satflow.domain.webhooks import payout_broadcast_event
 
-from . import risk
+from . import risk, webhooks
 from .accounts import require_admin, require_scope
 from .audit import with_audit
 from .limits import admit_with_retry, release_with_retry
@@ -349,7 +350,8 @@ def _replace_transaction(svc: Services, batch: Batch, variant: TxVariant,
                           svc.payouts.save_batch_items(recorded, batch)
                           + svc.payouts.move_payouts_items(batch, payouts, PayoutStatus.BROADCAST,
                                                            [PayoutStatus.BROADCAST], now, txid=variant.txid,
-                                                           shares=dict(variant.shares)))
+                                                           shares=dict(variant.shares))
+                          + _broadcast_outbox(svc, payouts, variant.txid, now, replaces=batch.current.txid))
         recorded = replace(recorded, version=batch.version + 1)
     else:
         recorded = batch
@@ -588,10 +590,21 @@ def step_broadcast(svc: Services, batch_id: str) -> dict[str, Any]:
     try:
         svc.payouts.run(svc.payouts.save_batch_items(sent, batch)
                         + svc.payouts.move_payouts_items(batch, payouts, PayoutStatus.BROADCAST, IN_BATCH, now,
-                                                         txid=variant.txid))
+                                                         txid=variant.txid)
+                        + _broadcast_outbox(svc, payouts, variant.txid, now))
     except errors.Conflict:
         return _route_for(svc, _load_batch(svc, batch_id))
     return _route(batch_id, "CHECK", txid=variant.txid)
+
+
+def _broadcast_outbox(svc: Services, payouts: list[Payout], txid: str, now: str,
+                      replaces: str | None = None) -> list:
+    """``payout.broadcast`` per payout, in the transaction that records the broadcast (a fee bump's replacement
+    is announced too, with the txid it replaces). At most 40 payouts per batch: 1 + 40 + 40 items, under 100."""
+    events = [payout_broadcast_event(payout_id=p.payout_id, account_id=p.account_id, txid=txid,
+                                     amount_sat=p.amount_sat, created_at=now, replaces_txid=replaces)
+              for p in payouts]
+    return webhooks.outbox_items(svc, events, overwrite=True)
 
 
 def step_check(svc: Services, batch_id: str, confirmations: int = DEFAULT_CONFIRMATIONS,

@@ -77,6 +77,12 @@ class Services:
     # Limits
     limits: Any = None  # DynamoLimitStore: per-account limit windows (admit_with_retry fails closed without it)
     tier_limits: dict = field(default_factory=lambda: dict(_default_tier_limits()))
+    # Webhooks (satflow.app.webhooks). Without a store no outbox items are written (tests that do not care).
+    webhooks: Any = None  # DynamoWebhookStore: outbox items, subscriptions, delivery records
+    webhook_http: Any = None  # WebhookHttp: resolve(host, port) -> [address], post(target, address, headers, body)
+    webhook_queue: Any = None  # SqsWebhookQueue: send([message]), delay(receipt_handle, seconds)
+    webhook_allow_private: bool = False  # local runtime only: http:// and private/loopback targets
+    webhook_retry_base_s: float = 60.0  # first retry delay; doubles per attempt (with jitter), capped
     # Sanctions screening (app.sanctions)
     sanctions: Any = None  # DynamoSanctionsStore: the current list (cached per container)
     sanctions_when_unloaded: str = "block"  # no list ever loaded: "block" (fail closed, 503) or "allow"

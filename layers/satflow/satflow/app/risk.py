@@ -182,9 +182,16 @@ def review_items(svc: Services, a: Assessed) -> list[Any]:
 
 
 def review_required_items(svc: Services, review: Review) -> list[Any]:
-    """HOOK for the ``review.required`` webhook: tagged TxItems returned here (an outbox event) are written in the
-    same transaction that creates the review, so the event exists if and only if the review does. None yet."""
-    return []
+    """The ``review.required`` webhook event, written in the same transaction that creates the review, so the event
+    exists if and only if the review does (services built without an outbox announce nothing)."""
+    if getattr(svc, "webhooks", None) is None:
+        return []
+    from satflow.domain.webhooks import review_required_event
+
+    event = review_required_event(review.review_id, review.account_id, review.created_at, {
+        "kind": review.kind.value, "subject_id": review.subject_id, "amount_msat": review.amount_msat,
+        "score": review.assessment.score})
+    return svc.webhooks.outbox_items([event])
 
 
 def refuse_blocked(svc: Services, a: Assessed) -> errors.RiskBlocked:

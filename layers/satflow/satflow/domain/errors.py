@@ -383,6 +383,33 @@ class LimitStateChanged(TransientError):
 
 
 
+# --- Webhooks -----------------------------------------------------------------------------------------------------
+class WebhookUrlRejected(ValidationError):
+    """400: the webhook URL is not https, carries credentials, does not resolve, or resolves to a private,
+    loopback, link-local, multicast, reserved or otherwise non-public address (allowed only in the local runtime)."""
+
+    code = "WEBHOOK_URL_REJECTED"
+
+
+class WebhookNotFound(NotFound):
+    """404: no webhook subscription with this id belongs to the caller."""
+
+    code = "WEBHOOK_NOT_FOUND"
+
+
+class WebhookEventNotFound(NotFound):
+    """404: a replayed event id is unknown, expired (older than the outbox TTL), or not one this subscription
+    receives (another account's, or a type it does not subscribe to). Nothing was re-sent."""
+
+    code = "WEBHOOK_EVENT_NOT_FOUND"
+
+
+class TooManyWebhooks(BusinessRejection):
+    """422: the caller already has the maximum number of webhook subscriptions."""
+
+    code = "TOO_MANY_WEBHOOKS"
+
+
 # --- Sanctions screening -------------------------------------------------------------------------------------------
 class SanctionedDestination(SatflowError):
     """403: the destination (on-chain address or Lightning node) is on a sanctions list. The message says no more
