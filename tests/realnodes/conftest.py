@@ -61,3 +61,16 @@ def lightning(request: pytest.FixtureRequest):
     yield backend
     backend.client.close()
     backend.raw.close()
+
+
+@pytest.fixture(params=["simulator", pytest.param("btcd", marks=pytest.mark.realnodes)])
+def chain(request: pytest.FixtureRequest):
+    """Our Bitcoin RPC adapter against the Core simulator, then against btcd (same test body)."""
+    from tests.realnodes.chain_backends import btcd_backend, simulator_backend
+
+    if request.param == "simulator":
+        backend = simulator_backend()
+    else:
+        backend = btcd_backend(request.getfixturevalue("regtest_stack"))
+    yield backend
+    backend.rpc.close()

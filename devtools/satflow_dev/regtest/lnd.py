@@ -55,7 +55,8 @@ class LndNode:
 
     def secret(self) -> dict[str, Any]:
         """What LndRestClient.from_secret takes: the same shape as the deployed Secrets Manager value."""
-        return {"url": self.rest_url, "macaroon_hex": self.macaroon_hex(), "tls_cert_pem": self.tls_cert_path.read_text()}
+        return {"url": self.rest_url, "macaroon_hex": self.macaroon_hex(),
+                "tls_cert_pem": self.tls_cert_path.read_text()}
 
     def client(self, **kwargs: Any) -> Any:
         from satflow.adapters.lnd import LndRestClient
@@ -128,6 +129,8 @@ class LndNode:
     def connect(self, other: "LndNode") -> None:
         response = self._client().post("/v1/peers", json={"addr": {"pubkey": other.pubkey, "host": other.p2p_host},
                                                           "perm": False, "timeout": "30"})
+        if "in the process of starting" in response.text:  # getinfo answers before the peer server is up
+            raise NotReady(response.text[:200])
         if response.status_code != 200 and "already connected" not in response.text:
             raise RuntimeError(f"{self.name} connect {other.name}: {response.status_code} {response.text[:300]}")
 

@@ -96,7 +96,8 @@ class RegtestStack:
         self._timed("funded", t)
 
         t = time.monotonic()
-        self.external.connect(self.master)
+        wait_until(lambda: self.external.connect(self.master), timeout_s=60, what="external connects to master",
+                   alive=self.external.process)
         wait_until(lambda: _peer_of(self.master, self.external), timeout_s=30, what="peers connected")
         self.master.open_channel(self.external, CHANNEL_SAT)
         self.external.open_channel(self.master, CHANNEL_SAT)
