@@ -16,10 +16,6 @@ import pytest
 REQUIRE_ENV = "SATFLOW_REALNODES"
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "realnodes: needs the regtest binaries or DynamoDB Local (real-node tier)")
-
-
 def unavailable(what: str, how: str) -> None:
     """Skip (developer machine without the build) or fail (CI, SATFLOW_REALNODES=require)."""
     message = f"{what} not built: {how}"
