@@ -13,8 +13,11 @@ everything that decides the output (go.mod, go.sum, tags, flags, Go version / th
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import platform
 import shutil
+import stat
 import subprocess
 import tempfile
 import time
@@ -41,6 +44,7 @@ GO_PACKAGES = {
     "btcctl": "github.com/btcsuite/btcd/cmd/btcctl",
 }
 LDFLAGS = f"-s -w -X github.com/lightningnetwork/lnd/build.Commit={LND_VERSION}"
+GO_TOOLCHAIN = "go1.23.12"  # lnd v0.19.3's go directive; fetched from the module proxy when `go` is older than 1.21
 SQLITE4JAVA_NATIVE = "libsqlite4java-linux-amd64"
 DYNAMODB_MAIN = "software.amazon.dynamodb.services.local.main.ServerRunner"
 
@@ -85,9 +89,50 @@ def _stamp_matches(directory: Path, key: str, outputs: list[Path]) -> bool:
 
 
 # --- Go: lnd, lncli, btcd, btcctl ---------------------------------------------------------------------------------
-def go_cache_key() -> str:
+def _go_version(go: str) -> tuple[int, ...]:
+    text = _run([go, "env", "GOVERSION"], cwd=REPO).strip()  # "go1.19.8", "go1.26.8"
+    return tuple(int(part) for part in text.removeprefix("go").split(".")[:2] if part.isdigit())
+
+
+def go_command() -> str:
+    """A go that can build lnd v0.19.3 (needs 1.23).
+
+    Go 1.21+ switches toolchains by itself (the go.mod's ``go`` line; the toolchain comes from the module proxy).
+    An older go (Debian bookworm has 1.19) cannot, so we fetch the same toolchain module it would have fetched,
+    ``golang.org/toolchain@v0.0.1-<version>.<os>-<arch>``, into .build/go once and build with that.
+    """
     go = _require("go")
-    go_version = _run([go, "env", "GOVERSION"], cwd=GO_MODULE_DIR).strip()
+    if os.environ.get("SATFLOW_GO_BOOTSTRAP") != "1" and _go_version(go) >= (1, 21):
+        return go
+    arch = {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(platform.machine(), platform.machine())
+    root = BUILD_DIR / "go" / GO_TOOLCHAIN
+    if not (root / "bin" / "go").is_file():
+        module = f"golang.org/toolchain@v0.0.1-{GO_TOOLCHAIN}.linux-{arch}"
+        BUILD_DIR.mkdir(parents=True, exist_ok=True)
+        info = json.loads(_run([go, "mod", "download", "-json", module], cwd=BUILD_DIR,
+                               env={"GO111MODULE": "on", "GOFLAGS": "-mod=mod"}))
+        staging = Path(tempfile.mkdtemp(prefix="go.", dir=BUILD_DIR))
+        shutil.copytree(info["Dir"], staging / "root", symlinks=True)
+        for path in (staging / "root").rglob("*"):  # the module cache is read-only and drops exec bits
+            path.chmod(path.stat().st_mode | stat.S_IWUSR)
+            if path.parent.name in ("bin", f"linux_{arch}") or path.is_dir():
+                path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+        root.parent.mkdir(parents=True, exist_ok=True)
+        (staging / "root").rename(root)
+        shutil.rmtree(staging, ignore_errors=True)
+    return str(root / "bin" / "go")
+
+
+def _go_env(go: str) -> dict[str, str]:
+    env = {"GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"}  # -mod=mod: go.sum is committed; GOPROXY: Go's default
+    if go.startswith(str(BUILD_DIR)):
+        env["GOTOOLCHAIN"] = "local"
+    return env
+
+
+def go_cache_key() -> str:
+    go = go_command()
+    go_version = _run([go, "env", "GOVERSION"], cwd=GO_MODULE_DIR, env=_go_env(go)).strip()
     return _digest((GO_MODULE_DIR / "go.mod").read_bytes(), (GO_MODULE_DIR / "go.sum").read_bytes(),
                    " ".join(LND_TAGS), LDFLAGS, go_version, " ".join(sorted(GO_PACKAGES.items()).__repr__()))
 
@@ -111,13 +156,9 @@ def build_nodes(*, force: bool = False) -> BuildReport:
     BIN_DIR.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix="bin.", dir=BIN_DIR.parent))
     try:
-        _run(
-            [_require("go"), "build", "-trimpath", "-tags", " ".join(LND_TAGS), "-ldflags", LDFLAGS,
-             "-o", str(staging) + os.sep, *GO_PACKAGES.values()],
-            cwd=GO_MODULE_DIR,
-            # -mod=mod: go.sum is committed; the proxy is Go's default (GOPROXY unset = proxy.golang.org).
-            env={"GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"},
-        )
+        go = go_command()
+        _run([go, "build", "-trimpath", "-tags", " ".join(LND_TAGS), "-ldflags", LDFLAGS,
+              "-o", str(staging) + os.sep, *GO_PACKAGES.values()], cwd=GO_MODULE_DIR, env=_go_env(go))
         (staging / STAMP).write_text(key + "\n")
         if BIN_DIR.exists():
             shutil.rmtree(BIN_DIR)
