@@ -1,4 +1,5 @@
-"""Shared fixtures. AWS is always moto (in-process, or the locked moto server for threaded tests)."""
+"""Shared fixtures. AWS is moto (in-process, or the locked moto server for threaded tests); the ledger adapter
+and concurrency tests also run on DynamoDB Local (``ddb_backend``: moto | dynamodb_local)."""
 from __future__ import annotations
 
 import functools
@@ -101,11 +102,68 @@ def aws():
 
 
 @pytest.fixture
-def ddb(aws):
+def ddb_moto(aws):
     import boto3
 
     client = boto3.client("dynamodb", region_name="us-east-1")
     create_table(client)
+    return client
+
+
+@pytest.fixture
+def ddb(ddb_moto):
+    return ddb_moto
+
+
+# --- DynamoDB Local: the second backend of the ledger adapter tests -------------------------------------------
+BACKENDS = ["moto", pytest.param("dynamodb_local", marks=pytest.mark.realnodes)]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "realnodes: needs the regtest binaries or DynamoDB Local (real-node tier)")
+
+
+@pytest.fixture(scope="session")
+def dynamodb_local():
+    """One DynamoDB Local (in memory) for the session; skipped where it is not fetched, a failure in CI."""
+    from satflow_dev.regtest.toolchain import dynamodb_local_built
+
+    if not dynamodb_local_built():
+        message = "DynamoDB Local not fetched: run `make regtest-build` (python -m satflow_dev.regtest build)"
+        if os.environ.get("SATFLOW_REALNODES") == "require":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    from satflow_dev.regtest.dynamodb_local import DynamoDBLocal
+
+    with DynamoDBLocal() as server:
+        yield server
+
+
+def fresh_table(client, name: str = TABLE) -> None:
+    """Drop and recreate the table: each test starts empty on a long-lived DynamoDB Local."""
+    try:
+        client.delete_table(TableName=name)
+    except client.exceptions.ResourceNotFoundException:
+        pass
+    create_table(client, name)
+
+
+@pytest.fixture(params=BACKENDS)
+def ddb_backend(request):
+    return request.param
+
+
+@pytest.fixture
+def ddb_on_backend(request, ddb_backend):
+    """A DynamoDB client with the test table, on moto or on DynamoDB Local. A module runs its tests on both by
+    overriding ``ddb`` with it: ``@pytest.fixture def ddb(ddb_on_backend): return ddb_on_backend``."""
+    if ddb_backend == "moto":
+        return request.getfixturevalue("ddb_moto")
+    server = request.getfixturevalue("dynamodb_local")
+    # pynamodb's own calls (Model.save in a test) follow AWS_ENDPOINT_URL; our adapters use the client below.
+    request.getfixturevalue("monkeypatch").setenv("AWS_ENDPOINT_URL", server.endpoint_url)
+    client = server.client()
+    fresh_table(client)
     return client
 
 

@@ -121,7 +121,7 @@ def test_recorded_exchange(method: str, case: dict[str, Any]) -> None:
     assert request.method == "POST"
     assert str(request.url) == URL
     assert request.headers["authorization"] == "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-    body = json.loads(request.content)
+    body = json.loads(request.content, parse_float=Decimal)  # numbers compare exactly (maxfeerate 0.10)
     assert body == {
         "jsonrpc": "1.0",
         "id": body["id"],
@@ -239,3 +239,113 @@ def test_txid_of_raw_transaction() -> None:
     assert txid_of(raw) == document["cases"][0]["expect"]["value"]
     with pytest.raises(ValueError):
         txid_of("zz")
+
+
+# --- btcd (the regtest tier's chain node): answers recorded from btcd v0.24 --------------------------------------
+def _btcd(*answers: Any) -> tuple[BitcoinRpcClient, list[Any]]:
+    """A client whose node answers each request with the next ``(http status, body)`` in turn."""
+    replies = iter(answers)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        status, body = next(replies)
+        return httpx.Response(status, content=dumps_rpc_json(body).encode(),
+                              headers={"content-type": "application/json"})
+
+    client, seen = _recording_client(answer)
+    return client, seen
+
+
+def _rpc_error(code: int, message: str) -> tuple[int, dict[str, Any]]:
+    return 500, {"result": None, "error": {"code": code, "message": message}, "id": 1}
+
+
+def _requests(seen: list[httpx.Request]) -> list[tuple[str, list[Any]]]:
+    return [(json.loads(r.content)["method"], json.loads(r.content, parse_float=Decimal)["params"]) for r in seen]
+
+
+def test_btcd_without_estimatesmartfee_falls_back_to_estimatefee_once() -> None:
+    client, seen = _btcd(_rpc_error(-32601, "Method not found"),
+                         (200, {"result": Decimal("0.00001994"), "error": None, "id": 2}),
+                         (200, {"result": Decimal("0.0000201257861635"), "error": None, "id": 3}))
+    first = client.estimatesmartfee(6, FeeEstimateMode.ECONOMICAL)
+    second = client.estimatesmartfee(2, FeeEstimateMode.CONSERVATIVE)
+    assert (first.sat_per_kvb, first.sat_per_vb, first.blocks) == (1_994, 2, 6)
+    assert (second.sat_per_kvb, second.sat_per_vb) == (2_013, 3)  # float noise rounds UP, never below the node
+    assert _requests(seen) == [("estimatesmartfee", [6, "economical"]), ("estimatefee", [6]), ("estimatefee", [2])]
+
+
+@pytest.mark.parametrize("answer", [(200, {"result": 0, "error": None, "id": 2}),
+                                    (200, {"result": -1, "error": None, "id": 2}),
+                                    _rpc_error(-32600, "Invalid request: malformed")])  # target above 25 blocks
+def test_btcd_without_an_estimate_says_none(answer: Any) -> None:
+    client, _ = _btcd(_rpc_error(-32601, "Method not found"), answer)
+    assert client.estimatesmartfee(6, FeeEstimateMode.ECONOMICAL) is None
+
+
+def test_btcd_estimatefee_unreachable_is_still_transient() -> None:
+    client, _ = _btcd(_rpc_error(-32601, "Method not found"), (503, {"result": None, "error": None, "id": 2}))
+    with pytest.raises(BitcoinNodeUnavailable):
+        client.estimatesmartfee(6, FeeEstimateMode.ECONOMICAL)
+
+
+def test_btcd_blockchain_info_without_ibd_fields() -> None:
+    body = {"chain": "regtest", "blocks": 440, "headers": 440, "bestblockhash": "ab" * 32, "difficulty": 1,
+            "mediantime": 1795274418, "pruned": False}
+    client, _ = _btcd((200, {"result": body, "error": None, "id": 1}))
+    info = client.getblockchaininfo()
+    assert (info.initial_block_download, info.verification_progress, info.network) == (False, 1, Network.REGTEST)
+
+
+def test_btcd_height_above_the_tip_is_block_not_found() -> None:
+    client, _ = _btcd(_rpc_error(-1, "Block number out of range"))
+    with pytest.raises(NotFound):
+        client.getblockhash(10_000)
+
+
+def test_btcd_getblock_lists_transactions_under_rawtx() -> None:
+    coinbase = {"hex": "", "txid": "cd" * 32, "hash": "cd" * 32, "size": 100, "vsize": 100, "weight": 400,
+                "version": 1, "locktime": 0, "vin": [{"coinbase": "0101", "sequence": 4294967295}],
+                "vout": [{"value": Decimal("12.5"), "n": 0, "scriptPubKey": {"asm": "", "hex": "0014" + "11" * 20,
+                                                                             "type": "witness_v0_keyhash"}}]}
+    block = {"hash": "ef" * 32, "confirmations": 1, "height": 441, "time": 1795274446,
+             "previousblockhash": "ab" * 32, "rawtx": [coinbase]}
+    client, seen = _btcd((200, {"result": block, "error": None, "id": 1}))
+    (tx,) = client.getblock("ef" * 32).transactions
+    assert tx.is_coinbase and tx.outputs[0].value_sat == 1_250_000_000 and tx.fee_sat is None
+    assert _requests(seen) == [("getblock", ["ef" * 32, 2])]
+
+
+def test_btcd_getrawtransaction_without_blockhash_parameter_checks_the_block_itself() -> None:
+    tx = {"hex": "00", "txid": "cd" * 32, "hash": "cd" * 32, "vsize": 141, "vin": [{"txid": "aa" * 32, "vout": 0}],
+          "vout": [], "blockhash": "ef" * 32, "confirmations": 1}
+    wrong_count = _rpc_error(-32602, "wrong number of params (expected between 1 and 2, received 3)")
+    client, seen = _btcd(wrong_count, (200, {"result": tx, "error": None, "id": 2}),
+                         wrong_count, (200, {"result": tx, "error": None, "id": 4}))
+    assert client.getrawtransaction("cd" * 32, True, "ef" * 32).block_hash == "ef" * 32
+    with pytest.raises(NotFound):
+        client.getrawtransaction("cd" * 32, True, "12" * 32)
+    assert _requests(seen)[:2] == [("getrawtransaction", ["cd" * 32, 1, "ef" * 32]),
+                                   ("getrawtransaction", ["cd" * 32, 1])]
+
+
+def test_btcd_broadcast_answers() -> None:
+    raw = json.loads((FIXTURES / "sendrawtransaction.json").read_text())["cases"][0]["request"]["params"][0]
+    client, _ = _btcd(_rpc_error(-26, f"TX rejected: already have transaction in mempool {txid_of(raw)}"),
+                      _rpc_error(-25, "TX rejected: orphan transaction " + "ab" * 32 + " references outputs of "
+                                 "unknown or fully-spent transaction " + "cd" * 32))
+    assert client.sendrawtransaction(raw) == txid_of(raw)
+    with pytest.raises(TransactionInputsMissing):
+        client.sendrawtransaction(raw)
+
+
+def test_btcd_testmempoolaccept_reasons_read_as_cores() -> None:
+    entries = [{"txid": "cd" * 32, "wtxid": "cd" * 32, "package-error": "",
+                "reject-reason": "already have transaction in mempool " + "cd" * 32},
+               {"txid": "ef" * 32, "wtxid": "ef" * 32, "package-error": "",
+                "reject-reason": "transaction already exists in blockchain"},
+               {"txid": "12" * 32, "wtxid": "12" * 32, "package-error": "", "reject-reason": "missing-inputs"}]
+    client, seen = _btcd((200, {"result": entries, "error": None, "id": 1}))
+    results = client.testmempoolaccept(["00", "01", "02"])
+    assert [r.reject_reason for r in results] == ["txn-already-in-mempool", "txn-already-known", "missing-inputs"]
+    assert [r.already_known for r in results] == [True, True, False]
+    assert _requests(seen) == [("testmempoolaccept", [["00", "01", "02"], Decimal("0.10")])]

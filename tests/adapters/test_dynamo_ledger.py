@@ -1,5 +1,5 @@
-"""The DynamoDB ledger adapter against moto: every operation is one TransactWriteItems; failures are typed and
-change nothing."""
+"""The DynamoDB ledger adapter against moto AND DynamoDB Local (``ddb_backend``): every operation is one
+TransactWriteItems; failures are typed and change nothing."""
 import pytest
 
 from satflow.adapters.dynamodb.transaction import check
@@ -10,6 +10,11 @@ from satflow.domain.ledger import LedgerAccount, SystemAccount, TransferKind, ne
 from satflow.domain.templates import admin_adjustment, internal_transfer
 
 NOW = "2026-11-21T12:00:00.000Z"
+
+
+@pytest.fixture
+def ddb(ddb_on_backend):
+    return ddb_on_backend
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
-"""Many threads transferring among a few accounts through the adapter, against the locked moto server (real HTTP,
-real conditional transactions): money is conserved and every accepted transfer is applied exactly once."""
+"""Many threads transferring among a few accounts through the adapter, against the locked moto server and against
+DynamoDB Local (real HTTP, real conditional transactions; DynamoDB Local also really runs them concurrently):
+money is conserved and every accepted transfer is applied exactly once."""
 import random
 import threading
 from collections import Counter
@@ -13,19 +14,24 @@ from satflow.domain.accounts import Account, AccountStatus, Scope
 from satflow.domain.templates import admin_adjustment, internal_transfer
 from satflow_dev.runtime.moto_server import start_moto_server
 
-from tests.conftest import build_services, create_table
+from tests.conftest import BACKENDS, build_services, create_table, fresh_table
 
 NOW = "2026-11-21T12:00:00.000Z"
 ACCOUNTS = [f"acc_c{i}" for i in range(4)]
 THREADS, PER_THREAD, START = 8, 25, 5_000
 
 
-@pytest.fixture
-def server_ledger():
-    url, stop = start_moto_server(execute_state_machines=False)
-    client = boto3.client("dynamodb", region_name="us-east-1", endpoint_url=url,
-                          config=Config(max_pool_connections=THREADS * 2, retries={"max_attempts": 1}))
-    create_table(client)
+@pytest.fixture(params=BACKENDS)
+def server_ledger(request):
+    config = Config(max_pool_connections=THREADS * 2, retries={"max_attempts": 1})
+    if request.param == "moto":
+        url, stop = start_moto_server(execute_state_machines=False)
+        client = boto3.client("dynamodb", region_name="us-east-1", endpoint_url=url, config=config)
+        create_table(client)
+    else:
+        client = request.getfixturevalue("dynamodb_local").client(config=config)
+        fresh_table(client)
+        stop = client.close
     svc = build_services(client)
     for i, acc in enumerate(ACCOUNTS):
         svc.accounts.create(Account(acc, f"c:{i}", 1, AccountStatus.ACTIVE, NOW), f"hash{i}", "sk_", [Scope.SEND])

@@ -395,7 +395,7 @@ def test_send_payment_without_any_update_is_unknown_not_failed(respond):
 
 
 def test_send_payment_stops_waiting_at_the_deadline():
-    ticks = iter([0.0, 1.0, 10.0])  # start, after INITIATED, after IN_FLIGHT
+    ticks = iter([0.0, 1.0, 10.0])  # start, after the first IN_FLIGHT (no HTLC yet), after the second
     node = Node(stream_reply(SEND_OK))
     outcome = node.client(monotonic=lambda: next(ticks)).send_payment(PAY_REQ, fee_limit_msat=1_000, wait_s=5)
     assert isinstance(outcome, PaymentInFlight)

@@ -195,8 +195,16 @@ def _is_final_payment(payment_json: Mapping[str, Any]) -> bool:
     return payment_json["status"] in FINAL_PAYMENT_STATUSES
 
 
-def _ansic(unix: int) -> str:
-    return time.strftime("%a %b %e %H:%M:%S %Y", time.gmtime(unix))
+def _go_time(unix: int) -> str:
+    """How lnd prints a time in messages (Go's time.Time.String(), UTC): 2026-11-21 15:10:42 +0000 UTC."""
+    return time.strftime("%Y-%m-%d %H:%M:%S +0000 UTC", time.gmtime(unix))
+
+
+def _check_network(payment_request: str) -> None:
+    """lnd refuses another network's invoice (decode and send) before it looks at anything else in it."""
+    text = payment_request.lower()
+    if text.startswith("ln") and not text.startswith("lnbcrt"):
+        raise _RpcError(lnd_json.GRPC_UNKNOWN, "invoice not for current active network 'regtest'")
 
 
 class LightningSimulator:
@@ -215,6 +223,7 @@ class LightningSimulator:
         macaroon_hex: str = SIM_MACAROON_HEX,
         stream_idle_s: float = 0.0,
         randbytes: Callable[[int], bytes] = os.urandom,
+        use_status_initiated: bool = False,
     ) -> None:
         self._clock = clock
         self.our_node = our_node or NodeKey.from_label("our-master-node")
@@ -229,6 +238,8 @@ class LightningSimulator:
         self.macaroon_hex = macaroon_hex
         self.stream_idle_s = stream_idle_s
         self._randbytes = randbytes
+        # lnd reports a new payment as IN_FLIGHT unless started with routerrpc.usestatusinitiated=true.
+        self.use_status_initiated = use_status_initiated
         self._lock = threading.RLock()
         self._our_invoices: dict[str, _Invoice] = {}  # by payment hash, insertion = add_index order
         self._external_invoices: dict[str, _Invoice] = {}
@@ -597,6 +608,7 @@ class LightningSimulator:
             return self._ok({})
 
     def _decode_pay_req(self, request: _Request) -> SimResponse:
+        _check_network(request.path_params["pay_req"])
         try:
             decoded = decode_invoice(request.path_params["pay_req"])
         except Exception as exc:  # bolt11 raises several unrelated types for a bad string
@@ -617,7 +629,10 @@ class LightningSimulator:
         with self._lock:
             backlog = []
             if add_index:  # zero means "no backlog", as in lnd
-                backlog += [self._invoice_json(i) for i in self._our_invoices.values() if i.add_index > add_index]
+                # Adds in their current state; lnd's subscription drops any event whose invoice is neither OPEN
+                # nor SETTLED (a cancelled invoice never appears, not even in the backlog).
+                backlog += [self._invoice_json(i) for i in self._our_invoices.values()
+                            if i.add_index > add_index and i.state in ("OPEN", "SETTLED")]
             if settle_index:
                 settled = [i for i in self._our_invoices.values() if i.settle_index > settle_index]
                 backlog += [self._invoice_json(i) for i in sorted(settled, key=lambda i: i.settle_index)]
@@ -660,8 +675,8 @@ class LightningSimulator:
         payment_request = str(body.get("payment_request") or "").lower()
         if not payment_request:
             raise _RpcError(lnd_json.GRPC_UNKNOWN, "simulator: only payment_request sends are supported")
-        if _int_field(body, "timeout_seconds") <= 0:
-            raise _RpcError(lnd_json.GRPC_UNKNOWN, "timeout_seconds must be specified")
+        if _int_field(body, "timeout_seconds") < 0:  # 0 is accepted since lnd 0.18 (no pathfinding deadline)
+            raise _RpcError(lnd_json.GRPC_UNKNOWN, "timeout_seconds must not be negative")
         fee_limit_msat = self._fee_limit_msat(body)
         decoded = self._decoded_for_send(payment_request)
         amount_msat = self._send_amount(decoded, _int_field(body, "amt_msat") or _int_field(body, "amt") * 1000)
@@ -676,7 +691,8 @@ class LightningSimulator:
             payment = self._start_payment(payment_request, decoded, amount_msat, fee_limit_msat, script)
             if script.send_timeout == "after_node":
                 raise SimulatedReadTimeout("the node took the payment; the client's read timed out")
-            updates = [self._payment_json(payment, status="INITIATED")]
+            updates = [self._payment_json(payment, status="INITIATED" if self.use_status_initiated else "IN_FLIGHT",
+                                          htlcs=False)]
             if payment.htlc_dispatched:
                 updates.append(self._payment_json(payment, status="IN_FLIGHT"))
             if payment.status in FINAL_PAYMENT_STATUSES:
@@ -693,15 +709,14 @@ class LightningSimulator:
         return fee_limit_msat or fee_limit_sat * 1000  # 0: zero-fee routes only, as in lnd
 
     def _decoded_for_send(self, payment_request: str) -> Any:
+        _check_network(payment_request)
         try:
             decoded = decode_invoice(payment_request)
         except Exception as exc:  # bolt11 raises several unrelated types for a bad string
             raise _RpcError(lnd_json.GRPC_UNKNOWN, f"invalid payment request: {exc}") from exc
-        if decoded.currency != "bcrt":
-            raise _RpcError(lnd_json.GRPC_UNKNOWN, "invoice not for current active network 'regtest'")
         expires_at = decoded.date + decoded.expiry
         if self._now() >= expires_at:
-            raise _RpcError(lnd_json.GRPC_UNKNOWN, f"invoice expired. Valid until {_ansic(expires_at)}")
+            raise _RpcError(lnd_json.GRPC_UNKNOWN, f"invoice expired. Valid until {_go_time(expires_at)}")
         return decoded
 
     @staticmethod
@@ -779,13 +794,14 @@ class LightningSimulator:
         for watcher in self._payment_watchers.get(payment.payment_hash, []):
             watcher.put(snapshot)
 
-    def _payment_json(self, payment: _Payment, status: str | None = None) -> dict[str, Any]:
+    def _payment_json(self, payment: _Payment, status: str | None = None, htlcs: bool = True) -> dict[str, Any]:
+        """``htlcs=False``: the record before its first attempt (lnd's first stream update has no HTLCs)."""
         status = status or payment.status
         final = status in FINAL_PAYMENT_STATUSES
-        htlcs = []
-        if payment.htlc_dispatched and status != "INITIATED":
+        attempts = []
+        if htlcs and payment.htlc_dispatched and status != "INITIATED":
             htlc_status = {"SUCCEEDED": "SUCCEEDED", "FAILED": "FAILED"}.get(status, "IN_FLIGHT")
-            htlcs.append(
+            attempts.append(
                 lnd_json.htlc_attempt_json(
                     attempt_id=payment.payment_index, status=htlc_status, amount_msat=payment.value_msat,
                     fee_msat=payment.fee_msat, destination_pubkey=payment.destination,
@@ -801,7 +817,7 @@ class LightningSimulator:
             value_msat=payment.value_msat, fee_msat=payment.fee_msat if status == "SUCCEEDED" else 0,
             creation_time_ns=payment.creation_time_ns, payment_request=payment.payment_request, status=status,
             payment_index=payment.payment_index,
-            failure_reason=payment.failure_reason if status == "FAILED" else "FAILURE_REASON_NONE", htlcs=htlcs,
+            failure_reason=payment.failure_reason if status == "FAILED" else "FAILURE_REASON_NONE", htlcs=attempts,
         )
 
     def _payment_stream(self, payment: _Payment, updates: list[dict[str, Any]]) -> Iterator[bytes]:

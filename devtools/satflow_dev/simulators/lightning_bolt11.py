@@ -48,8 +48,9 @@ def encode_invoice(
     memo: str = "",
     description_hash_hex: str = "",
     min_final_cltv: int = DEFAULT_MIN_FINAL_CLTV,
+    currency: str = REGTEST_CURRENCY,
 ) -> str:
-    """A signed regtest payment request. ``amount_msat`` 0 makes it amount-less."""
+    """A signed payment request (regtest unless ``currency`` says otherwise). ``amount_msat`` 0: amount-less."""
     tags = Tags()
     tags.add(TagChar.payment_hash, payment_hash_hex)
     tags.add(TagChar.payment_secret, payment_secret_hex)
@@ -61,7 +62,7 @@ def encode_invoice(
     tags.add(TagChar.min_final_cltv_expiry, min_final_cltv)
     tags.add(TagChar.features, Features.from_feature_list(dict(_INVOICE_FEATURES)))
     invoice = Bolt11(
-        currency=REGTEST_CURRENCY,
+        currency=currency,
         date=timestamp,
         tags=tags,
         amount_msat=MilliSatoshi(amount_msat) if amount_msat else None,

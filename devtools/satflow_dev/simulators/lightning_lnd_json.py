@@ -1,4 +1,6 @@
-"""LND REST JSON shapes the Lightning simulator emits (lnd v0.18/v0.19, proto field names, zero values present).
+"""LND REST JSON shapes the Lightning simulator emits (lnd v0.19, proto field names, zero values present).
+
+Checked against a real lnd v0.19.3-beta on regtest (tests/realnodes): field names, feature bits, stream shapes.
 
 ``bytes`` are standard base64, int64 are strings, ``Payment.payment_hash``/``payment_preimage`` are hex strings.
 Errors follow grpc-gateway v2: unary ``{"code", "message", "details"}``; streams ``{"error": {...}}`` (with the
@@ -26,10 +28,11 @@ HTTP_STATUS_FOR_GRPC = {
 }
 ZERO_PREIMAGE_HEX = "0" * 64
 JSON_HEADERS = {"content-type": "application/json"}
-INVOICE_FEATURES_JSON = {
-    "9": {"name": "tlv-onion", "is_required": True, "is_known": True},
+INVOICE_FEATURES_JSON = {  # what lnd v0.19.3 puts in its invoices (tlv-onion is required: bit 8)
+    "8": {"name": "tlv-onion", "is_required": True, "is_known": True},
     "14": {"name": "payment-addr", "is_required": True, "is_known": True},
     "17": {"name": "multi-path-payments", "is_required": False, "is_known": True},
+    "25": {"name": "route-blinding", "is_required": False, "is_known": True},
 }
 
 
@@ -107,6 +110,8 @@ def invoice_json(
         "payment_addr": b64(payment_addr_hex),
         "is_amp": False,
         "amp_invoice_state": {},
+        "is_blinded": False,
+        "blinded_path_config": None,
     }
 
 

@@ -22,6 +22,25 @@ Error mapping (one table, in this module only):
 Broadcast is idempotent: sendrawtransaction of a transaction the node already has (-27 "already in utxo set", or
 the reject reasons txn-already-in-mempool / txn-already-known) returns the txid as a success. A timeout during a
 broadcast is *unknown*, not failed: the caller retries the same hex.
+
+btcd (v0.24, the regtest tier's chain node) serves the same methods with these differences, handled here
+(tests/realnodes/test_bitcoind_backends.py runs every call against both):
+
+* ``estimatesmartfee`` does not exist (-32601): fall back to ``estimatefee <blocks>`` (BTC/kvB; 0 or an error
+  means "no estimate", btcd estimates at most 25 blocks ahead); the mode is not used.
+* ``getblock <hash> 2`` lists the decoded transactions under ``rawtx`` (Core: ``tx``) and gives no ``fee``.
+* ``getrawtransaction`` takes the verbosity as an integer only (Core takes 0/1 or a boolean: we send 0/1) and
+  has no ``blockhash`` parameter (-32602): we ask without it (btcd runs with txindex) and check the block.
+* ``getblockhash`` above the tip is -1 "Block number out of range" (Core: -8).
+* ``getblockchaininfo`` has no ``initialblockdownload``/``verificationprogress``: read as not in IBD, progress
+  blocks/headers.
+* ``testmempoolaccept`` requires ``maxfeerate`` (Core: optional, default 0.10 BTC/kvB): we always send 0.10.
+* ``sendrawtransaction`` of a mempool transaction is -26 "already have transaction in mempool" (Core returns
+  the txid): read as already known, like a confirmed one (-27 on both); missing or spent inputs are -25
+  "orphan transaction ..." (Core: "bad-txns-inputs-missingorspent").
+* ``testmempoolaccept`` words "already known" as "already have transaction in mempool <txid>" / "transaction
+  already exists in blockchain": read as Core's two reasons.
+* Not offered by btcd and not used by satflow: ``scantxoutset``, ``walletprocesspsbt`` and every wallet call.
 """
 from __future__ import annotations
 
@@ -29,7 +48,7 @@ import itertools
 import json
 import math
 from collections.abc import Mapping, Sequence
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from typing import Any, Literal, overload
 from urllib.parse import urlsplit
 
@@ -60,6 +79,7 @@ from satflow.domain.bitcoin import (
     btc_to_sat,
 )
 from satflow.domain.errors import SatflowError, ValidationError
+from satflow.domain.money import SAT_PER_BTC
 
 DEFAULT_TIMEOUT_S = 10.0
 MAX_CONF_TARGET = 1008  # Bitcoin Core's longest fee estimation horizon
@@ -96,6 +116,11 @@ _METHOD_RPC_ERROR_CLASSES: dict[tuple[str, int], type[SatflowError]] = {
     ("getblockhash", RPC_INVALID_PARAMETER): BitcoinBlockNotFound,
 }
 _MISSING_INPUTS_REASON = "bad-txns-inputs-missingorspent"
+_BTCD_MISSING_INPUTS = "orphan transaction"  # btcd: "... references outputs of unknown or fully-spent transaction"
+_BTCD_ALREADY_KNOWN = "already have transaction"  # btcd: "TX rejected: already have transaction in mempool <txid>"
+_BTCD_OUT_OF_RANGE = "out of range"  # btcd getblockhash: -1 "Block number out of range"
+RPC_INVALID_PARAMS = -32602  # JSON-RPC: wrong parameter count or type
+DEFAULT_MAX_FEE_RATE_BTC_PER_KVB = "0.10"  # Core's default for testmempoolaccept; btcd requires the parameter
 
 
 class _RpcError(Exception):
@@ -123,6 +148,7 @@ class BitcoinRpcClient:
         self._user = user
         self._timeout_s = _validate_timeout(timeout_s)
         self._ids = itertools.count(1)
+        self._no_estimatesmartfee = False
         self._http = httpx.Client(
             auth=httpx.BasicAuth(user, password),
             timeout=httpx.Timeout(self._timeout_s),
@@ -196,10 +222,22 @@ class BitcoinRpcClient:
 
         Raises BitcoinTxNotFound when the node does not know it (not in mempool, not in chain / that block).
         """
-        params: list[Any] = [txid, bool(verbose)]
-        if blockhash is not None:
-            params.append(blockhash)
-        result = self.call("getrawtransaction", *params)
+        params: list[Any] = [txid, 1 if verbose else 0]  # an integer: btcd refuses a boolean, Core takes both
+        if blockhash is None:
+            result = self.call("getrawtransaction", *params)
+        else:
+            try:
+                result = self._call("getrawtransaction", [*params, blockhash])
+            except _RpcError as exc:
+                if exc.code != RPC_INVALID_PARAMS:
+                    raise _map_rpc_error(exc) from None
+                # btcd has no blockhash parameter: look the transaction up by txindex and check its block.
+                located = self.call("getrawtransaction", txid, 1)
+                if _parse("getrawtransaction", _transaction_info, located).block_hash != blockhash:
+                    raise BitcoinTxNotFound(
+                        f"bitcoind getrawtransaction: {txid} is not in block {blockhash}", method="getrawtransaction"
+                    ) from None
+                result = located if verbose else located["hex"]
         if not verbose:
             return _parse("getrawtransaction", _hex_string, result)
         return _parse("getrawtransaction", _transaction_info, result)
@@ -211,13 +249,36 @@ class BitcoinRpcClient:
         """
         _require_int(conf_target, "conf_target", minimum=1, maximum=MAX_CONF_TARGET)
         mode = FeeEstimateMode(mode)
-        result = self.call("estimatesmartfee", conf_target, mode.value)
-        return _parse("estimatesmartfee", _fee_estimate, result)
+        if not self._no_estimatesmartfee:
+            try:
+                result = self.call("estimatesmartfee", conf_target, mode.value)
+            except BitcoinRpcMethodNotFound:
+                self._no_estimatesmartfee = True  # btcd: remembered for this client's lifetime
+            else:
+                return _parse("estimatesmartfee", _fee_estimate, result)
+        return self._estimatefee(conf_target)
+
+    def _estimatefee(self, conf_target: int) -> FeeEstimate | None:
+        """btcd's ``estimatefee``: BTC per kvB; 0, -1 or an RPC error mean it has no estimate for that target."""
+        try:
+            result = self.call("estimatefee", conf_target)
+        except BitcoinNodeError:  # not BitcoinNodeUnavailable (transient): that one propagates
+            return None  # "not enough blocks have been observed", "max is 25 blocks", "Fee estimation disabled"
+        if isinstance(result, bool) or not isinstance(result, (Decimal, int)) or result <= 0:
+            return None
+        # btcd computes the rate in floating point (0.0000201257... BTC/kvB): round UP to whole sat/kvB, so the
+        # rate we pay is never below the node's estimate.
+        sat_per_kvb = int((Decimal(result) * SAT_PER_BTC).to_integral_value(rounding=ROUND_CEILING))
+        return FeeEstimate(sat_per_kvb=sat_per_kvb, sat_per_vb=-(-sat_per_kvb // 1000), blocks=conf_target)
 
     def testmempoolaccept(self, raw_txs: Sequence[str]) -> list[MempoolAcceptResult]:
         if isinstance(raw_txs, str) or not raw_txs:
             raise ValueError("testmempoolaccept takes a non-empty list of raw transaction hex strings")
-        result = self.call("testmempoolaccept", list(raw_txs))
+        try:
+            # maxfeerate as a JSON number: btcd requires it and reads a float (a string is a type error there).
+            result = self._call("testmempoolaccept", [list(raw_txs), _JsonNumber(DEFAULT_MAX_FEE_RATE_BTC_PER_KVB)])
+        except _RpcError as exc:
+            raise _map_rpc_error(exc) from None
         return _parse("testmempoolaccept", _mempool_accept_results, result)
 
     def sendrawtransaction(self, raw_tx_hex: str, txid: str | None = None) -> str:
@@ -291,6 +352,17 @@ def _refuse_floats(value: object) -> None:
             _refuse_floats(item)
 
 
+class _JsonNumber(float):
+    """A parameter that must travel as a JSON number; built from exact decimal text that a float prints back
+    unchanged (used for fixed rates such as 0.10, never for amounts)."""
+
+    def __new__(cls, text: str) -> "_JsonNumber":
+        value = super().__new__(cls, text)
+        if repr(float(value)) != format(Decimal(text).normalize(), "f"):
+            raise ValueError(f"{text} does not survive as a JSON number")
+        return value
+
+
 def _json_param(value: object) -> str:
     # Core's AmountFromValue accepts a number or a string: Decimal amounts go out as exact strings, never floats.
     if isinstance(value, Decimal):
@@ -309,8 +381,10 @@ def txid_of(raw_tx_hex: str) -> str:
 # --- error mapping -----------------------------------------------------------------------------------------------
 def _map_rpc_error(exc: _RpcError) -> SatflowError:
     cls = _METHOD_RPC_ERROR_CLASSES.get((exc.method, exc.code)) or _RPC_ERROR_CLASSES.get(exc.code, BitcoinNodeError)
-    if cls is TransactionRejected and _MISSING_INPUTS_REASON in exc.message:
+    if cls is TransactionRejected and (_MISSING_INPUTS_REASON in exc.message or _BTCD_MISSING_INPUTS in exc.message):
         cls = TransactionInputsMissing
+    if exc.method == "getblockhash" and exc.code == RPC_MISC_ERROR and _BTCD_OUT_OF_RANGE in exc.message:
+        cls = BitcoinBlockNotFound
     details: dict[str, object] = {"method": exc.method, "rpc_code": exc.code}
     if issubclass(cls, TransactionRejected):
         details["reject_reason"] = exc.message
@@ -319,7 +393,7 @@ def _map_rpc_error(exc: _RpcError) -> SatflowError:
 
 def _is_already_known(message: str) -> bool:
     # Reject reasons come first in Core's messages, optionally followed by ", <debug detail>".
-    return any(message.startswith(reason) for reason in ALREADY_KNOWN_REJECT_REASONS)
+    return any(message.startswith(reason) for reason in ALREADY_KNOWN_REJECT_REASONS) or _BTCD_ALREADY_KNOWN in message
 
 
 def _error_fields(error: object) -> tuple[int, str]:
@@ -407,13 +481,18 @@ def _sat(value: Any) -> int:
 
 
 def _blockchain_info(info: dict[str, Any]) -> BlockchainInfo:
+    blocks, headers = _int(info["blocks"]), _int(info["headers"])
+    # btcd reports neither field: not in initial download, progress as blocks over headers.
+    progress = info.get("verificationprogress")
+    if progress is None:
+        progress = Decimal(1) if headers <= blocks else Decimal(blocks) / Decimal(headers)
     return BlockchainInfo(
         chain=info["chain"],
-        blocks=_int(info["blocks"]),
-        headers=_int(info["headers"]),
+        blocks=blocks,
+        headers=headers,
         best_block_hash=_hash(info["bestblockhash"]),
-        initial_block_download=bool(info["initialblockdownload"]),
-        verification_progress=Decimal(info["verificationprogress"]),
+        initial_block_download=bool(info.get("initialblockdownload", False)),
+        verification_progress=Decimal(progress),
         pruned=bool(info["pruned"]),
     )
 
@@ -461,7 +540,8 @@ def _block(block: dict[str, Any]) -> Block:
         previous_hash=_hash(previous) if previous else None,
         confirmations=_int(block["confirmations"]),
         time=_int(block["time"]),
-        transactions=tuple(_transaction(tx) for tx in block["tx"]),
+        # btcd lists the decoded transactions under "rawtx".
+        transactions=tuple(_transaction(tx) for tx in (block["tx"] if "tx" in block else block["rawtx"])),
     )
 
 
@@ -479,6 +559,15 @@ def _mempool_accept_results(results: list[dict[str, Any]]) -> list[MempoolAccept
     return [_mempool_accept_result(entry) for entry in results]
 
 
+def _core_reject_reason(reason: str | None) -> str | None:
+    """btcd words "already known" its own way (with the txid appended); Core's reason is what the domain reads."""
+    if reason and reason.startswith(_BTCD_ALREADY_KNOWN):
+        return "txn-already-in-mempool"
+    if reason == "transaction already exists in blockchain":
+        return "txn-already-known"
+    return reason
+
+
 def _mempool_accept_result(entry: dict[str, Any]) -> MempoolAcceptResult:
     fees = entry.get("fees") or {}
     return MempoolAcceptResult(
@@ -486,7 +575,7 @@ def _mempool_accept_result(entry: dict[str, Any]) -> MempoolAcceptResult:
         wtxid=entry.get("wtxid"),
         # When a package fails as a whole, entries carry "package-error" and no "allowed".
         allowed=bool(entry.get("allowed", False)),
-        reject_reason=entry.get("reject-reason") or entry.get("package-error"),
+        reject_reason=_core_reject_reason(entry.get("reject-reason") or entry.get("package-error")),
         vsize=entry.get("vsize"),
         fee_sat=_sat(fees["base"]) if "base" in fees else None,
     )
