@@ -17,6 +17,7 @@ from satflow.adapters.dynamodb.models import build_models
 from satflow.adapters.dynamodb.webhooks import DynamoWebhookStore, outbox_pk
 from satflow.adapters.webhook_http import WebhookHttp
 from satflow.adapters.webhook_queue import SqsWebhookQueue
+from satflow.app.recorded_ledger import RecordedLedger
 from satflow.domain.accounts import Account, AccountStatus, Scope
 from satflow.domain.templates import admin_adjustment
 from satflow.domain.webhooks import MAX_ATTEMPTS
@@ -103,6 +104,10 @@ def wsvc(ddb, sqs):
     receiver is on 127.0.0.1) and no retry delay (the backoff schedule itself is unit-tested)."""
     client, queue, _ = sqs
     svc = build_services(ddb)
+    # These tests put the outbox items into the ledger transaction by hand (what the recorded ledger does in
+    # production, tested in tests/chain/test_deposit_webhooks.py and tests/runtime): an audited ledger without
+    # the automatic outbox, so each event is written once.
+    svc.ledger = RecordedLedger(svc.ledger.inner, svc.ledger.audit)
     svc.webhooks = DynamoWebhookStore(ddb, build_models(TABLE, "us-east-1"))
     svc.webhook_http = WebhookHttp(timeout_s=2)
     svc.webhook_queue = SqsWebhookQueue(lambda: client, lambda: queue)
