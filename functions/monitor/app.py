@@ -49,6 +49,17 @@ def _sanctions_refresh(svc, accept_shrink: bool = False) -> dict:
     return result
 
 
+def _review_sweeper(svc) -> dict:
+    from satflow.app import risk
+
+    counts = risk.sweep_reviews(svc)
+    for key, metric in (("applied", "ReviewsAppliedBySweeper"), ("timed_out", "ReviewsTimedOutBySweeper"),
+                        ("errors", "ReviewSweeperErrors")):
+        if counts[key]:  # any of these means a review workflow was lost: an alarm, not routine
+            metrics.add_metric(name=metric, unit=MetricUnit.Count, value=counts[key])
+    return counts
+
+
 JOBS = {
     "chain_scan": _chain_scan,
     "payout_batcher": lambda svc: payouts.run_batcher(svc),
@@ -56,6 +67,7 @@ JOBS = {
     "invoice_expiry": _invoice_expiry,
     "payment_reconciler": _payment_reconciler,
     "sanctions_refresh": _sanctions_refresh,
+    "review_sweeper": _review_sweeper,
 }
 # Options a job reads from an operator's manual invocation (schedules send only {"job": ...}); booleans only.
 JOB_OPTIONS = {"sanctions_refresh": ("accept_shrink",)}

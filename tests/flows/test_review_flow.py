@@ -267,3 +267,18 @@ def test_a_blocked_transfer_writes_nothing_but_its_audit_record(flow):
     assert Counter(_audit_actions(flow)) - audit_before == Counter({"risk.blocked": 1})  # chains are not time-ordered
     assert flow.item_count() - before in (1, 2)  # the audit record (+ its chain's head on a new chain): no money
     assert flow.balance(alice.account_id) == (FUNDS, 0) and flow.reviews_started == []
+
+
+def test_an_approved_held_transfer_announces_transfer_settled_to_both_sides(flow):
+    """Review proved it: the approval posts the pending (POST_PENDING), which announced nothing."""
+    flow.svc.risk_policy = REVIEW_ALL
+    alice, bob = flow.new_account(FUNDS), flow.new_account()
+    outcome = _transfer(flow, alice, bob)
+    flow.wait_parked(outcome.review_id)
+    flow.decide(outcome.review_id, approve=True)
+    flow.wait_review(outcome.review_id)
+    for account, direction in ((alice, "out"), (bob, "in")):
+        event = flow.svc.webhooks.get_event(event_id(outcome.transfer.id, "transfer.settled", account.account_id))
+        assert event is not None, direction
+        assert (event.data["transfer_id"], event.data["direction"], event.data["amount_msat"]) == (
+            outcome.transfer.id, direction, AMOUNT)

@@ -187,6 +187,7 @@ def test_accepted_urls_and_where_they_connect():
     "2002:7f00:1::1", "2002:a9fe:a9fe::1",  # 6to4 of 127.0.0.1 / 169.254.169.254
     "64:ff9b::a9fe:a9fe", "64:ff9b:1::1",  # NAT64
     "2001:0:4136:e378:8000:63bf:3fff:fdd2",  # Teredo
+    "fec0::1",  # deprecated site-local (review: it passed)
 ])
 def test_non_public_addresses_are_forbidden(address):
     assert w.forbidden_reason(address) is not None

@@ -328,8 +328,53 @@ def step_apply(svc: Services, *, review_id: str | None = None, kind: str | None 
     destination = [store.destination_item(stored.account_id, _destination_kind(subject_kind),
                                           _destination(svc, subject_kind, subject), svc.clock())] if proceed else []
     nxt = _APPLY[subject_kind](svc, subject, proceed, reason, destination)
+    if review is not None and review.status is not ReviewStatus.PENDING:
+        store.mark_applied(review)
     return {"subject_id": subject, "kind": subject_kind.value, "verdict": "proceed" if proceed else "refuse",
             "next": nxt}
+
+
+# The review workflow's default timeout (statemachines/review.asl.json Defaults) and the sweeper's margins.
+REVIEW_TIMEOUT_S = 86_400
+SWEEP_APPLY_AFTER_S = 600  # a decision not applied 10 minutes later: its workflow is gone
+SWEEP_TIMEOUT_GRACE_S = 3_600  # a review pending an hour past its timeout: its workflow is gone
+
+
+def sweep_reviews(svc: Services, *, now_iso: str | None = None, limit: int = 100) -> dict[str, int]:
+    """Monitor job ``review_sweeper``: finish what a lost review workflow cannot (it failed to start, was
+    throttled into NeedsAttention, or its Apply kept failing). A decided review whose decision never reached its
+    send is applied; a review still pending long after its timeout is rejected (as the timeout would) and
+    applied. Both steps are the workflow's own idempotent steps, so a workflow still running alongside is
+    harmless. Bounded: two queries of at most ``limit`` items."""
+    from datetime import datetime, timedelta, timezone
+
+    store = _store(svc)
+    now = datetime.strptime(now_iso or svc.clock(), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+
+    def iso(delta_s: int) -> str:
+        return (now - timedelta(seconds=delta_s)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+    counts = {"applied": 0, "timed_out": 0, "errors": 0}
+    for review_id in store.unapplied(iso(SWEEP_APPLY_AFTER_S), limit):
+        try:
+            step_apply(svc, review_id=review_id)
+            counts["applied"] += 1
+        except Exception:  # one bad review must not stop the others; the next run retries it
+            log.exception("review sweeper could not apply a decision", extra={"review_id": review_id})
+            counts["errors"] += 1
+    stale_before = iso(REVIEW_TIMEOUT_S + SWEEP_TIMEOUT_GRACE_S)
+    pending, _ = store.list_reviews(ReviewStatus.PENDING, limit)
+    for review in pending:  # oldest first
+        if review.created_at >= stale_before:
+            break
+        try:
+            step_review_timeout(svc, review.review_id)
+            step_apply(svc, review_id=review.review_id)
+            counts["timed_out"] += 1
+        except Exception:
+            log.exception("review sweeper could not time out a review", extra={"review_id": review.review_id})
+            counts["errors"] += 1
+    return counts
 
 
 def _destination_kind(kind: SubjectKind) -> DestinationKind:

@@ -96,13 +96,17 @@ def events_for_transfer(transfer: Transfer) -> list[OutboxEvent]:
     payments and payouts (the API answered the caller synchronously)."""
     t, kind = transfer, transfer.kind
     base = {"transfer_id": t.id, "amount_msat": t.amount}
-    if t.template == "internal_transfer" and kind is TransferKind.POSTED:
+    if t.template == "internal_transfer" and kind in (TransferKind.POSTED, TransferKind.POST_PENDING):
+        # A transfer held for review settles when its pending is posted (approval): announced under the id the
+        # sender was given (the pending's), exactly like an instant one.
+        source = t.id if kind is TransferKind.POSTED else str(t.pending_id)
         sender, recipient = t.debit.owner, t.credit.owner
+        settled = {**base, "transfer_id": source}
         return [
-            _event(t.id, TRANSFER_SETTLED, sender, t.created_at,
-                   {**base, "direction": "out", "counterparty": recipient, "memo": t.memo}),
-            _event(t.id, TRANSFER_SETTLED, recipient, t.created_at,
-                   {**base, "direction": "in", "counterparty": sender, "memo": t.memo}),
+            _event(source, TRANSFER_SETTLED, sender, t.created_at,
+                   {**settled, "direction": "out", "counterparty": recipient, "memo": t.memo}),
+            _event(source, TRANSFER_SETTLED, recipient, t.created_at,
+                   {**settled, "direction": "in", "counterparty": sender, "memo": t.memo}),
         ]
     if t.template == "invoice_settled" and kind is TransferKind.POSTED:
         return [_event(t.id, INVOICE_SETTLED, t.credit.owner, t.created_at,
@@ -321,6 +325,8 @@ def forbidden_reason(address: str) -> str | None:
                 return f"embeds {embedded}: {inner}"
             if ip in _NAT64_LOCAL:
                 return "local-use NAT64"
+        if ip.is_site_local:  # fec0::/10: deprecated, but still routed inside some networks (review)
+            return "site-local"
     for name in ("is_loopback", "is_link_local", "is_multicast", "is_unspecified", "is_reserved", "is_private"):
         if getattr(ip, name):
             return name[3:].replace("_", "-")

@@ -113,6 +113,13 @@ def _index_key(status: ReviewStatus, created_at: str, review_id: str) -> tuple[s
     return f"REVIEWIDX#{status.value}", f"{created_at}#{review_id}"
 
 
+UNAPPLIED_PK = "REVIEWIDX#unapplied"
+
+
+def _unapplied_key(decided_at: str, review_id: str) -> tuple[str, str]:
+    return UNAPPLIED_PK, f"{decided_at}#{review_id}"
+
+
 class DynamoRiskStore:
     def __init__(self, client: Any, models: Models) -> None:
         self._client = client
@@ -212,7 +219,24 @@ class DynamoRiskStore:
                    "review_index_pending"),
             put(I(*_index_key(status, review.created_at, review.review_id), ref=review.review_id), None,
                 "review_index"),
+            # Until the decision is applied to its send (mark_applied), the review sweeper can find it.
+            put(I(*_unapplied_key(at, review.review_id), ref=review.review_id), None, "review_index_unapplied"),
         ]
+
+    def unapplied(self, decided_before: str, limit: int = 100) -> list[str]:
+        """Ids of decided reviews whose decision was not yet applied to their send, decided before
+        ``decided_before`` (ISO), oldest first."""
+        pk = UNAPPLIED_PK
+        resp = self._client.query(TableName=self._table, KeyConditionExpression="pk = :pk AND sk < :before",
+                                  ExpressionAttributeValues={":pk": {"S": pk}, ":before": {"S": decided_before}},
+                                  Limit=limit, ConsistentRead=True)
+        return [raw["ref"]["S"] for raw in resp.get("Items", [])]
+
+    def mark_applied(self, review: Review) -> None:
+        """The decision reached its send (idempotent; a crash before this only makes the sweeper apply again)."""
+        if review.decided_at is None:
+            return
+        self._client.delete_item(TableName=self._table, Key=key(*_unapplied_key(review.decided_at, review.review_id)))
 
     def list_reviews(self, status: ReviewStatus, limit: int, cursor: str | None = None
                      ) -> tuple[list[Review], str | None]:
