@@ -25,6 +25,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--backend", choices=("simulators", "regtest"),
                         default=os.environ.get("SATFLOW_BACKEND") or "simulators",
                         help="simulators (default) or regtest: real btcd + two lnd (needs `make regtest-build`)")
+    parser.add_argument("--dynamodb", choices=("moto", "local"), default=os.environ.get("SATFLOW_DYNAMODB") or "moto",
+                        help="moto (default) or local: the table on DynamoDB Local (needs `make regtest-build`)")
     parser.add_argument("--log-level", default=os.environ.get("SATFLOW_RUNTIME_LOG_LEVEL", "INFO"))
     return parser.parse_args(argv)
 
@@ -50,6 +52,8 @@ def _banner(runtime: LocalRuntime) -> str:
         f"satflow local runtime on {runtime.url}   (moto AWS endpoint: {runtime.moto_url})",
         f"  template:   {runtime.model.path}",
         f"  parameters: {', '.join(f'{k}={v}' for k, v in runtime.model.parameters.items())}",
+        *([f"  dynamodb:   DynamoDB Local {runtime.dynamodb_local.endpoint_url} (behind the AWS endpoint above)"]
+          if runtime.dynamodb_local is not None else []),
         f"  routes:     {len(routes)} ({', '.join(routes[:4])}{', ...' if len(routes) > 4 else ''})",
     ]
     for service in runtime.services:
@@ -84,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     from .regtest_service import service_factories
 
     runtime = LocalRuntime(args.template, host=args.host, port=args.port, moto_port=args.moto_port,
-                           parameter_overrides=overrides, service_factories=service_factories(args.backend))
+                           parameter_overrides=overrides, service_factories=service_factories(args.backend),
+                           dynamodb=args.dynamodb)
     stop_requested = threading.Event()
     # Explicit handlers: a shell starts background jobs with SIGINT ignored, and then Python would never raise
     # KeyboardInterrupt.
