@@ -192,6 +192,22 @@ def test_outbound_payment_above_the_channel_capacity_is_voided_and_the_balance_r
     flow.assert_invariants()
 
 
+def test_a_failed_hash_is_never_sent_again_although_lnd_would_take_it(lightning_flow):
+    """lnd lets a FAILED hash be sent again (tests/realnodes: NO_ROUTE with no HTLC); satflow never does: a new
+    payment of the same invoice is a 409 and nothing is reserved."""
+    from satflow.domain import errors
+
+    flow = lightning_flow
+    alice = flow.new_account(FUNDS)
+    request, payment_hash = flow.node.unknown_node_invoice(AMOUNT)
+    first, _ = pay_and_wait(flow, alice, request)
+    assert_voided(flow, alice, first, "NO_ROUTE")
+    with pytest.raises(errors.PaymentHashInFlight):
+        flow.pay(alice, request, key="retry")
+    assert flow.lnd.sends[payment_hash] == 1
+    assert flow.balance(alice.account_id) == (FUNDS, 0)
+
+
 # ------------------------------------------------------------------------------------------------- internal
 def test_internal_invoice_is_settled_on_the_ledger_and_cancelled_on_the_node(lightning_flow):
     flow = lightning_flow
@@ -233,3 +249,48 @@ def test_crash_between_send_and_record_is_finished_by_the_reconciler_from_the_no
     assert payments.reconcile(flow.svc, min_age_s=0)["posted"] == 1
     assert_posted_as_the_node_says(flow, alice, payment)
     assert payments.reconcile(flow.svc, min_age_s=0)["checked"] == 0
+
+
+# ------------------------------------------------------------------------------------------------- held by the payee
+@pytest.fixture
+def short_send_wait(monkeypatch):
+    """The Send step waits up to 20 s for a final status; a held HTLC never gives one. 2 s (bounded below by the
+    client's read timeout on the real node) keeps the test short: timing, like the workflow's wait_s/max_tracks."""
+    monkeypatch.setattr(payments.step_send, "__defaults__", (2.0,))
+
+
+def _held(flow, alice):
+    flow.max_tracks = 2
+    request, payment_hash = flow.node.hold_invoice(AMOUNT)
+    payment, result = pay_and_wait(flow, alice, request)
+    assert payment.payment_hash == payment_hash
+    assert result.final_state == "NeedsReconciliation"  # in flight through every track: unknown, not failed
+    assert flow.node.node_payment(payment_hash).status == "IN_FLIGHT"
+    assert flow.payment(payment.payment_id).status is PaymentStatus.PENDING
+    assert flow.balance(alice.account_id) == (FUNDS - AMOUNT - RESERVE, AMOUNT + RESERVE)
+    assert payments.reconcile(flow.svc, min_age_s=0)["still_pending"] == 1
+    return payment
+
+
+def test_a_payment_held_by_the_payee_stays_pending_and_the_reconciler_posts_once_it_settles(lightning_flow,
+                                                                                           short_send_wait):
+    flow = lightning_flow
+    alice = flow.new_account(FUNDS)
+    payment = _held(flow, alice)
+
+    flow.node.settle_hold(payment.payment_hash)
+    wait_for(lambda: flow.node.node_payment(payment.payment_hash).status == "SUCCEEDED")
+    assert payments.reconcile(flow.svc, min_age_s=0)["posted"] == 1
+    assert_posted_as_the_node_says(flow, alice, payment)
+
+
+def test_a_payment_the_payee_cancels_while_held_is_voided_by_the_reconciler(lightning_flow, short_send_wait):
+    flow = lightning_flow
+    alice = flow.new_account(FUNDS)
+    payment = _held(flow, alice)
+
+    flow.node.cancel_hold(payment.payment_hash)
+    wait_for(lambda: flow.node.node_payment(payment.payment_hash).status == "FAILED")
+    assert payments.reconcile(flow.svc, min_age_s=0)["voided"] == 1
+    assert_voided(flow, alice, payment, "INCORRECT_PAYMENT_DETAILS")
+    assert flow.lnd.sends[payment.payment_hash] == 1
