@@ -33,6 +33,18 @@ def runtime(regtest_stack):
     with LocalRuntime(REAL_TEMPLATE, port=0, service_factories=factories, write_admin_key_file=False,
                       environ={"SATFLOW_SCHEDULE_SCALE": "0"}) as rt:
         yield rt
+        forget_the_table(rt)
+
+
+def forget_the_table(rt) -> None:
+    """moto's state is process-global and every runtime names its table satflow-local-LedgerTable: drop ours, or
+    the next runtime in this process inherits this one's invoice cursor (the real node's settle indexes)."""
+    from satflow_dev.runtime.resources import aws_client
+
+    ddb = aws_client("dynamodb", rt.moto_url)
+    for table in ddb.list_tables()["TableNames"]:
+        if table.startswith("satflow-local-"):
+            ddb.delete_table(TableName=table)
 
 
 def _call(runtime, method: str, path: str, *, key: str | None = None, body: dict | None = None,
