@@ -27,9 +27,13 @@ $(TOOLS)/.installed: requirements-tools.txt
 
 ## run: the local runtime on 127.0.0.1:$(PORT) (moto in-process, no AWS, no Docker)
 ## RISK_THRESHOLDS='{"review":30,"block":101}' overrides the risk policy (demo of held sends)
-run: $(VENV)/.installed
+## BACKEND=regtest: real btcd + our lnd + an external lnd instead of the simulators (builds them first)
+## DYNAMODB=local: the table on DynamoDB Local instead of moto (fetches it first)
+BACKEND ?= simulators
+DYNAMODB ?= moto
+run: $(VENV)/.installed $(if $(filter regtest,$(BACKEND))$(filter local,$(DYNAMODB)),regtest-build)
 	SATFLOW_WORKFLOW_WAIT_S=$${SATFLOW_WORKFLOW_WAIT_S:-2} SATFLOW_WEBHOOK_RETRY_BASE_S=$${SATFLOW_WEBHOOK_RETRY_BASE_S:-2} \
-	  $(PY) -m satflow_dev.runtime --port $(PORT) $(if $(RISK_THRESHOLDS),--parameter 'RiskThresholds=$(RISK_THRESHOLDS)')
+	  $(PY) -m satflow_dev.runtime --port $(PORT) --backend $(BACKEND) --dynamodb $(DYNAMODB) $(if $(RISK_THRESHOLDS),--parameter 'RiskThresholds=$(RISK_THRESHOLDS)')
 
 ## test: lint the template and run the whole test suite (both tiers when the real-node toolchain is installed)
 test: $(VENV)/.installed lint

@@ -88,6 +88,8 @@ class Flow:
     reviews_started: list[str] = field(default_factory=list)
     # fault hooks per step: called with (event, result) after the real step ran; may raise (LambdaCrash, ...)
     after_step: dict[str, Callable[[dict, Any], None]] = field(default_factory=dict)
+    published: list[dict] = field(default_factory=list)  # invoice events the listener/poller published
+    node: Any = None  # lightning_flow only: the backend (tests/flows/backends.py)
     _accounts: int = 0
 
     # -- the payment Lambda, as the state machine invokes it
@@ -159,9 +161,10 @@ class Flow:
             executionArn=self.moto.execution_arn(state_machine_arn, name))["status"]
 
     # -- drivers
-    def new_account(self, funds_msat: int = 0) -> Principal:
+    def new_account(self, funds_msat: int = 0, tier: int = 1) -> Principal:
         self._accounts += 1
-        account, _key = accounts_app.create_account(self.svc, accounts_app.ADMIN, f"flow:user{self._accounts}", 1)
+        account, _key = accounts_app.create_account(self.svc, accounts_app.ADMIN, f"flow:user{self._accounts}",
+                                                    tier)
         if funds_msat:
             transfers.adjust(self.svc, accounts_app.ADMIN, f"fund-{account.account_id}", account.account_id,
                              funds_msat, "credit", "flow test funding")
@@ -193,24 +196,22 @@ class Flow:
         return ddb.scan(TableName=self.svc.lightning._m.table_name, Select="COUNT")["Count"]
 
 
-@pytest.fixture
-def flow(moto_sfn, payment_state_machine, review_state_machine, payment_handler, risk_handler):
+@pytest.fixture(scope="session")
+def invoice_handler():
+    return load_handler_module("invoice", "satflow_fn_invoice").lambda_handler
+
+
+def _build_flow(moto_sfn, payment_state_machine, review_state_machine, payment_handler, risk_handler, *,
+                clock: Clock, lnd: Any, counting: CountingTransport, sim: Any) -> Flow:
     from satflow.adapters.dynamodb.accounts import DynamoAccounts
     from satflow.adapters.dynamodb.lightning import DynamoLightningStore
     from satflow.adapters.dynamodb.models import build_models
-    from satflow.adapters.lnd import LndRestClient
     from satflow.app.ports import Services
-
-    from satflow_dev.simulators.lightning import LightningSimulator
 
     table = f"flow-{uuid.uuid4().hex[:12]}"
     client = moto_sfn.client("dynamodb")
     create_table(client, table)
     models = build_models(table, REGION, moto_sfn.url)
-    clock = Clock()
-    sim = LightningSimulator(clock=clock)
-    counting = CountingTransport(sim.transport(), sim)
-    lnd = LndRestClient(base_url=SIM_URL, macaroon_hex=sim.macaroon_hex, transport=counting.transport)
     ledger = recorded_ledger(client, models, SHARDS)
     svc = Services(ledger=ledger, audit=ledger.audit, webhooks=ledger.webhooks, accounts=DynamoAccounts(client, models),
                    admin_key=lambda: ADMIN_KEY, system_shards=SHARDS, network="regtest",
@@ -227,11 +228,61 @@ def flow(moto_sfn, payment_state_machine, review_state_machine, payment_handler,
              handler=payment_handler, risk_handler=risk_handler, review_state_machine_arn=review_state_machine)
     svc.start_payment = f.start_payment
     svc.start_review = f.start_review
+    svc.publish_invoice_event = f.published.append
     moto_sfn.functions["PaymentFunction"] = f.invoke_step
     moto_sfn.functions["RiskFunction"] = f.invoke_risk
     bootstrap.override(svc)
-    yield f
+    return f
+
+
+def _teardown_flow(moto_sfn) -> None:
     bootstrap.override(None)
     moto_sfn.functions.pop("PaymentFunction", None)
     moto_sfn.functions.pop("RiskFunction", None)
+
+
+@pytest.fixture
+def flow(moto_sfn, payment_state_machine, review_state_machine, payment_handler, risk_handler):
+    """A flow against the Lightning simulator (scripted outcomes: ``flow.sim.script(...)``)."""
+    from satflow.adapters.lnd import LndRestClient
+
+    from satflow_dev.simulators.lightning import LightningSimulator
+
+    clock = Clock()
+    sim = LightningSimulator(clock=clock)
+    counting = CountingTransport(sim.transport(), sim)
+    lnd = LndRestClient(base_url=SIM_URL, macaroon_hex=sim.macaroon_hex, transport=counting.transport)
+    yield _build_flow(moto_sfn, payment_state_machine, review_state_machine, payment_handler, risk_handler,
+                      clock=clock, lnd=lnd, counting=counting, sim=sim)
+    _teardown_flow(moto_sfn)
     lnd.close()
+
+
+@pytest.fixture(scope="session")
+def regtest_stack(request: pytest.FixtureRequest):
+    """The session's one regtest stack (the same object tests/realnodes uses)."""
+    from tests.realnodes.session_stack import session_stack
+
+    return session_stack(request)
+
+
+@pytest.fixture(params=["simulator", pytest.param("lnd", marks=pytest.mark.realnodes)])
+def lightning_flow(request, moto_sfn, payment_state_machine, review_state_machine, payment_handler, risk_handler):
+    """One suite, two backends: a flow whose Lightning node is the simulator, then the real regtest master lnd
+    (the external lnd playing the outside world). ``flow.node`` is the backend (tests/flows/backends.py); nothing
+    is scripted, so the same test body holds on both."""
+    from .backends import lnd_lightning, simulator_lightning
+
+    clock = Clock()
+    if request.param == "simulator":
+        node = simulator_lightning(clock)
+    else:
+        node = lnd_lightning(request.getfixturevalue("regtest_stack"))
+    f = _build_flow(moto_sfn, payment_state_machine, review_state_machine, payment_handler, risk_handler,
+                    clock=clock, lnd=node.client, counting=node.counting, sim=node.sim)
+    f.node = node
+    # Real HTLCs take a moment: let Track wait for news instead of spinning through max_tracks.
+    f.wait_s, f.max_tracks = (0, 3) if node.sim is not None else (1, 10)
+    yield f
+    _teardown_flow(moto_sfn)
+    node.close()

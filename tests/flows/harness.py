@@ -1,6 +1,7 @@
 """Flow-test harness: the REAL payment state machine (statemachines/*.asl.json) executed by moto's Step Functions
 interpreter on the locked moto server, its Lambda tasks answered in-process by functions/payment/app.py, against
-the Lightning simulator through the LND REST adapter.
+the Lightning simulator (or, for ``lightning_flow``'s ``lnd`` parameter, the real regtest master lnd) through the
+LND REST adapter.
 
 Server mode (not ``mock_aws``) because an execution runs in moto's worker thread while the test polls, and flows
 with concurrent API calls need moto behind its one lock. The contract tests reuse :class:`MotoStepFunctions`.
@@ -175,14 +176,16 @@ class ExecutionResult:
 
 
 class CountingTransport:
-    """Wraps the simulator's httpx transport and records what reached LND: every send (by payment hash, with
-    its body) and every track. The simulator itself does not count."""
+    """Wraps the transport to LND (the simulator's, or real HTTPS to the regtest master node) and records what
+    reached LND: every send (by payment hash, with its body) and every track. Neither node counts for us.
 
-    def __init__(self, inner: Any, sim: Any) -> None:
+    ``payment_hash_of``: decodes a payment request (a callable, or an object with that method: the simulator)."""
+
+    def __init__(self, inner: Any, payment_hash_of: Any) -> None:
         import httpx
 
         self._inner = inner
-        self._sim = sim
+        self._hash_of = getattr(payment_hash_of, "payment_hash_of", payment_hash_of)
         self.sends: Counter[str] = Counter()
         self.send_bodies: list[dict] = []
         self.tracks = 0
@@ -194,7 +197,7 @@ class CountingTransport:
                 if request.method == "POST" and request.url.path == "/v2/router/send":
                     body = json.loads(request.read() or b"{}")
                     outer.send_bodies.append(body)
-                    outer.sends[outer._sim.payment_hash_of(body["payment_request"])] += 1
+                    outer.sends[outer._hash_of(body["payment_request"])] += 1
                 elif request.url.path.startswith("/v2/router/track/"):
                     outer.tracks += 1
                 return outer._inner.handle_request(request)

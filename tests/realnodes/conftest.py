@@ -9,32 +9,15 @@ directory is printed at exit.
 """
 from __future__ import annotations
 
-import os
-
 import pytest
 
-REQUIRE_ENV = "SATFLOW_REALNODES"
-
-
-def unavailable(what: str, how: str) -> None:
-    """Skip (developer machine without the build) or fail (CI, SATFLOW_REALNODES=require)."""
-    message = f"{what} not built: {how}"
-    if os.environ.get(REQUIRE_ENV) == "require":
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
+from tests.realnodes.session_stack import REQUIRE_ENV, session_stack, unavailable  # noqa: F401 (re-exported)
 
 
 @pytest.fixture(scope="session")
 def regtest_stack(request: pytest.FixtureRequest):
-    from satflow_dev.regtest.stack import RegtestStack
-    from satflow_dev.regtest.toolchain import nodes_built
-
-    if not nodes_built():
-        unavailable("lnd/btcd", "run `make regtest-build` (python -m satflow_dev.regtest build)")
-    with RegtestStack() as stack:
-        yield stack
-        if request.session.testsfailed:
-            stack.mark_failed()
+    """The session's one regtest stack (shared with tests/flows)."""
+    return session_stack(request)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -96,3 +96,29 @@ def test_fee_estimates_are_whole_sat_per_vbyte_or_none(chain):
     # Transactions paid 2 sat/vB. btcd measures its own way (1,994 sat/kvB here); rounded up it is 2 sat/vB.
     assert estimate is not None and estimate.sat_per_vb == 2 and 1_000 < estimate.sat_per_kvb <= 2_000
     assert chain.rpc.estimatesmartfee(1008, FeeEstimateMode.CONSERVATIVE) is None or chain.name == "simulator"
+
+
+@pytest.mark.realnodes
+def test_the_secret_with_btcds_own_certificate_reaches_it_over_tls_and_nothing_else_is_trusted(regtest_stack):
+    """The deployed secret shape plus ``tls_cert_pem`` (btcd's self-signed certificate): what `make run
+    BACKEND=regtest` writes. Without the certificate the system CAs refuse btcd."""
+    from satflow.adapters.bitcoind import BitcoinRpcClient
+    from satflow.domain.errors import BitcoinNodeUnavailable
+
+    secret = regtest_stack.btcd.secret()
+    with BitcoinRpcClient.from_secret(secret) as rpc:
+        assert rpc.getblockcount() == regtest_stack.btcd.height()
+    with BitcoinRpcClient.from_secret({k: v for k, v in secret.items() if k != "tls_cert_pem"}) as rpc:
+        with pytest.raises(BitcoinNodeUnavailable) as refused:
+            rpc.getblockcount()
+        assert "CERTIFICATE_VERIFY_FAILED" in repr(refused.value.__cause__)
+
+
+def test_a_tls_cert_that_is_not_pem_is_a_validation_error_that_does_not_echo_it():
+    from satflow.adapters.bitcoind import BitcoinRpcClient
+    from satflow.domain.errors import ValidationError
+
+    with pytest.raises(ValidationError) as exc:
+        BitcoinRpcClient.from_secret({"url": "https://127.0.0.1:1/", "user": "u", "password": "p",
+                                      "tls_cert_pem": "not-a-cert-secret-ish"})
+    assert "not-a-cert" not in str(exc.value)

@@ -22,6 +22,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--template", type=Path, default=DEFAULT_TEMPLATE, help="SAM template (default: the repo's)")
     parser.add_argument("--parameter", action="append", default=[], metavar="NAME=VALUE",
                         help="override a template parameter, e.g. --parameter Network=signet (repeatable)")
+    parser.add_argument("--backend", choices=("simulators", "regtest"),
+                        default=os.environ.get("SATFLOW_BACKEND") or "simulators",
+                        help="simulators (default) or regtest: real btcd + two lnd (needs `make regtest-build`)")
+    parser.add_argument("--dynamodb", choices=("moto", "local"), default=os.environ.get("SATFLOW_DYNAMODB") or "moto",
+                        help="moto (default) or local: the table on DynamoDB Local (needs `make regtest-build`)")
     parser.add_argument("--log-level", default=os.environ.get("SATFLOW_RUNTIME_LOG_LEVEL", "INFO"))
     return parser.parse_args(argv)
 
@@ -47,6 +52,8 @@ def _banner(runtime: LocalRuntime) -> str:
         f"satflow local runtime on {runtime.url}   (moto AWS endpoint: {runtime.moto_url})",
         f"  template:   {runtime.model.path}",
         f"  parameters: {', '.join(f'{k}={v}' for k, v in runtime.model.parameters.items())}",
+        *([f"  dynamodb:   DynamoDB Local {runtime.dynamodb_local.endpoint_url} (behind the AWS endpoint above)"]
+          if runtime.dynamodb_local is not None else []),
         f"  routes:     {len(routes)} ({', '.join(routes[:4])}{', ...' if len(routes) > 4 else ''})",
     ]
     for service in runtime.services:
@@ -78,17 +85,25 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     _configure_logging(args.log_level.upper())
     overrides = dict(p.split("=", 1) for p in args.parameter)
+    from .regtest_service import service_factories
+
     runtime = LocalRuntime(args.template, host=args.host, port=args.port, moto_port=args.moto_port,
-                           parameter_overrides=overrides)
+                           parameter_overrides=overrides, service_factories=service_factories(args.backend),
+                           dynamodb=args.dynamodb)
     stop_requested = threading.Event()
     # Explicit handlers: a shell starts background jobs with SIGINT ignored, and then Python would never raise
     # KeyboardInterrupt.
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop_requested.set())
+    if args.backend == "regtest":
+        print("starting btcd + two lnd on regtest (12-30 s)...", flush=True)
     try:
         runtime.start()
     except OSError as exc:
         print(f"cannot start the local runtime on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    except RuntimeError as exc:  # the regtest build is missing, a node did not start
+        print(f"cannot start the local runtime: {exc}", file=sys.stderr)
         return 1
     try:
         print(_banner(runtime), flush=True)

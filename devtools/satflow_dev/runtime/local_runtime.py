@@ -49,7 +49,12 @@ class LocalRuntime:
         service_factories: Sequence[ServiceFactory] | None = None,
         write_admin_key_file: bool = True,
         environ: Mapping[str, str] | None = None,
+        dynamodb: str = "moto",
     ) -> None:
+        if dynamodb not in ("moto", "local"):
+            raise ValueError("dynamodb must be 'moto' or 'local' (DynamoDB Local)")
+        self.dynamodb = dynamodb
+        self.dynamodb_local: Any = None
         self.template_path = Path(template)
         self.host, self.port, self.moto_port = host, port, moto_port
         self.parameter_overrides = dict(parameter_overrides or {})
@@ -95,7 +100,15 @@ class LocalRuntime:
 
         # moto hands Lambda Invoke calls (Step Functions tasks) to the invoker, which needs moto's URL: hence
         # the indirection through self.invoker.
-        self.moto_url, stop_moto = start_moto_server(self.host, self.moto_port, lambda_invoker=self._lambda_api)
+        dynamodb_endpoint = None
+        if self.dynamodb == "local":
+            from satflow_dev.regtest.dynamodb_local import DynamoDBLocal
+
+            self.dynamodb_local = DynamoDBLocal().start()
+            self._stops.append(self.dynamodb_local.stop)
+            dynamodb_endpoint = self.dynamodb_local.endpoint_url
+        self.moto_url, stop_moto = start_moto_server(self.host, self.moto_port, lambda_invoker=self._lambda_api,
+                                                     dynamodb_endpoint=dynamodb_endpoint)
         self._stops.append(stop_moto)
         self.resources = create_resources(self.model, self.moto_url, self.environ)
 

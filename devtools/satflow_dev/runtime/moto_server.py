@@ -13,6 +13,11 @@ our handlers call back into moto (DynamoDB, SQS, ...) and would otherwise deadlo
 moto keeps its state in module globals, so every server started in one process shares the same AWS state;
 tests that need isolation use distinct resource names. Importing this module is cheap; moto itself is imported
 on the first start.
+
+DynamoDB on DynamoDB Local (`make run DYNAMODB=local`): with a `dynamodb_endpoint`, every DynamoDB and DynamoDB
+Streams request (told apart by its `X-Amz-Target`) is forwarded there unchanged, outside the lock, so the
+functions, the runtime's pollers and moto's Step Functions tasks all reach the one table on DynamoDB Local while
+keeping a single AWS endpoint (the layer's bootstrap uses one endpoint URL for every service).
 """
 from __future__ import annotations
 
@@ -35,6 +40,9 @@ log = logging.getLogger(__name__)
 MOTO_LOCK = threading.Lock()
 
 _LAMBDA_INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<function>[^/]+)/invocations/?$")
+_DYNAMODB_TARGETS = ("DynamoDB_20120810.", "DynamoDBStreams_20120810.")
+# Hop-by-hop and recomputed headers are not forwarded.
+_NOT_FORWARDED = {"host", "content-length", "connection", "transfer-encoding", "keep-alive"}
 
 
 @dataclass(frozen=True)
@@ -54,11 +62,15 @@ LambdaInvoker = Callable[[str, bytes, str], "LambdaInvokeResult | None"]
 class _SerialisedMotoApp:
     """WSGI app: moto's domain dispatcher behind MOTO_LOCK, plus the optional Lambda Invoke interception."""
 
-    def __init__(self, moto_app: Any, lambda_invoker: LambdaInvoker | None) -> None:
+    def __init__(self, moto_app: Any, lambda_invoker: LambdaInvoker | None,
+                 dynamodb_endpoint: str | None = None) -> None:
         self._moto_app = moto_app
         self._lambda_invoker = lambda_invoker
+        self._dynamodb_endpoint = dynamodb_endpoint
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if self._dynamodb_endpoint and (environ.get("HTTP_X_AMZ_TARGET") or "").startswith(_DYNAMODB_TARGETS):
+            return self._forward(self._dynamodb_endpoint, environ, start_response)
         if self._lambda_invoker is not None and environ.get("REQUEST_METHOD") == "POST":
             match = _LAMBDA_INVOKE_PATH.match(environ.get("PATH_INFO", ""))
             if match:
@@ -106,6 +118,28 @@ class _SerialisedMotoApp:
         return [result.payload]
 
 
+    @staticmethod
+    def _forward(endpoint: str, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        import urllib.error
+
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        headers = {key[5:].replace("_", "-").title(): value for key, value in environ.items()
+                   if key.startswith("HTTP_") and key[5:].replace("_", "-").lower() not in _NOT_FORWARDED}
+        if environ.get("CONTENT_TYPE"):
+            headers["Content-Type"] = environ["CONTENT_TYPE"]
+        request = urllib.request.Request(endpoint.rstrip("/") + (environ.get("PATH_INFO") or "/"), data=body,
+                                         headers=headers, method=environ.get("REQUEST_METHOD") or "POST")
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                status, reason, answer, reply = response.status, response.reason, response.read(), response.headers
+        except urllib.error.HTTPError as exc:  # DynamoDB's 400s (conditional check failed, ...) are answers
+            status, reason, answer, reply = exc.code, exc.reason, exc.read(), exc.headers
+        out = [(k, v) for k, v in reply.items() if k.lower() not in _NOT_FORWARDED]
+        start_response(f"{status} {reason}", [*out, ("Content-Length", str(len(answer)))])
+        return [answer]
+
+
 _REASONS = {200: "OK", 202: "Accepted", 204: "No Content"}
 
 
@@ -126,13 +160,16 @@ def start_moto_server(
     *,
     lambda_invoker: LambdaInvoker | None = None,
     execute_state_machines: bool = True,
+    dynamodb_endpoint: str | None = None,
 ) -> tuple[str, Callable[[], None]]:
-    """Serve moto on host:port (0 = a free port) in a daemon thread. Returns (base URL, stop)."""
+    """Serve moto on host:port (0 = a free port) in a daemon thread. Returns (base URL, stop).
+
+    ``dynamodb_endpoint``: forward DynamoDB (and Streams) requests there (DynamoDB Local) instead of moto."""
     from werkzeug.serving import make_server
 
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-    app = _SerialisedMotoApp(DomainDispatcherApplication(create_backend_app), lambda_invoker)
+    app = _SerialisedMotoApp(DomainDispatcherApplication(create_backend_app), lambda_invoker, dynamodb_endpoint)
     server = make_server(host, port, app, threaded=True, request_handler=_quiet_request_handler())
     server.daemon_threads = True  # a hung client connection must not keep the process alive
     bound_port = server.server_address[1]

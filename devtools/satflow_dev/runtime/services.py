@@ -19,6 +19,10 @@ DEFAULT_SERVICE_FACTORIES (what `make run` starts, in this order):
 - streams     (stream_poller.StreamPoller): every DynamoDB stream event source (filters, partial failures).
 - schedules   (schedules.ScheduleRunner): every Schedule/ScheduleV2 event, SATFLOW_SCHEDULE_SCALE, /_sim/schedules.
 
+`--backend regtest` (`make run BACKEND=regtest`) starts regtest_service.RegtestService in place of `lightning`
+and `chain`: real btcd + two lnd, the same secrets and /_sim/lightning, /_sim/chain routes driving the external
+lnd and the miner (regtest_service.service_factories(backend) builds the list).
+
 Tests pass their own list to LocalRuntime, e.g. `[lightning_service_factory, sqs_poller_factory]`, or build a
 service with options: `lambda rt: SqsPoller.from_runtime(rt, background=False)`. A started runtime hands its
 services out with `runtime.service("lightning")` (by name or class).

@@ -141,6 +141,8 @@ class BitcoinRpcClient:
         password: str,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         transport: httpx.BaseTransport | None = None,
+        *,
+        tls_cert_pem: str | None = None,
     ) -> None:
         self._url = _validate_url(url)
         if not isinstance(user, str) or not isinstance(password, str) or not user or not password:
@@ -153,6 +155,9 @@ class BitcoinRpcClient:
             auth=httpx.BasicAuth(user, password),
             timeout=httpx.Timeout(self._timeout_s),
             transport=transport,
+            # A node with its own self-signed certificate (btcd generates one; Core behind a TLS proxy may too):
+            # trust exactly that certificate. Without one, the system CAs (or the injected transport's choice).
+            verify=_tls_context(tls_cert_pem) if tls_cert_pem and transport is None else True,
             headers={"content-type": "application/json"},
         )
 
@@ -164,11 +169,13 @@ class BitcoinRpcClient:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         transport: httpx.BaseTransport | None = None,
     ) -> BitcoinRpcClient:
-        """Build from a Secrets Manager value ``{"url", "user", "password"}`` (values never echoed)."""
+        """Build from a Secrets Manager value ``{"url", "user", "password", "tls_cert_pem"?}`` (values never
+        echoed; ``tls_cert_pem``: the node's own certificate, for an https url with a self-signed one)."""
         missing = [key for key in ("url", "user", "password") if not secret.get(key)]
         if missing:
             raise ValidationError(f"bitcoind secret lacks {missing}", field="bitcoind")
-        return cls(secret["url"], secret["user"], secret["password"], timeout_s=timeout_s, transport=transport)
+        return cls(secret["url"], secret["user"], secret["password"], timeout_s=timeout_s, transport=transport,
+                   tls_cert_pem=secret.get("tls_cert_pem") or None)
 
     def __repr__(self) -> str:
         return f"BitcoinRpcClient(url={self._url!r}, user={self._user!r}, password='***', timeout_s={self._timeout_s})"
@@ -412,6 +419,15 @@ def _decode_json(content: bytes) -> Any:
 
 
 # --- validation of arguments and configuration -------------------------------------------------------------------
+def _tls_context(cert_pem: str) -> Any:
+    import ssl
+
+    try:
+        return ssl.create_default_context(cadata=cert_pem)
+    except (ssl.SSLError, ValueError) as exc:  # never echo the value
+        raise ValidationError("bitcoind tls_cert_pem is not a PEM certificate", field="bitcoind") from exc
+
+
 def _validate_url(url: object) -> str:
     if not isinstance(url, str):
         raise ValidationError("bitcoind url must be a string", field="bitcoind")
