@@ -116,11 +116,7 @@ def _reset_satflow_config() -> None:
     config.reset()
     bootstrap = sys.modules.get("satflow.bootstrap")  # not imported yet -> nothing cached
     if bootstrap is not None and hasattr(bootstrap, "override"):
-        bootstrap.override(None)
-        # The Step Functions client is a module-level once-per-container cache outside the graph: a second
-        # runtime in the process would start workflows on the first one's (stopped) moto port.
-        if hasattr(bootstrap, "_sfn") and hasattr(bootstrap, "_once"):
-            bootstrap._sfn = bootstrap._once(lambda: bootstrap.aws_client("stepfunctions"))
+        bootstrap.override(None)  # the whole graph, its Step Functions client included
 
 
 _module_counter = itertools.count(1)

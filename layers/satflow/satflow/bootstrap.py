@@ -23,9 +23,11 @@ def services() -> Services:
 
 
 def override(svc: Services | None) -> None:
-    """Tests and the local runtime swap the whole graph (None = rebuild from settings on next use)."""
-    global _services
+    """Tests and the local runtime swap the whole graph (None = rebuild from settings on next use). The Step
+    Functions client is part of the graph: a rebuilt graph may talk to another endpoint."""
+    global _services, _sfn
     _services = svc
+    _sfn = _once(lambda: aws_client("stepfunctions"))
 
 
 def aws_client(service: str) -> Any:
