@@ -65,7 +65,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 
 from .background_http import BackgroundHttpServer
-from .dev_http import DevRouteInvalid, dev_error, jsonable, only_fields, read_body, required_string
+from .dev_http import DevRouteInvalid, dev_error, dispatch, jsonable, only_fields, read_body, required_string
 from .resources import aws_client, put_secret
 from .template import SecretSpec, TemplateModel
 
@@ -340,18 +340,8 @@ class ChainService:
         sub = path[len("/_sim/chain"):].strip("/")
         routes = {"": ("GET", self._state), "send": ("POST", self._send), "mine": ("POST", self._mine),
                   "reorg": ("POST", self._reorg), "fee": ("POST", self._fee)}
-        if sub not in routes:
-            return 404, dev_error("NOT_FOUND", f"no route {path} (GET /_sim/chain, POST /_sim/chain/"
-                                            "send|mine|reorg|fee)")
-        wanted, handler = routes[sub]
-        if method != wanted:
-            return 405, dev_error("METHOD_NOT_ALLOWED", f"{wanted} {path}")
-        if wanted == "POST" and body is not None and not isinstance(body, dict):
-            return 400, dev_error("VALIDATION_ERROR", "the body must be a JSON object")
-        try:
-            return handler(body or {})
-        except DevRouteInvalid as exc:
-            return 400, dev_error("VALIDATION_ERROR", str(exc))
+        return dispatch(routes, sub, method, path, body,
+                        not_found=f"no route {path} (GET /_sim/chain, POST /_sim/chain/send|mine|reorg|fee)")
 
     def _state(self, _: dict[str, Any]) -> tuple[int, Any]:
         sim = self.simulator

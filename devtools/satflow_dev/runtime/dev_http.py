@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from http.server import BaseHTTPRequestHandler
-from typing import Any
+from typing import Any, Callable
 
 
 def read_body(handler: BaseHTTPRequestHandler) -> bytes:
@@ -28,6 +28,26 @@ class DevRouteInvalid(ValueError):
 
 def dev_error(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
+
+
+DevRoute = tuple[str, Callable[[dict[str, Any]], tuple[int, Any]]]  # (method, handler)
+
+
+def dispatch(routes: dict[str, DevRoute], sub: str, method: str, path: str, body: Any, *,
+             not_found: str | None = None, body_required: bool = False) -> tuple[int, Any]:
+    """One /_sim request: 404 for an unknown route, 405 for the wrong method, 400 for a POST body that is not a JSON
+    object (or missing, when ``body_required``) and for what the handler refuses (DevRouteInvalid)."""
+    if sub not in routes:
+        return 404, dev_error("NOT_FOUND", not_found or f"no route {path}")
+    wanted, handler = routes[sub]
+    if method != wanted:
+        return 405, dev_error("METHOD_NOT_ALLOWED", f"{wanted} {path}")
+    if wanted == "POST" and not isinstance(body, dict) and (body_required or body is not None):
+        return 400, dev_error("VALIDATION_ERROR", "the body must be a JSON object")
+    try:
+        return handler(body or {})
+    except DevRouteInvalid as exc:
+        return 400, dev_error("VALIDATION_ERROR", str(exc))
 
 
 def jsonable(value: Any) -> Any:

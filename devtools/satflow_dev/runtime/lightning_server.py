@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from .background_http import BackgroundHttpServer
-from .dev_http import DevRouteInvalid, dev_error, only_fields, read_body, required_string
+from .dev_http import DevRouteInvalid, dev_error, dispatch, only_fields, read_body, required_string
 from .resources import aws_client, put_secret
 from .template import SecretSpec, TemplateModel
 
@@ -312,18 +312,9 @@ class LightningService:
         sub = path[len("/_sim/lightning"):].strip("/")
         routes = {"": ("GET", self._state), "pay": ("POST", self._pay), "invoices": ("POST", self._invoice),
                   "script": ("POST", self._script), "resolve": ("POST", self._resolve)}
-        if sub not in routes:
-            return 404, dev_error("NOT_FOUND", f"no route {path} (GET /_sim/lightning, POST /_sim/lightning/"
-                                            "pay|invoices|script|resolve)")
-        wanted, handler = routes[sub]
-        if method != wanted:
-            return 405, dev_error("METHOD_NOT_ALLOWED", f"{wanted} {path}")
-        if wanted == "POST" and not isinstance(body, dict):
-            return 400, dev_error("VALIDATION_ERROR", "the body must be a JSON object")
-        try:
-            return handler(body or {})
-        except DevRouteInvalid as exc:
-            return 400, dev_error("VALIDATION_ERROR", str(exc))
+        return dispatch(routes, sub, method, path, body, body_required=True,
+                        not_found=f"no route {path} (GET /_sim/lightning, POST /_sim/lightning/"
+                                  "pay|invoices|script|resolve)")
 
     def _state(self, _: dict[str, Any]) -> tuple[int, Any]:
         sim = self.simulator

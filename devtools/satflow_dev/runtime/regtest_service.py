@@ -37,7 +37,7 @@ from .chain_server import (
     MAX_BLOCKS_PER_CALL, _bool, _int, bip84_test_account, bitcoind_secret_spec, fire_chain_scan, signer_refusal,
     signer_secret_spec, _function_setting, DEPOSIT_ACCOUNT_KEY_ENV, NETWORK_ENV,
 )
-from .dev_http import DevRouteInvalid, dev_error, only_fields, required_string
+from .dev_http import DevRouteInvalid, dev_error, dispatch, only_fields, required_string
 from .lightning_server import _optional_int, lnd_secret_spec
 from .resources import aws_client, put_secret
 
@@ -226,17 +226,7 @@ class RegtestService:
     def _dispatch(self, routes: dict[str, Any], sub: str, method: str, path: str, body: Any) -> tuple[int, Any]:
         if self.stack is None:
             return 503, dev_error("NOT_READY", "the regtest stack is not running")
-        if sub not in routes:
-            return 404, dev_error("NOT_FOUND", f"no route {path}")
-        wanted, handler = routes[sub]
-        if method != wanted:
-            return 405, dev_error("METHOD_NOT_ALLOWED", f"{wanted} {path}")
-        if wanted == "POST" and body is not None and not isinstance(body, dict):
-            return 400, dev_error("VALIDATION_ERROR", "the body must be a JSON object")
-        try:
-            return handler(body or {})
-        except DevRouteInvalid as exc:
-            return 400, dev_error("VALIDATION_ERROR", str(exc))
+        return dispatch(routes, sub, method, path, body)
 
     def _fire(self, function: str, job: str) -> dict[str, Any]:
         """Fire a schedule now (the inbound credit need not wait for the next catch-up minute)."""

@@ -25,6 +25,7 @@ class WebhookHttp:
         self.timeout_s = timeout_s
         self._transport = transport  # tests: an httpx transport instead of sockets
         self._client: Any = None
+        self._backend = _DeadlineBackend()  # one deadline per attempt, read by every socket operation
 
     def resolve(self, host: str, port: int) -> list[str]:
         """Every address ``host`` resolves to (an IP literal resolves to itself), within ``timeout_s``: getaddrinfo
@@ -76,12 +77,6 @@ class WebhookHttp:
             self._client = httpx.Client(timeout=self.timeout_s, follow_redirects=False, trust_env=False,
                                         transport=transport)
         return self._client
-
-    @property
-    def _backend(self) -> "_DeadlineBackend":
-        if not hasattr(self, "_deadline_backend"):
-            self._deadline_backend = _DeadlineBackend()
-        return self._deadline_backend
 
 
 def _host_header(target: WebhookTarget) -> str:

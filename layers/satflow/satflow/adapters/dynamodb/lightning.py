@@ -13,7 +13,7 @@ from satflow.domain.ledger import shard_for
 from satflow.domain.payments import Payment, PaymentStatus
 
 from .models import Models, key
-from .transaction import TxItem, delete, put, transact, update
+from .transaction import TxItem, delete, put, transact, update, update_if
 
 INDEX_SHARDS = 8
 
@@ -107,10 +107,10 @@ class DynamoLightningStore:
         """Each index is monotonic on its own: a late or concurrent writer never moves either back."""
         K = self._m.Marker
         cursor = K("LNDCURSOR", "INVOICES")
-        self._conditional_update(cursor, [K.settle_index.set(settle_index)],
-                                 K.settle_index.does_not_exist() | (K.settle_index < settle_index))
-        self._conditional_update(cursor, [K.add_index.set(add_index)],
-                                 K.add_index.does_not_exist() | (K.add_index < add_index))
+        update_if(self._client, cursor, [K.settle_index.set(settle_index)],
+                  K.settle_index.does_not_exist() | (K.settle_index < settle_index))
+        update_if(self._client, cursor, [K.add_index.set(add_index)],
+                  K.add_index.does_not_exist() | (K.add_index < add_index))
 
     # ------------------------------------------------------------------ payments
     def get_payment(self, payment_id: str) -> Payment | None:
@@ -184,13 +184,13 @@ class DynamoLightningStore:
         """Claim the single send of a payment. False if it was already claimed (never send a hash twice)."""
         P = self._m.Payment
         # Only a PENDING payment: one held by a risk review (IN_REVIEW) is never claimed, whatever the timing.
-        return self._conditional_update(P(f"PAYMENT#{payment_id}", "PAYMENT"), [P.send_attempted_at.set(at)],
-                                        P.pk.exists() & P.send_attempted_at.does_not_exist()
-                                        & (P.status == PaymentStatus.PENDING.value))
+        return update_if(self._client, P(f"PAYMENT#{payment_id}", "PAYMENT"), [P.send_attempted_at.set(at)],
+                         P.pk.exists() & P.send_attempted_at.does_not_exist()
+                         & (P.status == PaymentStatus.PENDING.value))
 
     def mark_send_rejected(self, payment_id: str) -> None:
         P = self._m.Payment
-        self._conditional_update(P(f"PAYMENT#{payment_id}", "PAYMENT"), [P.send_rejected.set(True)], P.pk.exists())
+        update_if(self._client, P(f"PAYMENT#{payment_id}", "PAYMENT"), [P.send_rejected.set(True)], P.pk.exists())
 
     def pending_payment_ids(self, limit_per_shard: int = 100) -> list[str]:
         ids: list[str] = []
@@ -222,16 +222,3 @@ class DynamoLightningStore:
     def _get(self, pk: str, sk: str) -> dict | None:
         return self._client.get_item(TableName=self._m.table_name, Key=key(pk, sk), ConsistentRead=True).get("Item")
 
-    def _conditional_update(self, model: Any, actions: list, condition: Any) -> bool:
-        from botocore.exceptions import ClientError
-
-        params = model.get_update_kwargs_from_instance(actions=actions, condition=condition,
-                                                       return_values_on_condition_failure=None,
-                                                       add_version_condition=False)
-        try:
-            self._client.update_item(**params)
-            return True
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return False
-            raise

@@ -36,7 +36,7 @@ from satflow.domain.payouts import (
 
 from .models import BaseItem, Models, key, model_meta
 from .paging import all_items
-from .transaction import TxItem, delete, put, transact, update
+from .transaction import TxItem, delete, put, run_or_raise, update
 
 INDEX_SHARDS = 8
 _TERMINAL_BATCH = (BatchStatus.CONFIRMED, BatchStatus.CANCELED)
@@ -265,20 +265,8 @@ class DynamoPayoutStore:
 
     # ------------------------------------------------------------------ running a transaction of our own
     def run(self, items: Sequence[TxItem]) -> None:
-        """One TransactWriteItems of payout/batch/UTXO items (no ledger transfer). A failed condition raises the
-        failing item's typed error (or Conflict); throttling and conflicts raise TransientError."""
-        cancellation = transact(self._client, items)
-        if cancellation is None:
-            return
-        transient = cancellation.first_transient()
-        if transient:
-            raise errors.TransientError(f"DynamoDB cancelled the transaction ({transient}); retry it")
-        for item in cancellation.items:
-            if cancellation.condition_failed(item.tag):
-                if item.on_condition_failed is not None:
-                    raise item.on_condition_failed(cancellation.old_image(item.tag))
-                raise errors.Conflict(f"{item.tag} changed meanwhile")
-        raise RuntimeError(f"transaction cancelled unexpectedly: {cancellation.failures}")
+        """One TransactWriteItems of payout/batch/UTXO items (no ledger transfer): ``run_or_raise``."""
+        run_or_raise(self._client, items)
 
     # ------------------------------------------------------------------ parsing
     def _payout(self, raw: dict) -> Payout:

@@ -35,7 +35,7 @@ from satflow.domain.risk import (
 
 from .models import BaseItem, Models, key, model_meta
 from .paging import decode_cursor, encode_cursor
-from .transaction import TxItem, delete, put, transact, update
+from .transaction import TxItem, delete, put, run_or_raise, update, update_if
 
 
 @dataclass(frozen=True)
@@ -182,20 +182,9 @@ class DynamoRiskStore:
     def park(self, review_id: str, task_token: str) -> bool:
         """Store the waiting workflow's task token while the review is pending. False once it is decided (the
         caller then answers the token itself)."""
-        from botocore.exceptions import ClientError
-
         R = self._m.Review
-        params = R(f"REVIEW#{review_id}", "REVIEW").get_update_kwargs_from_instance(
-            actions=[R.task_token.set(task_token)],
-            condition=R.pk.exists() & (R.status == ReviewStatus.PENDING.value),
-            return_values_on_condition_failure=None, add_version_condition=False)
-        try:
-            self._client.update_item(**params)
-            return True
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return False
-            raise
+        return update_if(self._client, R(f"REVIEW#{review_id}", "REVIEW"), [R.task_token.set(task_token)],
+                         R.pk.exists() & (R.status == ReviewStatus.PENDING.value))
 
     def decide_items(self, review: Review, status: ReviewStatus, decided_by: str, at: str,
                      note: str | None = None) -> list[TxItem]:
@@ -274,20 +263,8 @@ class DynamoRiskStore:
 
     # ------------------------------------------------------------------ running a transaction of our own
     def run(self, items: Sequence[TxItem]) -> None:
-        """One TransactWriteItems without a ledger transfer. A failed condition raises the failing item's typed
-        error (or Conflict); throttling and conflicts raise TransientError."""
-        cancellation = transact(self._client, items)
-        if cancellation is None:
-            return
-        transient = cancellation.first_transient()
-        if transient:
-            raise errors.TransientError(f"DynamoDB cancelled the transaction ({transient}); retry it")
-        for item in cancellation.items:
-            if cancellation.condition_failed(item.tag):
-                if item.on_condition_failed is not None:
-                    raise item.on_condition_failed(cancellation.old_image(item.tag))
-                raise errors.Conflict(f"{item.tag} changed meanwhile")
-        raise RuntimeError(f"transaction cancelled unexpectedly: {cancellation.failures}")
+        """One TransactWriteItems without a ledger transfer: ``run_or_raise``."""
+        run_or_raise(self._client, items)
 
     def _get(self, pk: str, sk: str) -> dict | None:
         return self._client.get_item(TableName=self._table, Key=key(pk, sk), ConsistentRead=True).get("Item")

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Sequence
 
-from satflow.domain.errors import SatflowError, TransientError
+from satflow.domain.errors import Conflict, SatflowError, TransientError
 
 # Cancellation codes that mean "try the same transaction again" (the ids make a retry idempotent).
 TRANSIENT_CODES = frozenset({
@@ -99,3 +99,37 @@ def delete(model: Any, condition: Any, tag: str,
            on_fail: Callable[[dict | None], SatflowError] | None = None) -> TxItem:
     params = model.get_delete_kwargs_from_instance(condition=condition, add_version_condition=False)
     return TxItem(tag, "Delete", params, on_fail)
+
+
+def run_or_raise(client: Any, items: Sequence[TxItem]) -> None:
+    """One TransactWriteItems of a store's own items (no ledger transfer). Throttling and conflicts raise
+    TransientError (nothing was written: the same items may be sent again); a failed condition raises the first
+    failing item's typed error, or Conflict for an item without one."""
+    cancellation = transact(client, items)
+    if cancellation is None:
+        return
+    transient = cancellation.first_transient()
+    if transient:
+        raise TransientError(f"DynamoDB cancelled the transaction ({transient}); retry it")
+    for item in cancellation.items:
+        if cancellation.condition_failed(item.tag):
+            if item.on_condition_failed is not None:
+                raise item.on_condition_failed(cancellation.old_image(item.tag))
+            raise Conflict(f"{item.tag} changed meanwhile")
+    raise RuntimeError(f"transaction cancelled unexpectedly: {cancellation.failures}")
+
+
+def update_if(client: Any, model: Any, actions: list, condition: Any) -> bool:
+    """One conditional UpdateItem: True when applied, False when the condition did not hold."""
+    from botocore.exceptions import ClientError
+
+    params = model.get_update_kwargs_from_instance(actions=actions, condition=condition,
+                                                   return_values_on_condition_failure=None,
+                                                   add_version_condition=False)
+    try:
+        client.update_item(**params)
+        return True
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+            return False
+        raise
