@@ -226,8 +226,8 @@ def test_no_fee_estimate_falls_back_to_the_priority_floor(flow):
 
 
 def test_large_queues_are_split_into_bounded_batches(flow, monkeypatch):
-    monkeypatch.setattr(payouts, "MAX_BATCH_PAYOUTS", 2)
-    monkeypatch.setattr(payouts, "MAX_BATCHES_PER_RUN", 2)
+    monkeypatch.setattr(payouts.batcher, "MAX_BATCH_PAYOUTS", 2)
+    monkeypatch.setattr(payouts.batcher, "MAX_BATCHES_PER_RUN", 2)
     flow.seed_utxos(*[300_000] * 4)
     user = flow.new_account(funds_sat=2_000_000)
     ps = [flow.payout(user, external_address(60 + i), 50_000) for i in range(5)]

@@ -1,0 +1,215 @@
+"""The steps of the payout workflow (statemachines/payout.asl.json): prepare, sign hot, await the external
+signature, broadcast, check confirmations, post, abandon."""
+from __future__ import annotations
+
+import logging
+
+from dataclasses import replace
+from typing import Any
+
+from satflow.domain import errors
+from satflow.domain.bitcoin import BitcoinTxNotFound, TransactionInputsMissing, TransactionRejected
+from satflow.domain.ledger import post_pending
+from satflow.domain.money import MSAT_PER_SAT
+from satflow.domain.onchain import PayoutStatus
+from satflow.domain.payouts import Batch, BatchStatus, Payout, TxVariant, sign_hot, txid_of_raw
+from satflow.domain.webhooks import payout_broadcast_event
+
+from .. import webhooks
+from ..ports import Services
+from .common import ALIVE, DEFAULT_CONFIRMATIONS, IN_BATCH, SendTaskSuccess, _known, _load_batch, _route, _route_for
+
+log = logging.getLogger(__name__)
+
+
+def step_prepare(svc: Services, batch_id: str) -> dict[str, Any]:
+    """Where the batch stands decides the next step: a restarted execution resumes instead of redoing."""
+    return _route_for(svc, _load_batch(svc, batch_id))
+
+
+def step_sign_hot(svc: Services, batch_id: str) -> dict[str, Any]:
+    batch = _load_batch(svc, batch_id)
+    if batch.status is not BatchStatus.BUILT or batch.value_sat > svc.hot_sign_limit_sat:
+        return _route_for(svc, batch)
+    raw = _sign_hot(svc, batch, batch.current)
+    signed = replace(batch, status=BatchStatus.SIGNED, updated_at=svc.clock(),
+                     variants=batch.variants[:-1] + (replace(batch.current, signed_hex=raw),))
+    try:
+        svc.payouts.run(svc.payouts.save_batch_items(signed, batch))
+    except errors.Conflict:
+        return _route_for(svc, _load_batch(svc, batch_id))  # cancelled (or signed) meanwhile
+    return _route(batch_id, "BROADCAST", status=BatchStatus.SIGNED.value)
+
+
+def _sign_hot(svc: Services, batch: Batch, variant: TxVariant) -> str:
+    if svc.hot_signer_key is None:
+        raise RuntimeError("no hot signer key configured")
+    raw = sign_hot(variant.unsigned_psbt, batch.inputs, svc.hot_signer_key())
+    if txid_of_raw(raw) != variant.txid:
+        raise RuntimeError("the signed transaction is not the batch's")
+    return raw
+
+
+def step_await_signature(svc: Services, batch_id: str, task_token: str,
+                         send_task_success: SendTaskSuccess) -> dict[str, Any]:
+    """Invoked with ``.waitForTaskToken``: store the token (BUILT -> SIGNING, payouts SIGNING) and return; the
+    workflow then waits until submit_signed_psbt (or a cancel) sends the task success. A batch that no longer
+    needs a signature answers the token at once."""
+    batch = _load_batch(svc, batch_id)
+    now = svc.clock()
+    if batch.status is BatchStatus.BUILT:
+        waiting = replace(batch, status=BatchStatus.SIGNING, task_token=task_token, updated_at=now)
+        payouts = [p for p in svc.payouts.get_payouts(batch.payout_ids)
+                   if p.batch_id == batch_id and p.status is PayoutStatus.BATCHED]
+        try:
+            svc.payouts.run(svc.payouts.save_batch_items(waiting, batch)
+                            + svc.payouts.move_payouts_items(batch, payouts, PayoutStatus.SIGNING,
+                                                             [PayoutStatus.BATCHED], now))
+            return _route(batch_id, "WAITING", status=BatchStatus.SIGNING.value)
+        except errors.Conflict:
+            batch = _load_batch(svc, batch_id)
+    if batch.status is BatchStatus.SIGNING:
+        if batch.task_token != task_token:  # a retried or restarted wait: the newest token is the live one
+            svc.payouts.run(svc.payouts.save_batch_items(replace(batch, task_token=task_token, updated_at=now),
+                                                         batch))
+        return _route(batch_id, "WAITING", status=BatchStatus.SIGNING.value)
+    route = _route_for(svc, batch)
+    send_task_success(task_token, route)
+    return route
+
+
+def step_broadcast(svc: Services, batch_id: str) -> dict[str, Any]:
+    """sendrawtransaction of the signed batch (already known to the node = success), then batch and payouts
+    BROADCAST with the txid, in one transaction."""
+    batch = _load_batch(svc, batch_id)
+    if batch.status is not BatchStatus.SIGNED:
+        return _route_for(svc, batch)
+    variant = batch.current
+    assert variant.signed_hex is not None
+    rpc = svc.bitcoind()
+    try:
+        rpc.sendrawtransaction(variant.signed_hex, variant.txid)
+    except TransactionInputsMissing:
+        if not _known(rpc, variant.txid):  # confirmed and its outputs spent since counts as broadcast
+            raise
+    now = svc.clock()
+    sent = replace(batch, status=BatchStatus.BROADCAST, task_token=None, updated_at=now,
+                   variants=batch.variants[:-1] + (replace(variant, broadcast_at=now),))
+    payouts = [p for p in svc.payouts.get_payouts(batch.payout_ids)
+               if p.batch_id == batch_id and p.status in IN_BATCH]
+    try:
+        svc.payouts.run(svc.payouts.save_batch_items(sent, batch)
+                        + svc.payouts.move_payouts_items(batch, payouts, PayoutStatus.BROADCAST, IN_BATCH, now,
+                                                         txid=variant.txid)
+                        + _broadcast_outbox(svc, payouts, variant.txid, now))
+    except errors.Conflict:
+        return _route_for(svc, _load_batch(svc, batch_id))
+    return _route(batch_id, "CHECK", txid=variant.txid)
+
+
+def _broadcast_outbox(svc: Services, payouts: list[Payout], txid: str, now: str,
+                      replaces: str | None = None) -> list:
+    """``payout.broadcast`` per payout, in the transaction that records the broadcast (a fee bump's replacement
+    is announced too, with the txid it replaces). At most 40 payouts per batch: 1 + 40 + 40 items, under 100."""
+    events = [payout_broadcast_event(payout_id=p.payout_id, account_id=p.account_id, txid=txid,
+                                     amount_sat=p.amount_sat, created_at=now, replaces_txid=replaces)
+              for p in payouts]
+    return webhooks.outbox_items(svc, events, overwrite=True)
+
+
+def step_check(svc: Services, batch_id: str, confirmations: int = DEFAULT_CONFIRMATIONS,
+               attempt: int = 0) -> dict[str, Any]:
+    """Which variant (original or replacement) has ``confirmations``: POST it; otherwise WAIT. If the node knows
+    none of them (evicted, or a crash between recording and broadcasting a replacement), the newest signed one
+    is broadcast again."""
+    batch = _load_batch(svc, batch_id)
+    if batch.status is not BatchStatus.BROADCAST:
+        return _route_for(svc, batch)
+    rpc = svc.bitcoind()
+    seen = False
+    for variant in reversed(batch.variants):
+        if variant.signed_hex is None:
+            continue
+        try:
+            info = rpc.getrawtransaction(variant.txid)
+        except BitcoinTxNotFound:
+            continue
+        seen = True
+        if info.confirmations >= confirmations:
+            return _route(batch_id, "POST", txid=variant.txid, confirmations=info.confirmations)
+    if not seen:
+        newest = next(v for v in reversed(batch.variants) if v.signed_hex is not None)
+        try:
+            rpc.sendrawtransaction(newest.signed_hex, newest.txid)
+            log.warning("payout batch %s: no variant known to the node, rebroadcast %s", batch_id, newest.txid)
+        except TransactionRejected as exc:
+            log.error("payout batch %s: rebroadcast of %s refused: %s", batch_id, newest.txid, exc.message)
+    return {**_route(batch_id, "WAIT"), "attempt": attempt + 1}
+
+
+def step_post(svc: Services, batch_id: str, txid: str) -> dict[str, Any]:
+    """The variant ``txid`` confirmed: each payout posts amount + its share of that variant's fee (one ledger
+    transaction each; the rest of the reserve returns), then the batch is CONFIRMED and its inputs SPENT. The
+    change output is recorded as a UTXO by the chain monitor. Idempotent."""
+    batch = _load_batch(svc, batch_id)
+    if batch.status is BatchStatus.CONFIRMED:
+        return _route(batch_id, "DONE", status=batch.status.value)
+    if batch.status is not BatchStatus.BROADCAST:
+        raise errors.Conflict(f"batch {batch_id} is {batch.status.value}, not broadcast")
+    variant = batch.variant(txid)
+    for payout in svc.payouts.get_payouts(batch.payout_ids):
+        if payout.status is PayoutStatus.CONFIRMED or payout.batch_id != batch_id:
+            continue
+        share = variant.shares[payout.payout_id]
+        if share > payout.fee_reserve_sat:  # never built that way; if it ever were, the house pays the excess
+            log.error("payout %s fee share %d above its reserve %d", payout.payout_id, share, payout.fee_reserve_sat)
+            share = payout.fee_reserve_sat
+        pending = svc.ledger.get_transfer(payout.payout_id)
+        now = svc.clock()
+        transfer = post_pending(pending, transfer_id=f"{payout.payout_id}:post", created_at=now,
+                                amount=(payout.amount_sat + share) * MSAT_PER_SAT)
+        extra = svc.payouts.finish_payout_items(payout, PayoutStatus.CONFIRMED, ALIVE, now, txid=txid, fee_sat=share)
+        try:
+            svc.ledger.execute(transfer, extra)
+        except errors.PendingAlreadyResolved:
+            log.error("payout %s was resolved by another transfer", payout.payout_id)
+    done = replace(batch, status=BatchStatus.CONFIRMED, confirmed_txid=txid, task_token=None,
+                   pending_replacement=None, updated_at=svc.clock())
+    try:
+        svc.payouts.run(svc.payouts.save_batch_items(done, batch) + svc.utxos.spend_items(batch.inputs, batch_id))
+    except errors.Conflict:
+        if _load_batch(svc, batch_id).status is not BatchStatus.CONFIRMED:
+            raise
+    return _route(batch_id, "DONE", status=BatchStatus.CONFIRMED.value, txid=txid)
+
+
+def step_abandon(svc: Services, batch_id: str) -> dict[str, Any]:
+    """The external signer did not answer in time: cancel the batch (inputs released, payouts re-queued for the
+    next batch). A batch signed meanwhile carries on instead."""
+    batch = _load_batch(svc, batch_id)
+    if batch.status in (BatchStatus.BUILT, BatchStatus.SIGNING):
+        try:
+            _cancel_batch(svc, batch, None, reason="signature timed out")
+        except errors.Conflict:
+            pass
+        batch = _load_batch(svc, batch_id)
+    return _route_for(svc, batch)
+
+
+def _cancel_batch(svc: Services, batch: Batch, send_task_success: SendTaskSuccess | None, reason: str) -> None:
+    now = svc.clock()
+    payouts = [p for p in svc.payouts.get_payouts(batch.payout_ids)
+               if p.batch_id == batch.batch_id and p.status in IN_BATCH]
+    cancelled = replace(batch, status=BatchStatus.CANCELED, task_token=None, updated_at=now)
+    svc.payouts.run(svc.payouts.save_batch_items(cancelled, batch)
+                    + svc.utxos.release_items(batch.inputs, batch.batch_id)
+                    + svc.payouts.requeue_items(batch, payouts, now))
+    log.info("payout batch %s cancelled (%s): %d payouts re-queued", batch.batch_id, reason, len(payouts))
+    if batch.task_token and send_task_success is not None:
+        try:
+            send_task_success(batch.task_token, _route(batch.batch_id, "DONE", status=BatchStatus.CANCELED.value))
+        except Exception as exc:  # the workflow then ends at its signing timeout; the batch is cancelled anyway
+            log.warning("could not end the workflow of batch %s: %s", batch.batch_id, exc)
+
+
+# ============================================================================================== helpers
