@@ -338,8 +338,9 @@ class WebSocketGateway:
         def iso(t: float) -> str:
             return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
-        return {"ConnectedAt": iso(known.connected_at), "LastActiveAt": iso(known.last_active_at),
-                "Identity": {"SourceIp": known.source_ip, "UserAgent": known.user_agent}}
+        # The wire names of the management API's GetConnection (rest-json).
+        return {"connectedAt": iso(known.connected_at), "lastActiveAt": iso(known.last_active_at),
+                "identity": {"sourceIp": known.source_ip, "userAgent": known.user_agent}}
 
     def close(self, connection_id: str) -> bool:
         """Closes the connection (its $disconnect runs as usual); False when it is gone."""
