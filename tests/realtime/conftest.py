@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 REAL_TEMPLATE = ROOT / "template.yaml"
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def runtime():
     from satflow_dev.runtime.local_runtime import LocalRuntime
     from satflow_dev.runtime.services import (
