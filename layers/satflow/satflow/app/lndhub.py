@@ -117,7 +117,7 @@ def add_invoice(svc: Services, principal: Principal, body: dict) -> dict:
 
 
 def pay_invoice(svc: Services, principal: Principal, body: dict,
-                sleep: Callable[[float], None] = time.sleep, wait_s: float = PAY_WAIT_S) -> dict:
+                sleep: Callable[[float], None] = time.sleep, wait_s: float | None = None) -> dict:
     account_id = require_scope(principal, Scope.SEND)
     invoice = body.get("invoice")
     amount = body.get("amount")
@@ -125,7 +125,7 @@ def pay_invoice(svc: Services, principal: Principal, body: dict,
     request = decode_payment_request(invoice, svc.network, svc.unix_clock())
     payment = payments.create_payment(svc, principal, f"lndhub:{request.payment_hash}", request.payment_request,
                                       amount_msat)
-    deadline = time.monotonic() + wait_s
+    deadline = time.monotonic() + (PAY_WAIT_S if wait_s is None else wait_s)
     while payment.status in (PaymentStatus.PENDING, PaymentStatus.IN_REVIEW) and time.monotonic() < deadline:
         sleep(POLL_S)
         payment = svc.lightning.get_payment(payment.payment_id) or payment
