@@ -519,6 +519,31 @@ def lnurlw_callback(k1: str):
     return lnurl.withdraw_callback(bootstrap.services(), k1, _query().get("pr"), _client_ip())
 
 
+@app.get("/v1/invoices")
+def list_invoices():
+    from satflow.app import statements
+
+    principal = _principal()
+    q = _query()
+    page = statements.list_invoices(bootstrap.services(), principal, status=q.get("status"), since=q.get("from"),
+                                    until=q.get("to"), limit=q.get("limit"), cursor=q.get("cursor"))
+    return _json(200, {"items": [_invoice_view(i) for i in page.items], "next_cursor": page.next_cursor})
+
+
+@app.get("/v1/transactions/export")
+def export_transactions():
+    from satflow.app import statements
+
+    principal = _principal()
+    q = _query()
+    body, next_cursor = statements.export_transactions_csv(bootstrap.services(), principal, since=q.get("from"),
+                                                           until=q.get("to"), cursor=q.get("cursor"))
+    headers = {"Content-Disposition": 'attachment; filename="transactions.csv"'}
+    if next_cursor:
+        headers["X-Next-Cursor"] = next_cursor
+    return Response(status_code=200, content_type="text/csv; charset=utf-8", body=body, headers=headers)
+
+
 @app.post("/v1/lndhub")
 def create_lndhub_wallet():
     from satflow.app import lndhub

@@ -54,6 +54,7 @@ API_ROUTES = {
     ("GET", "/.well-known/lnurlp/{username}"), ("GET", "/lnurlp/{username}/callback"),
     ("POST", "/v1/lnurl/withdraw-links"), ("GET", "/v1/lnurl/withdraw-links"),
     ("DELETE", "/v1/lnurl/withdraw-links/{link_id}"), ("GET", "/lnurlw/{k1}"), ("GET", "/lnurlw/{k1}/callback"),
+    ("GET", "/v1/invoices"), ("GET", "/v1/transactions/export"),
     ("POST", "/v1/lndhub"), ("POST", "/lndhub/auth"), ("POST", "/lndhub/addinvoice"), ("POST", "/lndhub/payinvoice"),
     ("GET", "/lndhub/balance"), ("GET", "/lndhub/gettxs"), ("GET", "/lndhub/getuserinvoices"),
     ("GET", "/lndhub/getpending"), ("GET", "/lndhub/decodeinvoice"), ("GET", "/lndhub/checkpayment/{payment_hash}"),

@@ -39,14 +39,21 @@ class DynamoLightningStore:
         if cancelled is not None:
             raise errors.Conflict(f"invoice {inv.payment_hash} already exists")
 
-    def invoices_of(self, account_id: str, limit: int, cursor: str | None = None) -> tuple[list[Invoice], str | None]:
-        """The account's invoices, newest first (from the owner index written with each invoice), and the sort
-        key to continue after (None: no more)."""
-        params: dict[str, Any] = {"TableName": self._m.table_name, "KeyConditionExpression": "pk = :pk",
-                                  "ExpressionAttributeValues": {":pk": {"S": f"INVOWNER#{account_id}"}},
-                                  "ScanIndexForward": False, "Limit": limit}
+    def invoices_of(self, account_id: str, limit: int, cursor: str | None = None, *, since: str | None = None,
+                    until: str | None = None) -> tuple[list[Invoice], str | None]:
+        """The account's invoices, newest first (from the owner index written with each invoice), created in
+        [since, until) when given (ISO-8601 UTC, compared as text), and the sort key to continue after (None: no
+        more)."""
+        pk = f"INVOWNER#{account_id}"
+        condition, values = "pk = :pk", {":pk": {"S": pk}}
+        if since or until:
+            condition += " AND sk BETWEEN :lo AND :hi"
+            values[":lo"] = {"S": since or "0"}  # "0" sorts before every ISO timestamp
+            values[":hi"] = {"S": until or "~"}  # "~" sorts after every ISO timestamp
+        params: dict[str, Any] = {"TableName": self._m.table_name, "KeyConditionExpression": condition,
+                                  "ExpressionAttributeValues": values, "ScanIndexForward": False, "Limit": limit}
         if cursor:
-            params["ExclusiveStartKey"] = {"pk": {"S": f"INVOWNER#{account_id}"}, "sk": {"S": cursor}}
+            params["ExclusiveStartKey"] = {"pk": {"S": pk}, "sk": {"S": cursor}}
         resp = self._client.query(**params)
         found = [inv for inv in (self.get_invoice(raw["ref"]["S"]) for raw in resp.get("Items", [])) if inv]
         last = resp.get("LastEvaluatedKey")
