@@ -599,7 +599,7 @@ def _lndhub(handler):
 def lndhub_auth():
     from satflow.app import lndhub
 
-    return lndhub.auth(bootstrap.services(), _query().get("type"), _lndhub_body())
+    return lndhub.auth(bootstrap.services(), _query().get("type"), _lndhub_body(), _client_ip())
 
 
 @app.post("/lndhub/addinvoice")

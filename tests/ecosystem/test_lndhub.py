@@ -98,3 +98,12 @@ def test_a_receive_only_wallet_cannot_pay(api, admin, sim, started):
     assert (status, err["code"]) == (403, 1) and started == []
     ro = api.call("POST", "/v1/keys", key=alice["api_key"], body={"scopes": ["read"]})[1]
     assert api.call("POST", "/v1/lndhub", key=ro["api_key"])[0] == 403  # making a wallet takes a full key
+
+
+def test_auth_is_throttled_per_client_address(api, admin, monkeypatch):
+    from satflow.app import lnurl as lnurl_app
+
+    monkeypatch.setattr(lnurl_app, "PUBLIC_RATE_PER_MINUTE", 2)
+    alice = new_account(api, admin, "tg:alice")
+    answers = [auth(api, alice["account_id"], "sk_" + "q" * 43)[0] for _ in range(3)]
+    assert answers == [401, 401, 429]

@@ -71,8 +71,12 @@ def create_wallet(svc: Services, principal: Principal, origin_base_url: str, sco
             "uri": f"lndhub://{login}:{issued.api_key}@{origin_base_url}/lndhub"}
 
 
-def auth(svc: Services, kind: str | None, body: dict) -> dict:
-    """POST /auth?type=auth {login, password} or ?type=refresh_token {refresh_token}."""
+def auth(svc: Services, kind: str | None, body: dict, client_ip: str | None = None) -> dict:
+    """POST /auth?type=auth {login, password} or ?type=refresh_token {refresh_token}. A public route: throttled
+    per client address like the LNURL routes."""
+    from .lnurl import throttle
+
+    throttle(svc, client_ip, "lndhub-auth")
     if kind == "refresh_token" or (kind is None and "refresh_token" in body):
         token = body.get("refresh_token")
         if not isinstance(token, str):
