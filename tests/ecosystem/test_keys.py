@@ -132,3 +132,24 @@ def test_webhook_management_needs_more_than_read(api, admin):
     status, err = api.call("POST", "/v1/webhooks", key=ro["api_key"], body=body)
     assert (status, err["error"]["code"]) == (403, "FORBIDDEN")
     assert api.call("GET", "/v1/webhooks", key=ro["api_key"])[0] == 200  # reading stays possible
+
+
+def test_a_concurrent_retry_that_loses_the_race_returns_the_winners_account(api, admin, monkeypatch):
+    """Two attempts under one Idempotency-Key race: the loser read no marker, then its transaction is cancelled
+    by the winner's items (ref and marker). It must answer with the winner's account (and a fresh key), not 409."""
+    from satflow import bootstrap
+    from satflow.app import accounts as accounts_app, keys as keys_app
+
+    svc = bootstrap.services()
+    winner = keys_app.create_account(svc, accounts_app.ADMIN, "tg:erin", 1, "create-erin")
+    real = svc.keys.creation_marker
+    calls = []
+
+    def marker_not_yet_visible(key_hash):
+        calls.append(key_hash)
+        return None if len(calls) == 1 else real(key_hash)
+
+    monkeypatch.setattr(svc.keys, "creation_marker", marker_not_yet_visible)
+    loser = keys_app.create_account(svc, accounts_app.ADMIN, "tg:erin", 1, "create-erin")
+    assert len(calls) == 2 and loser.replayed and loser.account.account_id == winner.account.account_id
+    assert api.call("GET", "/v1/balance", key=loser.api_key)[0] == 200
