@@ -2,6 +2,7 @@
 simulator, SQS poller and schedules driven by hand, so a credit happens exactly when the test fires it."""
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import urllib.error
@@ -10,15 +11,33 @@ import urllib.request
 from tests.runtime.conftest import REAL_TEMPLATE
 
 
-def start_runtime():
+@contextlib.contextmanager
+def started_runtime():
     from satflow_dev.runtime.local_runtime import LocalRuntime
     from satflow_dev.runtime.services import lightning_service_factory, schedule_runner_factory
     from satflow_dev.runtime.sqs_poller import SqsPoller
 
     factories = [lightning_service_factory, lambda rt: SqsPoller.from_runtime(rt, background=False),
                  schedule_runner_factory]
-    return LocalRuntime(REAL_TEMPLATE, port=0, service_factories=factories, write_admin_key_file=False,
-                        environ={"SATFLOW_SCHEDULE_SCALE": "0", "SATFLOW_WORKFLOW_WAIT_S": "1"})
+    with LocalRuntime(REAL_TEMPLATE, port=0, service_factories=factories, write_admin_key_file=False,
+                      environ={"SATFLOW_SCHEDULE_SCALE": "0", "SATFLOW_WORKFLOW_WAIT_S": "1"}) as rt:
+        _forget_invoice_cursor(rt)
+        try:
+            yield rt
+        finally:
+            _forget_invoice_cursor(rt)
+
+
+def _forget_invoice_cursor(runtime) -> None:
+    """moto's state outlives a runtime in this process, so the ledger table (same name every time) keeps the
+    invoice cursor of the previous runtime's simulator. A new simulator is a new node whose settle indexes start at
+    1 again: its cursor must start at 0, as it would on a fresh table (and we leave none behind for the next)."""
+    import boto3
+
+    client = boto3.client("dynamodb", endpoint_url=runtime.moto_url, region_name="us-east-1")
+    for table in client.list_tables()["TableNames"]:
+        if table.endswith("LedgerTable"):
+            client.delete_item(TableName=table, Key={"pk": {"S": "LNDCURSOR"}, "sk": {"S": "INVOICES"}})
 
 
 def call(runtime, method: str, path: str, *, key: str | None = None, body: dict | None = None,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .runtime_helpers import available, call, credit_settled_invoices, new_account, start_runtime
+from .runtime_helpers import available, call, credit_settled_invoices, new_account, started_runtime
 
 JS = Path(__file__).resolve().parent / "js"
 
@@ -31,7 +31,7 @@ def node_client() -> Path:
 
 @pytest.fixture(scope="module")
 def runtime():
-    with start_runtime() as rt:
+    with started_runtime() as rt:
         yield rt
 
 

@@ -9,14 +9,14 @@ import uuid
 
 import pytest
 
-from .runtime_helpers import available, call, credit_settled_invoices, new_account, start_runtime, wait_for
+from .runtime_helpers import available, call, credit_settled_invoices, new_account, started_runtime, wait_for
 
 lnurl = pytest.importorskip("lnurl", reason="the lnurl client is a dev dependency (pip install -e '.[dev]')")
 
 
 @pytest.fixture(scope="module")
 def runtime():
-    with start_runtime() as rt:
+    with started_runtime() as rt:
         yield rt
 
 
