@@ -213,7 +213,8 @@ ROUTES: tuple[Route, ...] = (
           request={"type": "object", "required": ["psbt"], "additionalProperties": False,
                    "properties": {"psbt": {"type": "string", "format": "byte"}}},
           parameters=(_path("batch_id"),)),
-    Route("POST", "/v1/webhooks", "Subscribe an https URL to events (the signing secret is shown once)", "read", 201,
+    Route("POST", "/v1/webhooks", "Subscribe an https URL to events (the signing secret is shown once); an account "
+          "key needs 'receive' or 'send' besides 'read'", "read", 201,
           request={"type": "object", "required": ["url", "events"], "additionalProperties": False,
                    "properties": {"url": {"type": "string", "format": "uri", "maxLength": 2048},
                                   "events": _EVENT_TYPES}},
