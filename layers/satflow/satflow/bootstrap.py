@@ -108,7 +108,15 @@ def _build() -> Services:
                                         "SATFLOW_REVIEW_STATE_MACHINE_ARN", "review_id"),
         realtime=DynamoRealtimeStore(client, s.table_name),
         connections=ConnectionsApi(management_client_factory(s.region, s.endpoint_url, s.websocket_endpoint)),
+        **_ecosystem_stores(client, s.table_name),
     )
+
+
+def _ecosystem_stores(client: Any, table_name: str) -> dict:
+    from .adapters.dynamodb.ecosystem import DynamoKeyStore, DynamoLnurlStore, DynamoRateLimiter
+
+    return {"keys": DynamoKeyStore(client, table_name), "lnurl": DynamoLnurlStore(client, table_name),
+            "rate_limiter": DynamoRateLimiter(client, table_name)}
 
 
 def _sanctions_fetcher(url: str, label: str) -> Any:

@@ -96,3 +96,7 @@ class Services:
     # Real-time updates over WebSocket (app/realtime.py)
     realtime: Any = None  # DynamoRealtimeStore: connections, topics, the per-account replay feed
     connections: Any = None  # ConnectionsApi: post(connection_id, data), close(connection_id) via @connections
+    # Wallet ecosystem (app/keys.py, app/lnurl.py, app/lndhub.py)
+    keys: Any = None  # DynamoKeyStore: key records, account-creation idempotency markers
+    lnurl: Any = None  # DynamoLnurlStore: Lightning Address usernames, withdraw links
+    rate_limiter: Any = None  # DynamoRateLimiter: per-address windows for the public (unauthenticated) routes
