@@ -290,3 +290,30 @@ def test_the_handlers_on_the_sample_events(svc):
         assert svc.realtime.connection_account(connection_id) is None
     finally:
         bootstrap.override(None)
+
+
+def test_the_connect_handler_never_logs_its_event_even_when_powertools_is_told_to(svc, monkeypatch, caplog, capsys):
+    """POWERTOOLS_LOGGER_LOG_EVENT=true makes Powertools log every incoming event; the $connect event carries the
+    API key (query string or Sec-WebSocket-Protocol), so the handler pins log_event=False."""
+    import logging
+
+    from satflow import bootstrap
+
+    from tests.handlers.conftest import load_handler_module
+
+    monkeypatch.setenv("POWERTOOLS_LOGGER_LOG_EVENT", "true")
+    routes = load_handler_module("websocket", "websocket_app_log_event_under_test")
+    key = _account(svc, A)
+    connect = json.loads((ROOT / "events" / "websocket" / "connect_query_key.json").read_text())
+    connect["queryStringParameters"] = {"key": key}
+    connect["multiValueQueryStringParameters"] = {"key": [key]}
+    caplog.set_level(logging.DEBUG)
+    bootstrap.override(svc)
+    try:
+        assert routes.lambda_handler(connect, Context())["statusCode"] == 200
+    finally:
+        bootstrap.override(None)
+    out, err = capsys.readouterr()
+    logged = caplog.text + out + err
+    assert "websocket connected" in logged
+    assert key not in logged
