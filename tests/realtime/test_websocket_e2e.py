@@ -163,7 +163,8 @@ def test_a_bad_key_is_refused_at_connect(runtime, key_of):
         Client(url, **kwargs)
     expected = 400 if key_of == "no_read_scope_subprotocol" else 401
     assert refused.value.response.status_code == expected
-    assert set(runtime.service("websocket").connection_ids()) == before
+    # Nothing was registered (earlier tests' connections may still be closing, so compare additions only).
+    assert set(runtime.service("websocket").connection_ids()) - before == set()
 
 
 def test_reconnect_with_the_last_id_replays_the_gap(runtime):
@@ -250,8 +251,7 @@ def test_connections_api_semantics_for_an_open_then_closed_connection(runtime):
     owner = new_account(runtime, "mgmt")
     client = subscribed_client(runtime, owner)
     gateway = runtime.service("websocket")
-    (connection_id,) = [c for c in gateway.connection_ids()
-                        if gateway.info(c) is not None and c not in _others(runtime, owner)][-1:]
+    (connection_id,) = [c for c in gateway.connection_ids() if c not in _others(runtime, owner)]
     management = boto3.client("apigatewaymanagementapi", endpoint_url=runtime.moto_url, region_name="us-east-1")
     info = management.get_connection(ConnectionId=connection_id)
     assert info["Identity"]["SourceIp"] == "127.0.0.1"
