@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from satflow.adapters.connections_api import ConnectionGone
+from satflow.domain.realtime import ConnectionGone
 from satflow.adapters.dynamodb.realtime import DynamoRealtimeStore
 from satflow.app import realtime
 from satflow.domain import errors

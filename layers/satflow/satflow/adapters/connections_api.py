@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from satflow.domain import errors
+from satflow.domain.realtime import ConnectionGone
 
 # Codes the service answers for a connection that no longer exists (410; 403 for an id it never issued).
 _GONE_CODES = frozenset({"GoneException", "410"})
@@ -18,8 +19,7 @@ _TRANSIENT_CODES = frozenset({"LimitExceededException", "TooManyRequestsExceptio
                               "503", "504"})
 
 
-class ConnectionGone(Exception):
-    """The connection is closed: its records should be deleted."""
+__all__ = ["ConnectionGone", "ConnectionsApi", "management_client_factory"]
 
 
 class ConnectionsApi:

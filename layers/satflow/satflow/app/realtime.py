@@ -26,6 +26,7 @@ from satflow.domain import errors
 from satflow.domain.accounts import Scope, looks_like_api_key
 from satflow.domain.realtime import (
     CONNECTION_TTL_S,
+    ConnectionGone,
     MAX_REPLAY_EVENTS,
     MAX_TOPICS_PER_CONNECTION,
     connect_credential,
@@ -133,8 +134,6 @@ def subscribe(svc: Services, connection_id: str, body: object) -> Subscribed:
 
 def _post_or_forget(svc: Services, connection_id: str, account_id: str | None, data: bytes) -> bool:
     """Posts; a gone connection is deleted and False returned."""
-    from satflow.adapters.connections_api import ConnectionGone
-
     try:
         svc.connections.post(connection_id, data)
         return True
@@ -154,8 +153,6 @@ class FanOutResult:
 def fan_out(svc: Services, event: OutboxEvent) -> FanOutResult:
     """One committed outbox event -> the account's replay feed, then every open connection that wants it. A feed
     write that fails raises (the stream record is retried; nothing was pushed yet)."""
-    from satflow.adapters.connections_api import ConnectionGone
-
     store = _store(svc)
     store.append_feed(event)
     result = FanOutResult()

@@ -42,6 +42,11 @@ _PAYMENT_ID_RE = re.compile(r"^[a-z]{2,8}_[a-z2-7]{26}$")
 _HASH_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
+class ConnectionGone(Exception):
+    """The WebSocket connection is closed (@connections answered 410): its records should be deleted.
+    Internal: never shown to API clients."""
+
+
 # --- $connect ---------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ConnectCredential:
