@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence, TypeVar
 
 from satflow.domain import errors
-from satflow.domain.accounts import Principal
+from satflow.domain.accounts import Principal, require_admin
 from satflow.domain.audit import AuditEntry, AuditRecord, backoff_s
 
 from .ports import Services
@@ -110,13 +110,6 @@ def verify_audit(svc: Services, principal: Principal) -> dict[str, Any]:
     shards = [{"shard": shard, **report.to_dict()} for shard, report in sorted(reports.items())]
     return {"ok": all(r.ok for r in reports.values()), "records": sum(r.last_seq for r in reports.values()),
             "shards": shards}
-
-
-def require_admin(principal: Principal) -> None:
-    # app.accounts records its admin actions here, so this module cannot import it back.
-    from .accounts import require_admin as check
-
-    check(principal)
 
 
 def _parse_int(value: object, name: str, default: int) -> int:
