@@ -252,6 +252,27 @@ def section_hot_account(ctx: Context, threads: int = 8) -> None:
           " account's balance item is the only shared item - the audit path adds none, see docs/audit.md)")
 
 
+def section_cpu(ctx: Context, n: int = 400) -> None:
+    """Python CPU per operation, no I/O (one thread): what separates the adapter from the floor, whose items are
+    built before timing. Under the GIL this caps a process's ops/s whatever DynamoDB does."""
+    from satflow.app.recorded_ledger import audit_entry_for
+    from satflow.domain.ledger import shard_for
+
+    t = transfer(ctx, ctx.accounts[0], ctx.accounts[1], "cpu")
+    parts = {
+        "ledger items (DynamoLedger._items, pynamodb)": lambda: ctx.raw._items(t),
+        "outbox event items": lambda: ctx.wired._outbox_items(t),
+        "audit entry (prepare: no read)": lambda: ctx.audit.prepare(audit_entry_for(t), shard_for(t.id, 16),
+                                                                    entry_id=t.id),
+    }
+    print(f"\n## Python CPU per operation ({n} builds each, this machine's load included)")
+    for label, fn in parts.items():
+        t0 = time.process_time()
+        for _ in range(n):
+            fn()
+        print(f"{label:>46}: {(time.process_time() - t0) / n * 1e3:6.2f} ms")
+
+
 def section_seal(ctx: Context) -> None:
     """The sealer behind the workload: everything the sections above wrote, sealed chain by chain."""
     from types import SimpleNamespace
@@ -282,6 +303,7 @@ def main() -> None:
         section_warm_up(ctx)
         section_thread_scaling(ctx, thread_counts)
         section_hot_account(ctx)
+        section_cpu(ctx)
         section_seal(ctx)
     finally:
         stop()
