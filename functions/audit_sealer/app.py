@@ -8,7 +8,8 @@
   failure (Lambda retries from there; what was sealed meanwhile is skipped as already sealed).
 - ``{"job": "sweep"}`` (every minute): seals whatever the stream path missed after a grace period, and publishes
   ``AuditSealLagSeconds`` (age of the oldest unsealed entry; the alarm).
-- ``{"job": "verify"}`` (every 5 minutes): advances every chain's verified checkpoint (bounded) and publishes
+- ``{"job": "verify"}`` (every 5 minutes): advances every chain's verified checkpoint (bounded), re-verifies from
+  genesis up to the checkpoint in bounded stretches (a rewrite behind a checkpoint), and publishes
   ``AuditVerifyFailures``; the checkpoints are logged (the external anchor).
 """
 from __future__ import annotations
@@ -56,7 +57,7 @@ def _sweep() -> dict:
 
 
 def _verify() -> dict:
-    result = audit.verify_step(bootstrap.services(), audit.JOB_VERIFY_BUDGET)
+    result = audit.verify_step(bootstrap.services(), audit.JOB_VERIFY_BUDGET, rescan_budget=audit.JOB_RESCAN_BUDGET)
     bad = [s for s in result["shards"] if not s["ok"]]
     metrics.add_metric(name="AuditVerifyFailures", unit=MetricUnit.Count, value=len(bad))
     return {"ok": result["ok"], "complete": result["complete"], "records": result["records"],

@@ -373,3 +373,42 @@ def test_no_store_fails_closed(svc):
     svc.audit = None
     with pytest.raises(RuntimeError):
         with_audit(svc, entry(1), lambda extra: None)
+
+
+def test_the_rescan_from_genesis_finds_a_rewrite_behind_the_checkpoint_and_keeps_reporting_it(asvc, ddb):
+    store = asvc.audit
+    written = fill(store, 6, shard=1)
+    assert verify_step(asvc, 1000)["complete"]  # checkpoint at 6
+    put_raw(ddb, {**raw_record(ddb, 1, 2), "amount_msat": {"N": "1"}})  # behind the checkpoint
+    assert verify_step(asvc, 1000)["ok"]  # the incremental step does not re-read it
+    budget = 2 * store.shards  # 2 records per chain and step
+    first = verify_step(asvc, 1000, rescan_budget=budget)
+    assert first["shards"][1]["problem"] == "altered" and first["shards"][1]["first_bad_seq"] == 2
+    assert not verify_step(asvc, 1000)["ok"]  # sticky until a clean pass
+    put_raw(ddb, {**raw_record(ddb, 1, 2), "amount_msat": {"N": str(written[1].amount_msat)}})  # repaired
+    results = [verify_step(asvc, 1000, rescan_budget=budget) for _ in range(4)]
+    assert results[-1]["ok"]
+
+
+def test_the_rescan_finds_a_consistently_rewritten_history_at_the_checkpoint(asvc, ddb):
+    """Records 1..3 rewritten with recomputed hashes and links (a consistent forgery), the head left alone: the
+    pass reaches the checkpoint with another hash than the one verified before."""
+    from dataclasses import replace as dc_replace
+
+    from satflow.domain.audit import GENESIS_HASH, record_hash
+
+    store = asvc.audit
+    fill(store, 3, shard=1)
+    assert verify_step(asvc, 1000)["complete"]
+    prev = GENESIS_HASH
+    for seq in (1, 2, 3):
+        item = raw_record(ddb, 1, seq)
+        from satflow.adapters.dynamodb.audit import _record_from_raw
+
+        forged = dc_replace(_record_from_raw(item), amount_msat=1, prev_hash=prev, hash="")
+        forged = dc_replace(forged, hash=record_hash(forged))
+        prev = forged.hash
+        put_raw(ddb, {**item, "amount_msat": {"N": "1"}, "prev_hash": {"S": forged.prev_hash},
+                      "hash": {"S": forged.hash}})
+    result = verify_step(asvc, 1000, rescan_budget=1000)
+    assert result["shards"][1]["problem"] == "broken_link" and result["shards"][1]["first_bad_seq"] == 3

@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence, TypeVar
 
 from satflow.domain import errors
 from satflow.domain.accounts import Principal, require_admin
-from satflow.domain.audit import AuditEntry, Checkpoint, PendingEntry, backoff_s, epoch_of, iso_us
+from satflow.domain.audit import GENESIS_HASH, AuditEntry, Checkpoint, PendingEntry, backoff_s, epoch_of, iso_us
 
 from .ports import Services
 
@@ -27,7 +27,8 @@ DEFAULT_PAGE = 50
 SWEEP_GRACE_S = 60  # the sweeper seals entries the stream path has not sealed after this long
 UNSEALED_BOUND_S = 900  # an entry still unsealed after this long is a verification problem ("unsealed")
 ROUTE_VERIFY_BUDGET = 2_000  # records one GET /v1/admin/audit/verify may read (spread over the chains)
-JOB_VERIFY_BUDGET = 200_000  # records one scheduled verify run may read
+JOB_VERIFY_BUDGET = 200_000  # records one scheduled verify run may read from the checkpoints on
+JOB_RESCAN_BUDGET = 200_000  # and from genesis (the re-verification behind the checkpoints)
 
 
 def _store(svc: Services) -> Any:
@@ -204,11 +205,16 @@ def verify_audit(svc: Services, principal: Principal, budget: int = ROUTE_VERIFY
     return verify_step(svc, budget)
 
 
-def verify_step(svc: Services, budget: int, *, unsealed_bound_s: float = UNSEALED_BOUND_S) -> dict[str, Any]:
+def verify_step(svc: Services, budget: int, *, unsealed_bound_s: float = UNSEALED_BOUND_S,
+                rescan_budget: int = 0) -> dict[str, Any]:
     """Advance every chain's verified checkpoint by at most ``budget // shards`` records (alteration, removal,
     reordering, a broken link, a head behind its checkpoint), and report an entry left unsealed longer than
     ``unsealed_bound_s``. A chain with a problem keeps its last good checkpoint and is verified again from there
-    on every step (a repaired chain clears). The checkpoint is published in the log (the external anchor)."""
+    on every step (a repaired chain clears). The checkpoint is published in the log (the external anchor).
+
+    ``rescan_budget`` (the scheduled job): also move each chain's from-genesis re-verification by at most
+    ``rescan_budget // shards`` records; arriving at the checkpoint, its hash must equal the checkpoint's, else the
+    history behind the checkpoint was rewritten. A problem it finds stays reported until a later pass is clean."""
     store = _store(svc)
     per_chain = max(1, budget // store.shards)
     now = store.clock()
@@ -221,6 +227,10 @@ def verify_step(svc: Services, budget: int, *, unsealed_bound_s: float = UNSEALE
         new = cp
         if report.ok:
             new = Checkpoint(report.last_seq, report.last_hash, iso_us(now), None, None, cp.version)
+        rescan = _rescan(store, shard, new, rescan_budget // store.shards, now) if rescan_budget else \
+            store.checkpoint(shard, "RESCAN")
+        if report.ok and rescan.problem:
+            problem, first_bad = rescan.problem, rescan.first_bad_seq
         oldest = store.pending(shard, 1)
         oldest_at = oldest[0].written_at if oldest else None
         if report.ok and oldest and now - (epoch_of(oldest_at) or 0) > unsealed_bound_s:
@@ -236,6 +246,33 @@ def verify_step(svc: Services, budget: int, *, unsealed_bound_s: float = UNSEALE
                        "complete": problem is None and new.seq == head_seq, "oldest_unsealed_at": oldest_at})
     return {"ok": all(s["ok"] for s in shards), "complete": all(s["complete"] for s in shards),
             "records": sum(s["last_seq"] for s in shards), "shards": shards}
+
+
+def _rescan(store: Any, shard: int, checkpoint: Checkpoint, limit: int, now: float) -> Checkpoint:
+    """One bounded stretch of the from-genesis pass of one chain; returns its stored state."""
+    cursor = store.checkpoint(shard, "RESCAN")
+    if checkpoint.seq == 0 or limit < 1:
+        return cursor
+    start = cursor if cursor.seq < checkpoint.seq else Checkpoint(problem=cursor.problem,
+                                                                   first_bad_seq=cursor.first_bad_seq,
+                                                                   version=cursor.version)
+    upto = min(checkpoint.seq, start.seq + limit)
+    report = store.verify_segment(shard, start.seq, start.hash, upto)
+    if not report.ok:  # found behind the checkpoint: sticky until a clean pass
+        new = Checkpoint(0, GENESIS_HASH, iso_us(now),
+                         report.problem, report.first_bad_seq, cursor.version)
+        log.error("audit chain rewritten behind its checkpoint", extra={"shard": shard, "problem": report.problem,
+                                                                         "first_bad_seq": report.first_bad_seq})
+    elif upto == checkpoint.seq and report.last_hash != checkpoint.hash:
+        new = Checkpoint(0, GENESIS_HASH, iso_us(now), "broken_link", checkpoint.seq, cursor.version)
+        log.error("audit chain rewritten behind its checkpoint", extra={"shard": shard, "seq": checkpoint.seq})
+    elif upto == checkpoint.seq:  # a clean pass up to the checkpoint: start over, problem cleared
+        new = Checkpoint(0, GENESIS_HASH, iso_us(now), None, None, cursor.version)
+    else:
+        new = Checkpoint(report.last_seq, report.last_hash, iso_us(now), start.problem, start.first_bad_seq,
+                         cursor.version)
+    store.save_checkpoint(shard, new, cursor, "RESCAN")
+    return new
 
 
 def _parse_int(value: object, name: str, default: int) -> int:

@@ -6,6 +6,7 @@ Items (pk / sk), declared here on ``models.BaseItem`` (models.py stays the share
   AUDIT#<shard>     / <seq:012d>                a sealed record (every AuditRecord field; details as canonical JSON)
   AUDITID#<entry_id> / SEALED                   the seal marker: which (shard, seq) an entry became, at most once
   AUDITCHECK#<shard> / STATE                    the verifier's checkpoint (seq + hash verified so far, last verdict)
+  AUDITCHECK#<shard> / RESCAN                   the from-genesis re-verification's cursor (and its last verdict)
 
 Write path (``prepare``): ONE item in the mutation's own TransactWriteItems, a Put of the pending entry with
 ``attribute_not_exists(pk)``; nothing is read first and no item is shared between writers, so money movement never
@@ -57,6 +58,7 @@ from .transaction import TRANSIENT_CODES, TxItem, delete, put, transact, update
 HEAD_SK = "HEAD"
 MARKER_SK = "SEALED"
 CHECK_SK = "STATE"
+RESCAN_SK = "RESCAN"
 SEQ_DIGITS = 12
 SEAL_CHUNK = 33  # 1 head + 3 items per entry <= 100 items per TransactWriteItems
 
@@ -380,8 +382,13 @@ class DynamoAuditStore:
                               start_seq=after_seq + 1, start_hash=after_hash)
         return report, head
 
-    def checkpoint(self, shard: int) -> Checkpoint:
-        raw = self._get(check_pk(self._check_shard(shard)), CHECK_SK)
+    def verify_segment(self, shard: int, after_seq: int, after_hash: str, upto_seq: int) -> VerifyReport:
+        """Records ``after_seq``+1 .. ``upto_seq`` against each other, from a known (seq, hash); no head check."""
+        return verify_chain(self._iter(self._check_shard(shard), after_seq, upto_seq, None),
+                            start_seq=after_seq + 1, start_hash=after_hash)
+
+    def checkpoint(self, shard: int, kind: str = CHECK_SK) -> Checkpoint:
+        raw = self._get(check_pk(self._check_shard(shard)), kind)
         if raw is None:
             return Checkpoint()
         s = lambda name: raw.get(name, {}).get("S")  # noqa: E731
@@ -390,11 +397,12 @@ class DynamoAuditStore:
                           first_bad_seq=_number(raw.get("first_bad_seq")),  # type: ignore[arg-type]
                           version=_number(raw.get("version")) or 0)  # type: ignore[arg-type]
 
-    def save_checkpoint(self, shard: int, new: Checkpoint, previous: Checkpoint) -> bool:
-        """Store ``new`` if the stored checkpoint is still ``previous`` (False: another verifier moved it)."""
+    def save_checkpoint(self, shard: int, new: Checkpoint, previous: Checkpoint, kind: str = CHECK_SK) -> bool:
+        """Store ``new`` if the stored checkpoint is still ``previous`` (False: another verifier moved it).
+        ``kind``: STATE (the incremental checkpoint) or RESCAN (the from-genesis pass's cursor)."""
         from botocore.exceptions import ClientError
 
-        item = {"pk": {"S": check_pk(shard)}, "sk": {"S": CHECK_SK}, "shard": {"N": str(shard)},
+        item = {"pk": {"S": check_pk(shard)}, "sk": {"S": kind}, "shard": {"N": str(shard)},
                 "seq": {"N": str(new.seq)}, "hash": {"S": new.hash}, "version": {"N": str(previous.version + 1)},
                 "verified_at": {"S": new.verified_at or iso_us(self.clock())}}
         if new.problem:
