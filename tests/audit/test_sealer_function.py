@@ -203,3 +203,30 @@ def test_the_local_runtime_feeds_the_sealer_from_the_stream(runtime):
     status, report = _call(runtime, "GET", "/v1/admin/audit/verify", admin)
     assert status == 200 and report["ok"] and report["complete"], report
     assert runtime.service(StreamPoller).drain("AuditSealerFunction") == []  # nothing sealed twice
+
+
+def test_the_audit_alarms_watch_metrics_the_sealer_emits_with_their_dimensions(handler, svc, capsys,
+                                                                               functions_in_template):
+    """An alarm on another name or dimension set would never fire: run the jobs and read their EMF lines."""
+    from satflow_dev.runtime.template import load_template_document
+
+    activity(svc)
+    handler.lambda_handler({"job": "sweep"}, Context())
+    handler.lambda_handler({"job": "verify"}, Context())
+    emitted = set()
+    for line in capsys.readouterr().out.splitlines():
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        for directive in (doc.get("_aws") or {}).get("CloudWatchMetrics", []):
+            for dims in directive["Dimensions"]:
+                for metric in directive["Metrics"]:
+                    emitted.add((directive["Namespace"], metric["Name"], frozenset((d, doc[d]) for d in dims)))
+    alarms = {k: v["Properties"] for k, v in load_template_document(ROOT / "template.yaml")["Resources"].items()
+              if v.get("Type") == "AWS::CloudWatch::Alarm" and v["Properties"].get("MetricName", "").startswith("Audit")}
+    assert {"AuditSealLagAlarm", "AuditIntegrityAlarm"} <= set(alarms)
+    for name in ("AuditSealLagAlarm", "AuditIntegrityAlarm"):  # published on every run (heartbeats)
+        a = alarms[name]
+        key = (a["Namespace"], a["MetricName"], frozenset((d["Name"], d["Value"]) for d in a["Dimensions"]))
+        assert key in emitted, (name, sorted(emitted, key=str))
