@@ -72,7 +72,7 @@ class SealReport:
     duplicates: int = 0  # already sealed (stream redelivery, or the other path got there first)
     changed: int = 0  # the stored entry was changed or deleted after its mutation committed (tampering)
     refused: int = 0  # not intact (hash does not match content): left unsealed, reported by verify
-    broken_shards: list[int] = field(default_factory=list)  # a record beyond the head: sealing stopped there
+    broken_shards: list[int] = field(default_factory=list)  # a record beyond the head, a malformed head: not sealed
     failed: list[Any] = field(default_factory=list)  # the caller's ids of the first entry of each chain to retry
     lag_s: float = 0.0  # the oldest sealed (stream) or still unsealed (sweep) entry's age, in seconds
     head_retries: int = 0
@@ -86,8 +86,10 @@ class SealReport:
 def seal_entries(svc: Services, entries: Sequence[tuple[Any, PendingEntry]], *, from_stream: bool) -> SealReport:
     """Seal pending entries, given in commit order with an id of the caller's (a stream sequence number), each
     chain on its own: a chain that fails transiently reports its first entry's id in ``failed`` (the stream
-    retries from there; what was sealed meanwhile is skipped then as a duplicate); a broken chain is logged and
-    left (its entries stay pending: the lag alarm and verify report it)."""
+    retries from there; what was sealed meanwhile is skipped then as a duplicate); a broken chain - a record beyond
+    its head, or any other error from that chain alone (a malformed head) - is logged and left: its entries stay
+    pending (the sweeper tries again each minute; AuditChainsBroken, the lag alarm and verify report it), no batch
+    item failure is reported for it, and the other chains are sealed as usual."""
     store = _store(svc)
     report = SealReport()
     by_shard: dict[int, list[tuple[Any, PendingEntry]]] = {}
@@ -108,6 +110,10 @@ def seal_entries(svc: Services, entries: Sequence[tuple[Any, PendingEntry]], *, 
         except errors.TransientError as exc:
             report.failed.append(group[0][0])
             log.warning("audit sealing deferred", extra={"shard": shard, "error": str(exc)})
+            continue
+        except Exception as exc:  # noqa: BLE001 - one malformed chain (e.g. a head that is no hash) must not stop the others
+            report.broken_shards.append(shard)
+            log.exception("audit chain unsealable: sealing stopped", extra={"shard": shard, "error": repr(exc)})
             continue
         report.sealed += len(outcome.sealed)
         report.duplicates += len(outcome.duplicates)
