@@ -16,6 +16,7 @@ from satflow.app import audit
 from satflow.domain.audit import AuditEntry, pending_hash
 from satflow.domain.ledger import shard_for
 
+from tests.audit.test_sealer_function import handler  # noqa: F401  (the sealer function, a fixture)
 from tests.conftest import TABLE
 
 AT = "2026-12-04T10:00:00.000Z"
@@ -68,3 +69,80 @@ def test_a_malformed_chain_head_breaks_only_that_chain(asvc, ddb):
     stream = audit.seal_entries(svc, [(f"seq-{n}", pending_from_image(i)) for n, i in enumerate(images)],
                                 from_stream=True)
     assert stream.broken_shards == [0] and stream.failed == [] and stream.sealed == 1
+
+
+# ------------------------------------------------------------------ 1: a pre-made seal marker drops nothing
+def test_a_premade_seal_marker_does_not_drop_a_genuine_record(asvc, ddb, handler, capsys):
+    """Transfer ids are predictable (deposits by txid:vout, inbound by payment hash, payments by idempotency key):
+    a table writer may create AUDITID#<id> before the mutation commits. The genuine entry must not be taken for
+    already sealed: it is reported as changed (the AuditEntriesChanged alarm) and kept pending for the operator."""
+    from satflow.app.accounts import ADMIN
+
+    svc = asvc
+    predicted = "dep_txid0123:0"
+    ddb.put_item(TableName=TABLE, Item={"pk": {"S": marker_pk(predicted)}, "sk": {"S": "SEALED"},
+                                        "shard": {"N": "0"}, "seq": {"N": "1"}, "sealed_at": {"S": "x"}})
+    entry = AuditEntry(at=AT, actor="system", action="ledger.deposit_credit.posted",
+                       subject_ids=("acc_victim", "system", predicted), amount_msat=5_000_000)
+    _p, items = svc.audit.prepare(entry, 0, entry_id=predicted)
+    run_or_raise(ddb, items)  # the mutation's transaction
+    [image] = pending_items(ddb, svc.audit.shards)
+
+    report = audit.seal_entries(svc, [("seq-1", pending_from_image(image))], from_stream=True)
+
+    assert report.changed == 1 and report.duplicates == 0 and report.sealed == 0
+    assert all_records(svc) == [] and len(pending_items(ddb, svc.audit.shards)) == 1  # kept, not deleted
+    v = audit.verify_step(svc, 10_000, rescan_budget=10_000, unsealed_bound_s=0)
+    assert not v["ok"] and v["shards"][0]["problem"] == "unsealed"
+    # the sweeper meets it again (alarm again), never seals it under the fake marker, never deletes it
+    swept = audit.sweep(svc, grace_s=0)
+    assert swept.changed == 1 and swept.sealed == 0 and len(pending_items(ddb, svc.audit.shards)) == 1
+    # and the sealer function turns it into the AuditEntriesChanged metric
+    handler._publish(report)
+    handler.metrics.flush_metrics()
+    assert "AuditEntriesChanged" in capsys.readouterr().out
+
+
+def test_a_redelivered_entry_is_still_a_plain_duplicate(asvc, ddb):
+    svc = asvc
+    audit.record_admin_action(svc, AuditEntry(at=AT, actor="admin", action="account.updated", subject_ids=("acc_a",)))
+    [image] = pending_items(ddb, svc.audit.shards)
+    first = audit.seal_entries(svc, [("seq-1", pending_from_image(image))], from_stream=True)
+    again = audit.seal_entries(svc, [("seq-1", pending_from_image(image)), ("seq-1", pending_from_image(image))],
+                               from_stream=True)
+    assert (first.sealed, again.duplicates, again.changed) == (1, 2, 0)
+    forged = pending_from_image({**image, "amount_msat": {"N": "7"}})
+    forged = forged.__class__(**{**forged.__dict__, "entry_hash": pending_hash(forged)})
+    assert audit.seal_entries(svc, [("seq-2", forged)], from_stream=True).changed == 1  # same id, other content
+
+
+# ------------------------------------------------------------------ 2: the sweeper sealing a forged copy first
+def test_a_forged_entry_sealed_by_the_sweeper_first_is_reported_when_the_stream_image_arrives(asvc, ddb):
+    svc = asvc
+    audit.record_admin_action(svc, AuditEntry(at=AT, actor="admin", action="adjustment.credit",
+                                              subject_ids=("acc_victim",), amount_msat=1_000))
+    [item] = pending_items(ddb, svc.audit.shards)
+    committed_image = copy.deepcopy(item)  # what the stream carries (the attacker cannot touch it)
+    p = pending_from_image(item)  # a table writer changes the amount and recomputes the (unkeyed) entry_hash
+    forged = p.__class__(**{**p.__dict__, "amount_msat": 999_999_000, "entry_hash": ""})
+    item["amount_msat"] = {"N": str(forged.amount_msat)}
+    item["entry_hash"] = {"S": pending_hash(forged)}
+    ddb.put_item(TableName=TABLE, Item=item)
+    sweep = audit.sweep(svc, grace_s=0)  # the stream lags: the sweeper seals the stored (forged) copy first
+    assert sweep.sealed == 1
+
+    report = audit.seal_entries(svc, [("seq-1", pending_from_image(committed_image))], from_stream=True)
+
+    assert report.changed == 1 and report.duplicates == 0  # was a silent "duplicate" before the fix
+
+
+def test_the_sweeper_grace_outlasts_the_seal_lag_alarm():
+    """The sweeper seals the table's copy (which a table writer may have forged with a recomputed hash); it must
+    only do so after the lag alarm (threshold x evaluation periods, template.yaml) has had time to fire."""
+    from satflow_dev.runtime.template import load_template_document
+    from tests.audit.test_sealer_function import ROOT
+
+    alarm = load_template_document(ROOT / "template.yaml")["Resources"]["AuditSealLagAlarm"]["Properties"]
+    fires_after = alarm["Threshold"] + alarm["Period"] * alarm.get("DatapointsToAlarm", alarm["EvaluationPeriods"])
+    assert audit.SWEEP_GRACE_S > fires_after
+    assert audit.SWEEP_GRACE_S < audit.UNSEALED_BOUND_S

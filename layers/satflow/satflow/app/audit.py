@@ -24,7 +24,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_PAGE = 100
 DEFAULT_PAGE = 50
-SWEEP_GRACE_S = 60  # the sweeper seals entries the stream path has not sealed after this long
+# The sweeper seals entries the stream path has not sealed after this long. It seals the TABLE's copy, which a table
+# writer may have changed (recomputing its unkeyed entry_hash), so it only acts once the AuditSealLagSeconds alarm
+# (> 300 s for 5 one-minute periods: about 600 s) has fired: a stream path down is then always an alarm first, and
+# when the stream image arrives after all it is compared with what the sweeper sealed (AuditEntriesChanged).
+SWEEP_GRACE_S = 660
 UNSEALED_BOUND_S = 900  # an entry still unsealed after this long is a verification problem ("unsealed")
 ROUTE_VERIFY_BUDGET = 2_000  # records one GET /v1/admin/audit/verify may read (spread over the chains)
 JOB_VERIFY_BUDGET = 200_000  # records one scheduled verify run may read from the checkpoints on
@@ -69,8 +73,8 @@ def record_admin_action(svc: Services, entry: AuditEntry) -> PendingEntry:
 @dataclass
 class SealReport:
     sealed: int = 0
-    duplicates: int = 0  # already sealed (stream redelivery, or the other path got there first)
-    changed: int = 0  # the stored entry was changed or deleted after its mutation committed (tampering)
+    duplicates: int = 0  # already sealed as itself (stream redelivery, or the other path got there first)
+    changed: int = 0  # the stored entry was changed/deleted after commit, or its id's marker is not its record
     refused: int = 0  # not intact (hash does not match content): left unsealed, reported by verify
     broken_shards: list[int] = field(default_factory=list)  # a record beyond the head, a malformed head: not sealed
     failed: list[Any] = field(default_factory=list)  # the caller's ids of the first entry of each chain to retry
@@ -121,7 +125,8 @@ def seal_entries(svc: Services, entries: Sequence[tuple[Any, PendingEntry]], *, 
         report.refused += len(outcome.refused)
         report.head_retries += outcome.head_retries
         for p in outcome.changed:
-            log.error("audit entry changed or deleted after commit; sealed as committed",
+            log.error("audit entry changed after commit, or its seal marker is not its record; the committed "
+                      "content is sealed or, if another record holds its id, the entry is kept for the operator",
                       extra={"shard": shard, "entry_id": p.entry_id})
         for p in outcome.refused:
             log.error("audit entry not intact; left unsealed", extra={"shard": shard, "entry_id": p.entry_id})
@@ -138,7 +143,8 @@ def seal_entries(svc: Services, entries: Sequence[tuple[Any, PendingEntry]], *, 
 def sweep(svc: Services, grace_s: float = SWEEP_GRACE_S, limit_per_chain: int = 1_000) -> SealReport:
     """The scheduled safety net: seal every entry written more than ``grace_s`` ago that the stream path has not
     sealed (stream records dropped after retries, a sealer outage), oldest first. ``lag_s`` is then the age of the
-    oldest entry still unsealed in any chain (the AuditSealLagSeconds metric). ``grace_s=0`` seals everything
+    oldest entry this sweep found unsealed in any chain, sealed by it or still waiting (the AuditSealLagSeconds
+    metric). ``grace_s=0`` seals everything
     (tests)."""
     store = _store(svc)
     cutoff = iso_us(store.clock() - grace_s) if grace_s > 0 else None
@@ -153,6 +159,7 @@ def sweep(svc: Services, grace_s: float = SWEEP_GRACE_S, limit_per_chain: int = 
                 setattr(report, name, getattr(report, name) + getattr(step, name))
             report.broken_shards += step.broken_shards
             report.failed += step.failed
+            report.lag_s = max(report.lag_s, step.lag_s)  # what the sweeper had to seal was waiting that long
             if len(batch) < limit_per_chain or step.sealed + step.duplicates == 0:
                 break  # the end, or only entries this sweep cannot seal: the next sweep tries again
     now = store.clock()

@@ -17,7 +17,9 @@ Seal path (``seal``, called by the sealer function from the table's stream, and 
 chain, one TransactWriteItems per chunk of up to 33 entries:
   [head]   Update AUDITHEAD#s: seq = :seq AND hash = :hash (attribute_not_exists(pk) for genesis)
   per entry:  Put AUDIT#s/<seq>   attribute_not_exists(pk)   (a record beyond the head: AuditChainBroken)
-              Put AUDITID#<id>    attribute_not_exists(pk)   (already sealed: dropped, never sealed twice)
+              Put AUDITID#<id>    attribute_not_exists(pk)   (already sealed: never sealed twice; a duplicate
+                                                             only if the marker's record IS this entry sealed,
+                                                             else ``changed`` and the entry is kept)
               Delete AUDITQ#s/... entry_hash = :h            (the entry as committed; else it changed or vanished)
 The head is read once (consistent GetItem) per chunk; only sealers write it, so its condition only ever meets
 another sealer (the stream path against the sweeper): re-read and retry.
@@ -46,6 +48,7 @@ from satflow.domain.audit import (
     audit_shard,
     backoff_s,
     canonical_json,
+    is_sealed_form,
     pending_entry,
     seal_record,
     verify_chain,
@@ -159,8 +162,9 @@ class SealOutcome:
     """What one ``seal`` call did on one chain."""
 
     sealed: list[AuditRecord] = field(default_factory=list)
-    duplicates: list[PendingEntry] = field(default_factory=list)  # already sealed (a redelivery, or the other path)
-    changed: list[PendingEntry] = field(default_factory=list)  # the stored entry differed from (or lacked) the image
+    duplicates: list[PendingEntry] = field(default_factory=list)  # already sealed as itself (a redelivery, the other path)
+    # the stored entry differed from (or lacked) the image, or a marker exists whose record is not this entry
+    changed: list[PendingEntry] = field(default_factory=list)
     refused: list[PendingEntry] = field(default_factory=list)  # not intact: left unsealed, for verify to report
     head_retries: int = 0
 
@@ -224,20 +228,23 @@ class DynamoAuditStore:
         Their stored copy is deleted only if unchanged (``entry_hash``); a copy changed or deleted meanwhile does
         not stop the committed entry from being sealed (it is reported in ``changed``). From the sweeper (the
         stored copies), an entry whose hash does not match its content is refused and left in the index.
-        Already sealed entries (a marker exists) are skipped. Raises AuditChainBroken when the chain holds a
+        Already sealed entries (a marker exists) are skipped as ``duplicates`` only when the marker's record is
+        this entry sealed (same id, chain and content hash); a marker without such a record (made in advance under
+        a predictable id, or a forged copy sealed first by the sweeper) is ``changed``: nothing is sealed and the
+        pending entry is kept for the operator. Raises AuditChainBroken when the chain holds a
         record beyond its head (nothing more is sealed there until an operator repairs it), TransientError when
         the head kept moving or DynamoDB stayed busy (nothing of the failed chunk was written)."""
         shard = self._check_shard(shard)
         outcome = SealOutcome()
         todo: list[tuple[PendingEntry, bool]] = []
-        ids: set[str] = set()
+        first_hash: dict[str, str] = {}
         for p in entries:
             if p.shard != shard or not p.intact():
                 outcome.refused.append(p)
-            elif p.entry_id in ids:  # one marker per id: a second entry under the same id is never sealed
-                outcome.duplicates.append(p)
+            elif p.entry_id in first_hash:  # one marker per id: a second entry under the same id is never sealed
+                (outcome.duplicates if first_hash[p.entry_id] == p.entry_hash else outcome.changed).append(p)
             else:
-                ids.add(p.entry_id)
+                first_hash[p.entry_id] = p.entry_hash
                 todo.append((p, True))
         failures = 0
         while todo:
@@ -263,9 +270,13 @@ class DynamoAuditStore:
                                        shard=shard, seq=seq)
             done = {i for i in range(len(chunk)) if cancellation.condition_failed(f"marker_{i}")}
             for i in sorted(done):
-                outcome.duplicates.append(chunk[i][0])
-                if chunk[i][1]:
-                    self._delete_entry_if_unchanged(chunk[i][0])  # a stray copy of a sealed entry
+                p, delete_entry = chunk[i]
+                if self._sealed_as(p):  # a redelivery, or the other path sealed this very entry first
+                    outcome.duplicates.append(p)
+                    if delete_entry:
+                        self._delete_entry_if_unchanged(p)  # a stray copy of a sealed entry
+                else:  # a marker made in advance, or a forged copy sealed first: tampering, the entry is kept
+                    outcome.changed.append(p)
             changed = {i for i in range(len(chunk)) if i not in done and cancellation.condition_failed(f"entry_{i}")}
             if not done and not changed:
                 raise RuntimeError(f"audit seal of chain {shard} cancelled unexpectedly: {cancellation.failures}")
@@ -309,6 +320,16 @@ class DynamoAuditStore:
                                [H.shard.set(shard), H.seq.set(last.seq), H.hash.set(last.hash),
                                 H.updated_at.set(sealed_at)], condition, "head"))
         return items, records
+
+    def _sealed_as(self, p: PendingEntry) -> bool:
+        """Whether ``p``'s seal marker points at a record that is ``p`` sealed (two consistent reads, only on a
+        duplicate). A marker with no record, or a record with other content, is not a seal of ``p``."""
+        raw = self._get(marker_pk(p.entry_id), MARKER_SK)
+        shard, seq = (_number(raw.get("shard")), _number(raw.get("seq"))) if raw else (None, None)
+        if shard != p.shard or isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
+            return False
+        record = self._get(record_pk(p.shard), seq_sk(seq))
+        return record is not None and is_sealed_form(_record_from_raw(record), p)
 
     def _delete_entry_if_unchanged(self, p: PendingEntry) -> None:
         from botocore.exceptions import ClientError
