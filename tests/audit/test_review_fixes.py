@@ -146,3 +146,42 @@ def test_the_sweeper_grace_outlasts_the_seal_lag_alarm():
     fires_after = alarm["Threshold"] + alarm["Period"] * alarm.get("DatapointsToAlarm", alarm["EvaluationPeriods"])
     assert audit.SWEEP_GRACE_S > fires_after
     assert audit.SWEEP_GRACE_S < audit.UNSEALED_BOUND_S
+
+
+# ------------------------------------------------------------------ 3: the end of a chain cut off ahead of verify
+def test_cutting_off_the_end_of_a_chain_ahead_of_the_checkpoint_is_reported_truncated(asvc, ddb):
+    from satflow.app.accounts import ADMIN
+
+    svc = asvc
+    seal_n(svc, 3)
+    assert audit.verify_audit(svc, ADMIN)["ok"]  # the checkpoint is now at seq 3
+    seal_n(svc, 2)  # seq 4 and 5: sealed, not yet verified
+    shard = next(s for s in range(svc.audit.shards) if svc.audit.head(s))
+    r4, r5 = svc.audit.records(shard, 3)
+    # a table writer deletes record 5 and its marker and winds the head back to (4, hash 4): a consistent chain
+    ddb.delete_item(TableName=TABLE, Key={"pk": {"S": record_pk(shard)}, "sk": {"S": seq_sk(5)}})
+    ddb.delete_item(TableName=TABLE, Key={"pk": {"S": marker_pk(r5.entry_id)}, "sk": {"S": "SEALED"}})
+    ddb.update_item(TableName=TABLE, Key={"pk": {"S": head_pk(shard)}, "sk": {"S": "HEAD"}},
+                    UpdateExpression="SET seq = :s, #h = :h", ExpressionAttributeNames={"#h": "hash"},
+                    ExpressionAttributeValues={":s": {"N": "4"}, ":h": {"S": r4.hash}})
+
+    for _ in range(2):  # and it stays reported
+        v = audit.verify_step(svc, 10_000, rescan_budget=10_000)
+        [chain] = [s for s in v["shards"] if s["shard"] == shard]
+        assert not v["ok"] and (chain["problem"], chain["first_bad_seq"]) == ("truncated", 5)
+
+    # sealing on over the cut (a new record 5 with another hash): the mark does not move back, the tail differs
+    seal_n(svc, 1)
+    v = audit.verify_step(svc, 10_000, rescan_budget=10_000)
+    [chain] = [s for s in v["shards"] if s["shard"] == shard]
+    assert (chain["problem"], chain["first_bad_seq"]) == ("broken_link", 5)
+
+
+def test_the_sealed_mark_only_moves_forward_and_an_honest_chain_verifies(asvc):
+    svc = asvc
+    seal_n(svc, 2)
+    shard = next(s for s in range(svc.audit.shards) if svc.audit.head(s))
+    [_, r2] = svc.audit.records(shard)
+    svc.audit._raise_sealed_mark(shard, svc.audit.records(shard)[0])  # a late, lower update changes nothing
+    assert svc.audit.sealed_mark(shard) == (2, r2.hash)
+    assert audit.verify_step(svc, 10_000, rescan_budget=10_000)["ok"]

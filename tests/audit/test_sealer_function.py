@@ -116,7 +116,7 @@ def test_the_sweep_and_verify_jobs(handler, svc):
     svc.audit.clock = lambda: now + audit.SWEEP_GRACE_S + 1
     swept = handler.lambda_handler({"job": "sweep"}, Context())
     # lag: what the sweeper had to seal had waited past the grace (the stream path missed it)
-    assert swept["sealed"] == 7 and audit.SWEEP_GRACE_S < swept["lag_s"] < audit.SWEEP_GRACE_S + 2
+    assert swept["sealed"] == 7 and swept["lag_s"] > audit.SWEEP_GRACE_S
     verified = handler.lambda_handler({"job": "verify"}, Context())
     assert verified["ok"] and verified["complete"] and verified["records"] == 7
     with pytest.raises(ValueError):

@@ -222,7 +222,8 @@ def verify_step(svc: Services, budget: int, *, unsealed_bound_s: float = UNSEALE
                 rescan_budget: int = 0) -> dict[str, Any]:
     """Advance every chain's verified checkpoint by at most ``budget // shards`` records (alteration, removal,
     reordering, a broken link, a head behind its checkpoint), and report an entry left unsealed longer than
-    ``unsealed_bound_s``. A chain with a problem keeps its last good checkpoint and is verified again from there
+    ``unsealed_bound_s``, and a head below the chain's sealed mark (``truncated``: the end of the chain cut off,
+    the head wound back, even ahead of the checkpoint). A chain with a problem keeps its last good checkpoint and is verified again from there
     on every step (a repaired chain clears). The checkpoint is published in the log (the external anchor).
 
     ``rescan_budget`` (the scheduled job): also move each chain's from-genesis re-verification by at most
@@ -234,19 +235,22 @@ def verify_step(svc: Services, budget: int, *, unsealed_bound_s: float = UNSEALE
     shards = []
     for shard in range(store.shards):
         cp = store.checkpoint(shard)
+        mark = store.sealed_mark(shard)  # read BEFORE the head: honestly, the head is then never below it
         report, head = store.verify_range(shard, cp.seq, cp.hash, per_chain)
         head_seq = head[0] if head is not None and isinstance(head[0], int) else 0
         problem, first_bad = report.problem, report.first_bad_seq
+        if report.ok and mark is not None:
+            problem, first_bad = _check_sealed_mark(store, shard, mark, head_seq)
         new = cp
         if report.ok:
             new = Checkpoint(report.last_seq, report.last_hash, iso_us(now), None, None, cp.version)
         rescan = _rescan(store, shard, new, rescan_budget // store.shards, now) if rescan_budget else \
             store.checkpoint(shard, "RESCAN")
-        if report.ok and rescan.problem:
+        if report.ok and not problem and rescan.problem:
             problem, first_bad = rescan.problem, rescan.first_bad_seq
         oldest = store.pending(shard, 1)
         oldest_at = oldest[0].written_at if oldest else None
-        if report.ok and oldest and now - (epoch_of(oldest_at) or 0) > unsealed_bound_s:
+        if report.ok and not problem and oldest and now - (epoch_of(oldest_at) or 0) > unsealed_bound_s:
             problem = "unsealed"
         if problem:
             new = Checkpoint(new.seq, new.hash, iso_us(now), problem, first_bad, cp.version)
@@ -259,6 +263,21 @@ def verify_step(svc: Services, budget: int, *, unsealed_bound_s: float = UNSEALE
                        "complete": problem is None and new.seq == head_seq, "oldest_unsealed_at": oldest_at})
     return {"ok": all(s["ok"] for s in shards), "complete": all(s["complete"] for s in shards),
             "records": sum(s["last_seq"] for s in shards), "shards": shards}
+
+
+def _check_sealed_mark(store: Any, shard: int, mark: tuple[Any, str], head_seq: int) -> tuple[str | None, int | None]:
+    """The chain against the highest (seq, hash) its sealer ever sealed (the sealed mark, which only moves forward):
+    a head below it means records were cut off the end and the head wound back (``truncated``); the record at the
+    mark must still carry the mark's hash (else ``broken_link``: the tail was rewritten). One read per chain."""
+    seq, mark_hash = mark
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
+        return "truncated", 1  # a mark that is no seq: someone wrote it
+    if head_seq < seq:
+        return "truncated", head_seq + 1
+    at_mark = store.records(shard, seq - 1, 1)
+    if not at_mark or at_mark[0].seq != seq or at_mark[0].hash != mark_hash:
+        return "broken_link", seq
+    return None, None
 
 
 def _rescan(store: Any, shard: int, checkpoint: Checkpoint, limit: int, now: float) -> Checkpoint:

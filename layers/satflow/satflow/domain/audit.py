@@ -39,7 +39,9 @@ _INT_LIMIT = 2**63 - 1
 _ACTION_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 _HASH_RE = re.compile(r"^[0-9a-f]{64}$")
 
-Problem = Literal["altered", "missing", "reordered", "broken_link", "unsealed"]
+# "unsealed" (an entry older than the seal bound) and "truncated" (the head below the highest seq ever sealed) are
+# found by the verify use case, not by verify_chain.
+Problem = Literal["altered", "missing", "reordered", "broken_link", "unsealed", "truncated"]
 
 
 # ------------------------------------------------------------------------------------------------ records

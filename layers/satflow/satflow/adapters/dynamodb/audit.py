@@ -7,6 +7,8 @@ Items (pk / sk), declared here on ``models.BaseItem`` (models.py stays the share
   AUDITID#<entry_id> / SEALED                   the seal marker: which (shard, seq) an entry became, at most once
   AUDITCHECK#<shard> / STATE                    the verifier's checkpoint (seq + hash verified so far, last verdict)
   AUDITCHECK#<shard> / RESCAN                   the from-genesis re-verification's cursor (and its last verdict)
+  AUDITCHECK#<shard> / SEALED                   the sealed mark: the highest (seq, hash) the sealer ever sealed;
+                                                only moves forward (a head below it: the chain's end was cut off)
 
 Write path (``prepare``): ONE item in the mutation's own TransactWriteItems, a Put of the pending entry with
 ``attribute_not_exists(pk)``; nothing is read first and no item is shared between writers, so money movement never
@@ -27,6 +29,7 @@ another sealer (the stream path against the sweeper): re-read and retry.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -58,10 +61,13 @@ from satflow.domain.ids import new_id
 from .models import BaseItem, Models, key, model_meta
 from .transaction import TRANSIENT_CODES, TxItem, delete, put, transact, update
 
+log = logging.getLogger(__name__)
+
 HEAD_SK = "HEAD"
 MARKER_SK = "SEALED"
 CHECK_SK = "STATE"
 RESCAN_SK = "RESCAN"
+SEALED_MARK_SK = "SEALED"
 SEQ_DIGITS = 12
 SEAL_CHUNK = 33  # 1 head + 3 items per entry <= 100 items per TransactWriteItems
 
@@ -254,6 +260,7 @@ class DynamoAuditStore:
             cancellation = transact(self._client, items)
             if cancellation is None:
                 outcome.sealed.extend(records)
+                self._raise_sealed_mark(shard, records[-1])
                 todo = todo[len(chunk):]
                 failures = 0
                 continue
@@ -320,6 +327,33 @@ class DynamoAuditStore:
                                [H.shard.set(shard), H.seq.set(last.seq), H.hash.set(last.hash),
                                 H.updated_at.set(sealed_at)], condition, "head"))
         return items, records
+
+    def _raise_sealed_mark(self, shard: int, last: AuditRecord) -> None:
+        """Move the chain's sealed mark forward to ``last`` (never back: conditional on a lower seq). Written after
+        the seal transaction, so it trails the head by at most a crash (a lower bound, which is all verify needs);
+        kept out of the transaction so that a mark an attacker moved ahead cannot stop sealing."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self._call("update_item", TableName=self._table, Key=key(check_pk(shard), SEALED_MARK_SK),
+                       UpdateExpression="SET #c = :shard, #s = :seq, #h = :hash, #t = :at",
+                       ConditionExpression="attribute_not_exists(#pk) OR #s < :seq",
+                       ExpressionAttributeNames={"#pk": "pk", "#c": "shard", "#s": "seq", "#h": "hash",
+                                                 "#t": "sealed_at"},
+                       ExpressionAttributeValues={":shard": {"N": str(shard)}, ":seq": {"N": str(last.seq)},
+                                                  ":hash": {"S": last.hash}, ":at": {"S": iso_us(self.clock())}})
+        except errors.TransientError as exc:  # the records are sealed; the next chunk moves the mark past them
+            log.warning("audit sealed mark not moved", extra={"shard": shard, "seq": last.seq, "error": str(exc)})
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+
+    def sealed_mark(self, shard: int) -> tuple[int, str] | None:
+        """The highest (seq, hash) the sealer ever sealed on this chain, or None before its first record."""
+        raw = self._get(check_pk(self._check_shard(shard)), SEALED_MARK_SK)
+        if raw is None:
+            return None
+        return _number(raw.get("seq")), _s(raw, "hash")  # type: ignore[return-value]
 
     def _sealed_as(self, p: PendingEntry) -> bool:
         """Whether ``p``'s seal marker points at a record that is ``p`` sealed (two consistent reads, only on a
