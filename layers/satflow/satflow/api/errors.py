@@ -80,6 +80,10 @@ HTTP_STATUS: dict[type[e.SatflowError], int] = {
     e.RiskBlocked: 422,
     e.ReviewNotFound: 404,
     e.ReviewAlreadyDecided: 409,
+    # Solvency
+    e.SendsPaused: 503,
+    e.SuspenseNotFound: 404,
+    e.SuspenseAlreadyAssigned: 409,
 }
 
 
