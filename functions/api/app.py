@@ -359,6 +359,19 @@ def admin_solvency_resume():
     return _json(200, {"breaker": state.to_dict()})
 
 
+@app.post("/v1/admin/solvency/capital")
+def admin_solvency_capital():
+    from satflow.app import solvency
+
+    principal = _principal()
+    accounts.require_admin(principal)
+    data = json_object(_body(), {"source", "amount_msat", "direction", "reason"})
+    t = solvency.book_capital(bootstrap.services(), principal, app.current_event.headers.get("idempotency-key"),
+                              data["source"], data["amount_msat"], data["direction"], data["reason"])
+    return _json(201, {"transfer_id": t.id, "source": data["source"], "direction": data["direction"],
+                       "amount_msat": t.amount, "reason": t.memo, "created_at": t.created_at})
+
+
 @app.get("/v1/admin/suspense")
 def admin_list_suspense():
     from satflow.app import solvency

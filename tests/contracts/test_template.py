@@ -31,6 +31,7 @@ API_ROUTES = {
     "GET /v1/admin/audit/verify",
     "GET /v1/admin/solvency",
     "POST /v1/admin/solvency/resume",
+    "POST /v1/admin/solvency/capital",
     "GET /v1/admin/suspense",
     "POST /v1/admin/suspense/{suspense_id}/assign",
     "POST /v1/payouts",

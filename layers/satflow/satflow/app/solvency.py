@@ -311,6 +311,25 @@ def resume(svc: Services, principal: Principal, reason: object) -> BreakerState:
     return store.breaker(consistent=True)
 
 
+def book_capital(svc: Services, principal: Principal, idempotency_key: str | None, source: object,
+                 amount_msat: object, direction: object, reason: object) -> Any:
+    """POST /v1/admin/solvency/capital: the operator's own funds entering or leaving a source (e.g. the node's
+    channels at deployment), booked against owner equity; audited by the ledger entry. Idempotency-Key required."""
+    from satflow.domain.ids import derive_id
+    from satflow.domain.money import validate_amount
+    from satflow.domain.solvency import capital_booked
+
+    from .transfers import validate_idempotency_key
+
+    require_admin(principal)
+    key = validate_idempotency_key(idempotency_key)
+    validate_amount(amount_msat, field="amount_msat")
+    transfer = capital_booked(transfer_id=derive_id("cap", key), source=source, amount_msat=amount_msat,  # type: ignore[arg-type]
+                              direction=direction, reason=reason, created_at=svc.clock(),  # type: ignore[arg-type]
+                              shards=svc.system_shards)
+    return svc.ledger.execute(transfer).transfer
+
+
 def solvency_view(svc: Services, principal: Principal, limit: object = None, cursor: object = None) -> dict:
     """GET /v1/admin/solvency: the breaker, the latest checks (newest first, paged), the latest invariant run."""
     require_admin(principal)

@@ -314,3 +314,21 @@ class NodePayment:
     fee_msat: int
     payment_index: int
     creation_time_ns: int = 0
+
+
+def capital_booked(*, transfer_id: str, source: str, amount_msat: int, direction: str, reason: str, created_at: str,
+                   shards: int, asset: str = "BTC") -> Transfer:
+    """The operator's own money put into (``in``) or taken out of (``out``) a source: channel funding, the node's
+    wallet, coins moved to or from cold storage. Against owner equity, so the check compares like with like."""
+    from .ledger import LedgerAccount, TransferKind, new_transfer
+
+    if source not in SOURCES:
+        raise ValidationError(f"source must be one of {list(SOURCES)}", field="source")
+    if direction not in ("in", "out"):
+        raise ValidationError("direction must be 'in' or 'out'", field="direction")
+    held = LedgerAccount(SOURCE_ACCOUNT[source], asset)
+    equity = LedgerAccount(SystemAccount.OWNER_EQUITY.value, asset)
+    debit, credit = (held, equity) if direction == "in" else (equity, held)
+    return new_transfer(transfer_id=transfer_id, kind=TransferKind.POSTED, debit=debit, credit=credit,
+                        amount=amount_msat, template=f"capital_{direction}", created_at=created_at, shards=shards,
+                        memo=validate_reason(reason), metadata={"source": source}, operator=True)
