@@ -265,6 +265,7 @@ class LightningSimulator:
             ("GET", re.compile(r"^/v1/balance/blockchain$"), self._wallet_balance, False),
             ("GET", re.compile(r"^/v1/channels$"), self._list_channels, False),
             ("GET", re.compile(r"^/v1/payments$"), self._list_payments, False),
+            ("POST", re.compile(r"^/v1/channels/transactions$"), self._send_payment_sync, False),
         ]
         self.wallet_sat = 0  # the node's own on-chain wallet (lnd /v1/balance/blockchain): operator funds
 
@@ -409,10 +410,8 @@ class LightningSimulator:
         """Somebody pays out of OUR node without satflow (lncli payinvoice on the real node): an external invoice
         paid at once, recorded in the node's payment list. Returns the payment hash."""
         payment_request = self.external_invoice(amount_msat, memo)
-        with self._lock:
-            decoded = self._decoded_for_send(payment_request)
-            payment = self._start_payment(payment_request, decoded, amount_msat, 10**12, PaymentScript.succeed())
-            return payment.payment_hash
+        self.handle("POST", "/v1/channels/transactions", body=json.dumps({"payment_request": payment_request}).encode())
+        return self.payment_hash_of(payment_request)
 
     # --- balances (the solvency check's view of the node) ------------------------------------------------------
     def _htlcs_out_msat(self) -> int:
@@ -452,6 +451,21 @@ class LightningSimulator:
                 "remote_balance": str(self._balance_msat // 1000), "commit_fee": "0",
                 "unsettled_balance": str(self._htlcs_out_msat() // 1000), "pending_htlcs": htlcs}]})
 
+    def _send_payment_sync(self, request: _Request) -> SimResponse:
+        """lnd's SendPaymentSync (what ``lncli payinvoice`` does): a payment on our node that satflow may not know
+        about. Errors come back in ``payment_error`` with HTTP 200, as lnd answers."""
+        payment_request = str(request.body.get("payment_request") or "")
+        decoded = self._decoded_for_send(payment_request)
+        with self._lock:
+            self._refuse_duplicate(str(decoded.payment_hash))
+            amount = self._send_amount(decoded, _int_field(request.body, "amt_msat"))
+            script = self._scripts.get(str(decoded.payment_hash), self._default_script)
+            payment = self._start_payment(payment_request, decoded, amount, 10**15, script)
+            ok = payment.status == "SUCCEEDED"
+            return self._ok({"payment_error": "" if ok else payment.failure_reason,
+                             "payment_preimage": base64.b64encode(bytes.fromhex(payment.preimage)).decode() if ok
+                             else "", "payment_hash": base64.b64encode(bytes.fromhex(payment.payment_hash)).decode()})
+
     def _list_payments(self, request: _Request) -> SimResponse:
         """lnd's ListPayments: index_offset (exclusive), max_payments, reversed=false, include_incomplete."""
         try:
@@ -460,10 +474,15 @@ class LightningSimulator:
         except ValueError as exc:
             raise _RpcError(lnd_json.GRPC_INVALID_ARGUMENT, "index_offset and max_payments are integers") from exc
         incomplete = request.query.get("include_incomplete", "true") == "true"
+        newest_first = request.query.get("reversed", "false") == "true"
         with self._lock:
-            payments = sorted(self._payments.values(), key=lambda p: p.payment_index)
-            chosen = [p for p in payments if p.payment_index > offset
-                      and (incomplete or p.status == "SUCCEEDED")][:limit]
+            payments = [p for p in sorted(self._payments.values(), key=lambda p: p.payment_index)
+                        if incomplete or p.status == "SUCCEEDED"]
+            if newest_first:  # lnd: the page BEFORE index_offset (0: the end), still listed oldest first
+                before = [p for p in payments if offset == 0 or p.payment_index < offset]
+                chosen = before[-limit:] if limit else []
+            else:
+                chosen = [p for p in payments if p.payment_index > offset][:limit]
             listed = [self._payment_json(p) for p in chosen]
             return self._ok({"payments": listed,
                              "first_index_offset": str(chosen[0].payment_index if chosen else 0),

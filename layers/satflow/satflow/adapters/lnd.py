@@ -365,14 +365,15 @@ class LndRestClient:
             htlcs_out_msat=unsettled or htlcs_out, htlcs_in_msat=htlcs_in,
             wallet_msat=_int(wallet.get("total_balance")) * 1000, commit_fee_msat=commit_fee)
 
-    def list_payments(self, index_offset: int = 0, max_payments: int = 100) -> tuple[list["NodePayment"], int]:
+    def list_payments(self, index_offset: int = 0, max_payments: int = 100,
+                      newest_first: bool = False) -> tuple[list["NodePayment"], int]:
         """Payments after ``index_offset`` in index order (incomplete ones included); returns (payments, the last
-        index offset of the page)."""
+        index offset of the page). ``newest_first`` with offset 0: the latest payments (lnd's ``reversed``)."""
         from satflow.domain.solvency import NodePayment
 
         data = self._call("list_payments", "GET", "/v1/payments", params={
             "include_incomplete": "true", "index_offset": str(int(index_offset)),
-            "max_payments": str(int(max_payments)), "reversed": "false"})
+            "max_payments": str(int(max_payments)), "reversed": "true" if newest_first else "false"})
         out = [NodePayment(payment_hash=str(p.get("payment_hash") or ""), status=str(p.get("status") or ""),
                            value_msat=_int(p.get("value_msat")), fee_msat=_int(p.get("fee_msat")),
                            payment_index=_int(p.get("payment_index")),

@@ -189,6 +189,12 @@ def _scan_node_payments(svc: Services, store: Any, lnd: Any, at: str) -> tuple[i
     in flight). The cursor moves past a prefix of payments that need no more attention: final, and either
     foreign (booked) or ours and resolved on the ledger."""
     cursor = store.payment_cursor()
+    if cursor is None:
+        # The first check on this node: its history up to now is in the operator's opening capital (booked with
+        # POST /v1/admin/solvency/capital), not foreign. Start after the node's latest payment.
+        latest, _ = lnd.list_payments(0, 1, newest_first=True)
+        store.advance_payment_cursor(latest[-1].payment_index if latest else 0)
+        return 0, 0, 0
     offset, advance_to, blocked = cursor, cursor, False
     not_posted = booked = in_flight = 0
     for _ in range(PAYMENT_PAGES_PER_RUN):

@@ -123,10 +123,11 @@ class DynamoSolvencyStore:
         run_or_raise(self._client, items)
 
     # ------------------------------------------------------------------ LND payment cursor
-    def payment_cursor(self) -> int:
+    def payment_cursor(self) -> int | None:
+        """None before the first check ever ran against the node."""
         raw = self._client.get_item(TableName=self.table_name, Key={"pk": _s("SOLVENCY"), "sk": _s("LNDPAYCURSOR")},
                                     ConsistentRead=True).get("Item")
-        return int(raw["payment_index"]["N"]) if raw else 0
+        return int(raw["payment_index"]["N"]) if raw else None
 
     def advance_payment_cursor(self, payment_index: int) -> None:
         from botocore.exceptions import ClientError
@@ -135,7 +136,7 @@ class DynamoSolvencyStore:
             self._client.update_item(
                 TableName=self.table_name, Key={"pk": _s("SOLVENCY"), "sk": _s("LNDPAYCURSOR")},
                 UpdateExpression="SET payment_index = :i",
-                ConditionExpression="attribute_not_exists(payment_index) OR payment_index < :i",
+                ConditionExpression="attribute_not_exists(payment_index) OR payment_index < :i",  # 0 creates it
                 ExpressionAttributeValues={":i": _n(payment_index)})
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
