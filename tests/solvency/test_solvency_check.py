@@ -234,3 +234,23 @@ def test_invariant_job_reads_parallel_segments_and_stores_the_result(svc, lsim, 
     assert summary["ok"] and summary["segments"] == 4 and summary["balance_items"] >= 2
     assert solvency.solvency_view(svc, ADMIN)["ledger_invariants"]["at"] == summary["at"]
     assert ("LedgerInvariantViolations", 0, {}) in svc.metrics
+
+
+def test_a_transient_difference_is_read_again_before_it_trips(svc, lsim, alice):
+    """The ledger and the node are read one after the other: a credit landing in between must not pause sends."""
+    from dataclasses import replace
+
+    opening_capital(svc, lsim)
+    client = svc.lnd()
+    real = client.node_balances
+    readings = []
+
+    def racing():
+        figures = real()
+        readings.append(figures)
+        return replace(figures, local_msat=figures.local_msat + 50_000_000) if len(readings) == 1 else figures
+
+    client.node_balances = racing
+    check = solvency.run_check(svc)
+    assert len(readings) == 2 and not check.breaches and figures(check, LIGHTNING).unexplained_msat == 0
+    assert solvency.sends_blocked_because(svc) is None
