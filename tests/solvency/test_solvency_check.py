@@ -202,6 +202,13 @@ def test_a_stale_check_pauses_sends(svc, lsim, alice):
     assert reason and "no successful solvency check" in reason
     with pytest.raises(errors.SendsPaused):
         payments.create_payment(svc, principal(alice), "pay-1", lsim.external_invoice(1_000))
+    # the job is not running at all (the item still says open): an admin can override for one more period
+    assert solvency.resume(svc, ADMIN, "the check is down, node reconciled by hand").sends == "open"
+    assert solvency.sends_blocked_because(svc) is None
+    with pytest.raises(errors.Conflict):
+        solvency.resume(svc, ADMIN, "twice")
+    svc.unix_clock = lambda: now + 3 * svc.solvency_max_check_age_s
+    assert solvency.sends_blocked_because(svc)
     # a run that cannot read the node trips the breaker formally (audited) once the last success is too old
     svc.lnd = lambda: (_ for _ in ()).throw(errors.LightningNodeUnavailable("down"))
     check = solvency.run_check(svc)

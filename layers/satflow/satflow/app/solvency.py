@@ -307,7 +307,8 @@ def trip(svc: Services, reasons: tuple[str, ...], check: SolvencyCheck | None = 
 
 
 def resume(svc: Services, principal: Principal, reason: object) -> BreakerState:
-    """POST /v1/admin/solvency/resume: paused -> open, audited and announced. Resuming open sends is a 409."""
+    """POST /v1/admin/solvency/resume: paused -> open, audited and announced; also the override when sends are
+    blocked only by a stale check (buys one more max_check_age_s). Resuming sends that are open is a 409."""
     from .audit import with_audit
 
     require_admin(principal)
@@ -317,7 +318,8 @@ def resume(svc: Services, principal: Principal, reason: object) -> BreakerState:
     ref = new_id("res")
     entry = AuditEntry(at=at, actor=ADMIN_ACTOR, action="solvency.sends_resumed", subject_ids=(ref,),
                        details={"reason": why})
-    items = [store.resume_item(admin=ADMIN_ACTOR, reason=why, at=at, now_unix=now)] + _announce(
+    items = [store.resume_item(admin=ADMIN_ACTOR, reason=why, at=at, now_unix=now,
+                               stale_before=now - svc.solvency_max_check_age_s)] + _announce(
         svc, SENDS_RESUMED, ref, at, {"reason": why})
     with_audit(svc, entry, lambda extra: store.run(items + list(extra)))
     forget_breaker_cache()

@@ -108,14 +108,18 @@ class DynamoSolvencyStore:
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD"},
             lambda old: errors.Conflict("the breaker is already paused"))
 
-    def resume_item(self, *, admin: str, reason: str, at: str, now_unix: int) -> TxItem:
+    def resume_item(self, *, admin: str, reason: str, at: str, now_unix: int, stale_before: int) -> TxItem:
+        """Paused -> open; or, when sends are blocked only because the last success is older than the limit (the
+        job is not running), an admin's override: ``resumed_at`` buys one more period."""
         return TxItem("breaker", "Update", {
             "TableName": self.table_name, "Key": {"pk": _s("SOLVENCY"), "sk": _s("BREAKER")},
             "UpdateExpression": ("SET sends = :open, reasons = :none, changed_at = :at, resumed_at = :t, "
                                  "resumed_by = :who, reason = :why"),
-            "ConditionExpression": "sends = :paused",
+            "ConditionExpression": ("sends = :paused OR (last_success_at < :stale AND "
+                                    "(attribute_not_exists(resumed_at) OR resumed_at < :stale))"),
             "ExpressionAttributeValues": {":open": _s(SENDS_OPEN), ":paused": _s(SENDS_PAUSED), ":none": _s("[]"),
-                                          ":at": _s(at), ":t": _n(now_unix), ":who": _s(admin), ":why": _s(reason)},
+                                          ":at": _s(at), ":t": _n(now_unix), ":who": _s(admin), ":why": _s(reason),
+                                          ":stale": _n(stale_before)},
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD"},
             lambda old: errors.Conflict("sends are not paused"))
 
