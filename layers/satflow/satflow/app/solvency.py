@@ -103,6 +103,10 @@ def sends_blocked_because(svc: Services) -> str | None:
     return state.blocked_because(svc.unix_clock(), svc.solvency_max_check_age_s)
 
 
+def sends_allowed(svc: Services) -> bool:
+    return sends_blocked_because(svc) is None
+
+
 def require_sends_open(svc: Services) -> None:
     """First line of create_payment and create_payout: nothing is reserved when sends are paused."""
     reason = sends_blocked_because(svc)
@@ -446,6 +450,6 @@ def run_invariants(svc: Services, segments: int = 8) -> dict:
     return summary
 
 
-__all__ = ["require_sends_open", "sends_blocked_because", "run_check", "trip", "resume", "solvency_view",
+__all__ = ["require_sends_open", "sends_allowed", "sends_blocked_because", "run_check", "trip", "resume", "solvency_view",
            "book_suspense", "list_suspense", "assign_suspense", "run_invariants", "DEFAULT_THRESHOLDS_SAT",
            "DEFAULT_MAX_CHECK_AGE_S", "SENDS_PAUSED"]
