@@ -110,7 +110,15 @@ def _build() -> Services:
         solvency_thresholds_sat=parse_thresholds(s.solvency_thresholds),
         solvency_max_check_age_s=s.solvency_max_check_age_s,
         breaker_cache_s=s.breaker_cache_s,
+        **_ecosystem_stores(client, s.table_name),
     )
+
+
+def _ecosystem_stores(client: Any, table_name: str) -> dict:
+    from .adapters.dynamodb.ecosystem import DynamoKeyStore, DynamoLnurlStore, DynamoRateLimiter
+
+    return {"keys": DynamoKeyStore(client, table_name), "lnurl": DynamoLnurlStore(client, table_name),
+            "rate_limiter": DynamoRateLimiter(client, table_name)}
 
 
 def _sanctions_fetcher(url: str, label: str) -> Any:
