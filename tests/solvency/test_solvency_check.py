@@ -188,7 +188,9 @@ def test_foreign_payment_trips_the_breaker_until_assigned_and_resumed(svc, lsim,
     assert not solvency.run_check(svc).breaches
     payments.create_payment(svc, principal(alice), "pay-3", lsim.external_invoice(1_000_000))
     # audited: the trip and the resume are records of the audit log
-    actions = {r.action for shard in range(svc.audit.shards) for r in svc.audit.records(shard)}
+    from tests.audit.helpers import sealed_records
+
+    actions = {r.action for r in sealed_records(svc)}
     assert {"solvency.breaker_tripped", "solvency.sends_resumed", "ledger.suspense_assigned.posted",
             "ledger.suspense_foreign_payment.posted"} <= actions
 
@@ -261,3 +263,76 @@ def test_a_transient_difference_is_read_again_before_it_trips(svc, lsim, alice):
     check = solvency.run_check(svc)
     assert len(readings) == 2 and not check.breaches and figures(check, LIGHTNING).unexplained_msat == 0
     assert solvency.sends_blocked_because(svc) is None
+
+
+def test_the_solvency_alarms_watch_metrics_the_jobs_emit_with_their_dimensions(svc, lsim, alice, capsys,
+                                                                                monkeypatch):
+    """An alarm on another name or dimension set would never fire: run the jobs through MonitorFunction's handler
+    and read the EMF lines they print."""
+    import json
+    from pathlib import Path
+
+    from satflow import bootstrap
+    from satflow.adapters.metrics import emit_metric
+    from satflow_dev.runtime.template import load_template_document
+
+    from tests.handlers.conftest import LambdaContext, load_handler_module
+
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "satflow")
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "satflow")
+    svc.emit_metric = emit_metric
+    handler = load_handler_module("monitor", "monitor_app_solvency")
+    opening_capital(svc, lsim)
+    bootstrap.override(svc)
+    try:
+        handler.lambda_handler({"job": "solvency_check"}, LambdaContext())
+        lsim.foreign_pay(30_000_000)
+        handler.lambda_handler({"job": "solvency_check"}, LambdaContext())  # books suspense, trips the breaker
+        handler.lambda_handler({"job": "ledger_invariants"}, LambdaContext())
+    finally:
+        bootstrap.override(None)
+    emitted = set()
+    for line in capsys.readouterr().out.splitlines():
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        for directive in (doc.get("_aws") or {}).get("CloudWatchMetrics", []):
+            for dims in directive["Dimensions"]:
+                for metric in directive["Metrics"]:
+                    emitted.add((directive["Namespace"], metric["Name"], frozenset((d, doc[d]) for d in dims)))
+    template = load_template_document(Path(__file__).resolve().parents[2] / "template.yaml")
+    alarms = {k: v["Properties"] for k, v in template["Resources"].items()
+              if v.get("Type") == "AWS::CloudWatch::Alarm" and k in (
+                  "SolvencyBreakerTrippedAlarm", "SolvencyCheckAlarm", "SuspenseBookedAlarm", "LedgerInvariantsAlarm")}
+    assert len(alarms) == 4
+    for name, a in alarms.items():
+        key = (a["Namespace"], a["MetricName"], frozenset((d["Name"], d["Value"]) for d in a["Dimensions"]))
+        assert key in emitted, (name, sorted(emitted, key=str))
+
+
+def test_the_foreign_spends_alarm_watches_what_chain_scan_emits(svc, capsys, monkeypatch):
+    import json
+    from pathlib import Path
+
+    from satflow import bootstrap
+    from satflow.app import deposits
+    from satflow_dev.runtime.template import load_template_document
+
+    from tests.handlers.conftest import LambdaContext, load_handler_module
+
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "satflow")
+    handler = load_handler_module("monitor", "monitor_app_solvency")
+    monkeypatch.setattr(deposits, "scan_chain", lambda svc: {"height": 1, "caught_up": True, "foreign_spends": 1})
+    bootstrap.override(svc)
+    try:
+        handler.lambda_handler({"job": "chain_scan"}, LambdaContext())
+    finally:
+        bootstrap.override(None)
+    docs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"ForeignSpends"' in line]
+    a = load_template_document(Path(__file__).resolve().parents[2] / "template.yaml")["Resources"][
+        "ForeignSpendsAlarm"]["Properties"]
+    wanted = {d["Name"]: d["Value"] for d in a["Dimensions"]}
+    assert any(set(dims) == set(wanted) and all(doc[k] == v for k, v in wanted.items())
+               for doc in docs for directive in doc["_aws"]["CloudWatchMetrics"] for dims in directive["Dimensions"]
+               if any(m["Name"] == a["MetricName"] for m in directive["Metrics"])), docs
