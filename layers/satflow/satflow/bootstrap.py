@@ -54,6 +54,8 @@ def _build() -> Services:
     from .adapters.dynamodb.solvency import DynamoSolvencyStore
     from .domain.solvency import parse_thresholds
     from .adapters.dynamodb.webhooks import DynamoWebhookStore
+    from .adapters.connections_api import ConnectionsApi, management_client_factory
+    from .adapters.dynamodb.realtime import DynamoRealtimeStore
     from .adapters.webhook_http import WebhookHttp
     from .adapters.webhook_queue import SqsWebhookQueue
     from .domain.bitcoin import Network
@@ -110,6 +112,8 @@ def _build() -> Services:
         solvency_thresholds_sat=parse_thresholds(s.solvency_thresholds),
         solvency_max_check_age_s=s.solvency_max_check_age_s,
         breaker_cache_s=s.breaker_cache_s,
+        realtime=DynamoRealtimeStore(client, s.table_name),
+        connections=ConnectionsApi(management_client_factory(s.region, s.endpoint_url, s.websocket_endpoint)),
         **_ecosystem_stores(client, s.table_name),
     )
 

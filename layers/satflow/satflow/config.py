@@ -40,6 +40,7 @@ class Settings:
     solvency_thresholds: str | None = None  # SATFLOW_SOLVENCY_THRESHOLDS_SAT: {"lightning": sat, "onchain": sat}
     solvency_max_check_age_s: int = 1_800  # SATFLOW_SOLVENCY_MAX_CHECK_AGE_S: no successful check longer -> pause
     breaker_cache_s: float = 10.0  # SATFLOW_BREAKER_CACHE_S: a container reuses its breaker read this long
+    websocket_endpoint: str | None = None  # SATFLOW_WEBSOCKET_ENDPOINT: the WebSocket API stage URL (@connections)
 
 
 def _int(name: str, default: int) -> int:
@@ -96,6 +97,7 @@ def settings() -> Settings:
         solvency_thresholds=env.get("SATFLOW_SOLVENCY_THRESHOLDS_SAT") or None,
         solvency_max_check_age_s=_int("SATFLOW_SOLVENCY_MAX_CHECK_AGE_S", 1_800),
         breaker_cache_s=float(env.get("SATFLOW_BREAKER_CACHE_S") or 10),
+        websocket_endpoint=env.get("SATFLOW_WEBSOCKET_ENDPOINT") or None,
     )
 
 
