@@ -111,7 +111,7 @@ class PayoutFlow:
         result = self.handler(event, LambdaContext(function_name="PayoutFunction",
                                                    invoked_function_arn=PAYOUT_FUNCTION_ARN))
         if event["step"] == "broadcast" and self.mine_after_broadcast and result.get("next") == "CHECK":
-            self.sim.mine(1)
+            self.confirm()
         hook = self.after_step.get(event["step"])
         if hook is not None:
             hook(event, result)
@@ -125,7 +125,7 @@ class PayoutFlow:
             self.moto.client("stepfunctions").start_execution(
                 stateMachineArn=self.state_machine_arn, name=batch_id,
                 input=json.dumps({"batch_id": batch_id, "wait_s": self.wait_s, "max_checks": self.max_checks,
-                                  "confirmations": 1, "signing_timeout_s": self.signing_timeout_s}))
+                                  "signing_timeout_s": self.signing_timeout_s}))
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "ExecutionAlreadyExists":
                 raise
@@ -134,6 +134,10 @@ class PayoutFlow:
         payouts.sfn_task_success_sender(self.moto.client("stepfunctions"))(token, output)
 
     # -- drivers
+    def confirm(self, blocks: int | None = None) -> None:
+        """Mine the configured payout depth (production's: the fixture never lowers it), or ``blocks``."""
+        self.sim.mine(self.svc.payout_confirmations if blocks is None else blocks)
+
     def new_account(self, funds_sat: int = 0) -> Principal:
         self._accounts += 1
         account, _key = accounts_app.create_account(self.svc, ADMIN, f"payout:user{self._accounts}", 1)

@@ -79,7 +79,7 @@ def test_no_cancel_once_broadcast_or_confirmed(flow):
     flow.wait_for(lambda: flow.get(p.payout_id).status is PayoutStatus.BROADCAST, what="BROADCAST")
     with pytest.raises(PayoutNotCancelable):
         _cancel(flow, user, p.payout_id)
-    flow.sim.mine(1)
+    flow.confirm()
     assert flow.wait(batch_id).final_state == "Done"
     with pytest.raises(PayoutNotCancelable):
         _cancel(flow, user, p.payout_id)

@@ -51,7 +51,7 @@ from .errors import (  # noqa: F401  (re-exported: defined with every other type
 )
 from .ids import derive_id
 from .money import SAT_PER_BTC
-from .onchain import PayoutStatus, Priority, Utxo
+from .onchain import PAYOUT_CONFIRMATIONS, PayoutStatus, Priority, Utxo  # noqa: F401
 
 # ---------------------------------------------------------------------------------------------------- errors
 # HTTP statuses suggested for satflow.api.errors.HTTP_STATUS are in each docstring.

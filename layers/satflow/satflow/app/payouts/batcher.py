@@ -14,7 +14,7 @@ from satflow.domain.payouts import (
 )
 
 from ..ports import Services
-from .common import CHANGE_CHAIN, DEFAULT_CONFIRMATIONS, MAX_BATCHES_PER_RUN, RECOVER_AFTER_S, _age_s, _keys
+from .common import CHANGE_CHAIN, MAX_BATCHES_PER_RUN, RECOVER_AFTER_S, _age_s, _keys
 from .workflow import step_broadcast, step_check, step_post
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ def _recover(svc: Services, after_s: int) -> int:
             elif batch.status is BatchStatus.SIGNED:
                 step_broadcast(svc, batch_id)
             elif batch.status is BatchStatus.BROADCAST:
-                decision = step_check(svc, batch_id, DEFAULT_CONFIRMATIONS)
+                decision = step_check(svc, batch_id)  # at svc.payout_confirmations, like the workflow
                 if decision["next"] == "POST":
                     step_post(svc, batch_id, decision["txid"])
             else:

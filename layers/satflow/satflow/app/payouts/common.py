@@ -17,7 +17,6 @@ log = logging.getLogger(__name__)
 SendTaskSuccess = Callable[[str, dict], None]
 
 CHANGE_CHAIN = 1
-DEFAULT_CONFIRMATIONS = 1  # keep equal to the ASL's Defaults.confirmations (the batcher's recovery uses it)
 RECOVER_AFTER_S = 900  # the batcher finishes batches a workflow left untouched this long
 MAX_BATCHES_PER_RUN = 10  # bounds one run's work (coin selection, transactions); the rest waits for the next run
 IN_BATCH = (PayoutStatus.BATCHED, PayoutStatus.SIGNING)

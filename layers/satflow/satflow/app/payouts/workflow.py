@@ -17,7 +17,7 @@ from satflow.domain.webhooks import payout_broadcast_event
 
 from .. import webhooks
 from ..ports import Services
-from .common import ALIVE, DEFAULT_CONFIRMATIONS, IN_BATCH, SendTaskSuccess, _known, _load_batch, _route, _route_for
+from .common import ALIVE, IN_BATCH, SendTaskSuccess, _known, _load_batch, _route, _route_for
 
 log = logging.getLogger(__name__)
 
@@ -117,15 +117,16 @@ def _broadcast_outbox(svc: Services, payouts: list[Payout], txid: str, now: str,
     return webhooks.outbox_items(svc, events, overwrite=True)
 
 
-def step_check(svc: Services, batch_id: str, confirmations: int = DEFAULT_CONFIRMATIONS,
-               attempt: int = 0) -> dict[str, Any]:
-    """Which variant (original or replacement) has ``confirmations``: POST it; otherwise WAIT. If the node knows
+def step_check(svc: Services, batch_id: str, attempt: int = 0) -> dict[str, Any]:
+    """Which variant (original or replacement) has ``svc.payout_confirmations`` (the one configured depth: the
+    workflow and the batcher's recovery both come here): POST it; otherwise WAIT. If the node knows
     none of them (evicted, or a crash between recording and broadcasting a replacement), the newest signed one
     is broadcast again."""
     batch = _load_batch(svc, batch_id)
     if batch.status is not BatchStatus.BROADCAST:
         return _route_for(svc, batch)
     rpc = svc.bitcoind()
+    confirmations = svc.payout_confirmations
     seen = False
     for variant in reversed(batch.variants):
         if variant.signed_hex is None:
@@ -150,13 +151,24 @@ def step_check(svc: Services, batch_id: str, confirmations: int = DEFAULT_CONFIR
 def step_post(svc: Services, batch_id: str, txid: str) -> dict[str, Any]:
     """The variant ``txid`` confirmed: each payout posts amount + its share of that variant's fee (one ledger
     transaction each; the rest of the reserve returns), then the batch is CONFIRMED and its inputs SPENT. The
-    change output is recorded as a UTXO by the chain monitor. Idempotent."""
+    change output is recorded as a UTXO by the chain monitor. Idempotent.
+
+    The depth is checked here again, whoever asks (the workflow's Post, the batcher's recovery, an operator's
+    replayed input): below ``svc.payout_confirmations`` nothing is posted and the answer is WAIT."""
     batch = _load_batch(svc, batch_id)
     if batch.status is BatchStatus.CONFIRMED:
         return _route(batch_id, "DONE", status=batch.status.value)
     if batch.status is not BatchStatus.BROADCAST:
         raise errors.Conflict(f"batch {batch_id} is {batch.status.value}, not broadcast")
     variant = batch.variant(txid)
+    try:
+        depth = svc.bitcoind().getrawtransaction(txid).confirmations
+    except BitcoinTxNotFound:
+        depth = 0
+    if depth < svc.payout_confirmations:
+        log.warning("payout batch %s: %s has %d of %d confirmations, not posted", batch_id, txid, depth,
+                    svc.payout_confirmations)
+        return _route(batch_id, "WAIT")
     for payout in svc.payouts.get_payouts(batch.payout_ids):
         if payout.status is PayoutStatus.CONFIRMED or payout.batch_id != batch_id:
             continue
