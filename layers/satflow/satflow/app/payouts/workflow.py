@@ -119,14 +119,19 @@ def _broadcast_outbox(svc: Services, payouts: list[Payout], txid: str, now: str,
 
 def step_check(svc: Services, batch_id: str, attempt: int = 0) -> dict[str, Any]:
     """Which variant (original or replacement) has ``svc.payout_confirmations`` (the one configured depth: the
-    workflow and the batcher's recovery both come here): POST it; otherwise WAIT. If the node knows
-    none of them (evicted, or a crash between recording and broadcasting a replacement), the newest signed one
-    is broadcast again."""
+    workflow and the batcher's recovery both come here): POST it; otherwise WAIT. A replacement left *submitting*
+    (signed, recorded without events: a crash between its broadcast and its recording) that the node knows is
+    recorded now, with its events and audit record. If the node knows none of them (evicted, or that crash
+    before the broadcast), the newest signed one is broadcast again."""
     batch = _load_batch(svc, batch_id)
     if batch.status is not BatchStatus.BROADCAST:
         return _route_for(svc, batch)
     rpc = svc.bitcoind()
     confirmations = svc.payout_confirmations
+    submitting = batch.pending_replacement if (batch.pending_replacement is not None
+                                               and batch.pending_replacement.signed_hex is not None) else None
+    if submitting is not None:
+        batch = _finish_submitting(svc, batch, submitting, rpc)
     seen = False
     for variant in reversed(batch.variants):
         if variant.signed_hex is None:
@@ -146,6 +151,24 @@ def step_check(svc: Services, batch_id: str, attempt: int = 0) -> dict[str, Any]
         except TransactionRejected as exc:
             log.error("payout batch %s: rebroadcast of %s refused: %s", batch_id, newest.txid, exc.message)
     return {**_route(batch_id, "WAIT"), "attempt": attempt + 1}
+
+
+def _finish_submitting(svc: Services, batch: Batch, submitting: TxVariant, rpc: Any) -> Batch:
+    """A replacement left *submitting* by a crash (before or after its broadcast): broadcast it (already known =
+    success), then record it with its events and audit record; a refusal withdraws it (audited), as the admin
+    call would have."""
+    from .admin import record_replacement, withdraw_replacement  # admin builds on this module's helpers
+
+    try:
+        if not _known(rpc, submitting.txid):
+            rpc.sendrawtransaction(submitting.signed_hex, submitting.txid)
+        return record_replacement(svc, batch)
+    except TransactionRejected as exc:
+        log.warning("payout batch %s: submitting replacement %s refused: %s", batch.batch_id, submitting.txid,
+                    exc.message)
+        return withdraw_replacement(svc, batch, exc.details.get("reject_reason", exc.message))
+    except errors.Conflict:  # recorded (or withdrawn) by a concurrent writer: what is stored now counts
+        return _load_batch(svc, batch.batch_id)
 
 
 def step_post(svc: Services, batch_id: str, txid: str) -> dict[str, Any]:
