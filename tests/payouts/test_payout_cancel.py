@@ -105,7 +105,9 @@ def test_signing_timeout_abandons_the_batch_and_requeues(flow):
     (batch_id,) = flow.started
     result = flow.wait(batch_id)
     assert "Abandon" in result.states and result.final_state == "Done", result
-    assert flow.batch(batch_id).status is BatchStatus.CANCELED
+    batch = flow.batch(batch_id)
+    assert batch.status is BatchStatus.ABANDONED  # the PSBT is with the signer: its inputs are never released
+    assert all(flow.svc.utxos.get(u.txid, u.vout).status is UtxoStatus.RESERVED for u in batch.inputs)
     again = flow.get(p.payout_id)
-    assert again.status is PayoutStatus.QUEUED and again.requeues == 1
+    assert again.status is PayoutStatus.QUEUED and again.requeues == 1 and again.must_spend_inputs_of == batch_id
     flow.assert_invariants()

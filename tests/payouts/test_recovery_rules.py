@@ -169,3 +169,120 @@ def test_a_crash_before_the_replacement_left_is_broadcast_by_the_check(flow, mon
     assert flow.wait(batch_id).final_state == "Done"
     assert flow.batch(batch_id).confirmed_txid == submitting.txid
     flow.assert_invariants()
+
+
+# ------------------------------------------------------------------ item 3: never free inputs a signed tx may spend
+def _abandoned_after_export(flow, n_payouts=2):
+    """External signing; the operator exports the PSBT, the signer does not answer in time: Abandon."""
+    from .test_payout_fee_bump import _sign_externally
+
+    flow.svc.hot_sign_limit_sat = 1_000
+    flow.signing_timeout_s = 3
+    flow.seed_utxos(300_000, 300_000)
+    users = [flow.new_account(funds_sat=400_000) for _ in range(n_payouts)]
+    ps = [flow.payout(u, external_address(70 + i), 100_000 + i * 1_000) for i, u in enumerate(users)]
+    payouts.run_batcher(flow.svc)
+    (batch_id,) = flow.started
+    flow.wait_for(lambda: flow.batch(batch_id).status is BatchStatus.SIGNING, what="SIGNING")
+    from .conftest import ADMIN
+
+    signed_late = _sign_externally(payouts.export_psbt(flow.svc, ADMIN, batch_id))
+    result = flow.wait(batch_id)
+    assert "Abandon" in result.states, result
+    return batch_id, users, ps, signed_late
+
+
+def _broadcast_psbt(flow, batch, psbt_b64):
+    from satflow.domain.payouts import finalize_external
+
+    raw = finalize_external(batch.current.unsigned_psbt, psbt_b64)
+    flow.rpc.sendrawtransaction(raw, batch.current.txid)
+
+
+def test_a_signing_timeout_keeps_the_inputs_and_binds_the_requeued_payouts(flow):
+    import pytest
+
+    from satflow.domain.onchain import UtxoStatus
+    from satflow.domain.payouts import PayoutNotCancelable
+
+    batch_id, users, ps, _late = _abandoned_after_export(flow)
+    abandoned = flow.batch(batch_id)
+    assert abandoned.status is BatchStatus.ABANDONED
+    assert all(flow.svc.utxos.get(u.txid, u.vout).status is UtxoStatus.RESERVED for u in abandoned.inputs)
+    for user, p in zip(users, ps):
+        again = flow.get(p.payout_id)
+        assert (again.status, again.must_spend_inputs_of) == (PayoutStatus.QUEUED, batch_id)
+        with pytest.raises(PayoutNotCancelable):  # refunding it could pay and refund the same payout
+            payouts.cancel_payout(flow.svc, user, p.payout_id, send_task_success=flow.send_task_success)
+    assert batch_id in flow.svc.payouts.open_batch_ids()  # operators still see it
+    flow.assert_invariants()
+
+
+def test_the_successor_spends_every_abandoned_input_so_a_late_signature_cannot_pay_twice(flow):
+    from satflow.domain.bitcoin import TransactionRejected
+
+    batch_id, users, ps, signed_late = _abandoned_after_export(flow)
+    abandoned = flow.batch(batch_id)
+    flow.svc.hot_sign_limit_sat = 10_000_000  # the successor is signed hot
+    flow.seed_utxos(50_000)  # unrelated coins the successor must not need
+    payouts.run_batcher(flow.svc)
+    successor_id = flow.started[-1]
+    assert successor_id != batch_id
+    flow.wait_for(lambda: flow.batch(successor_id).status is BatchStatus.CONFIRMED, what="successor CONFIRMED")
+    successor = flow.batch(successor_id)
+    assert successor.supersedes == batch_id
+    assert {u.outpoint for u in abandoned.inputs} <= {u.outpoint for u in successor.inputs}
+    assert flow.batch(batch_id).status is BatchStatus.SUPERSEDED
+    assert batch_id not in flow.svc.payouts.open_batch_ids()
+    try:  # the signer answers at last: the node refuses it, the payees are paid once
+        _broadcast_psbt(flow, abandoned, signed_late)
+        raise AssertionError("the abandoned transaction was accepted next to its confirmed successor")
+    except TransactionRejected:
+        pass
+    for user, p in zip(users, ps):
+        final = flow.get(p.payout_id)
+        assert final.status is PayoutStatus.CONFIRMED and final.txid == successor.confirmed_txid
+        assert flow.balance(user.account_id) == ((400_000 - final.amount_sat - final.fee_sat) * 1000, 0)
+    flow.assert_invariants()
+
+
+def test_an_abandoned_transaction_broadcast_late_is_adopted_and_its_successor_superseded(flow):
+    from satflow.domain.bitcoin import TransactionRejected
+    from satflow.domain.onchain import UtxoStatus
+
+    batch_id, users, ps, signed_late = _abandoned_after_export(flow)
+    abandoned = flow.batch(batch_id)
+    metrics = []
+    flow.svc.emit_metric = lambda name, value=1, **dims: metrics.append(name)
+    flow.seed_utxos(40_000)
+    payouts.run_batcher(flow.svc)  # the successor waits for the external signer (still above the hot limit)
+    successor_id = flow.started[-1]
+    flow.wait_for(lambda: flow.batch(successor_id).status is BatchStatus.SIGNING, what="successor SIGNING")
+    _broadcast_psbt(flow, abandoned, signed_late)  # ...and the first signature arrives after all
+    held = abandoned.inputs[0].outpoint
+    assert payouts.on_our_input_spent(flow.svc, held, abandoned.current.txid) == "abandoned_batch"
+    assert payouts.on_our_input_spent(flow.svc, held, "ff" * 32) == "unknown"
+    flow.confirm()
+    payouts.run_batcher(flow.svc, recover_after_s=0)
+    assert "PayoutAbandonedTransactionSeen" in metrics
+    adopted = flow.batch(batch_id)
+    assert adopted.status is BatchStatus.CONFIRMED and adopted.confirmed_txid == abandoned.current.txid
+    assert flow.batch(successor_id).status is BatchStatus.SUPERSEDED
+    for user, p in zip(users, ps):
+        final = flow.get(p.payout_id)
+        assert final.status is PayoutStatus.CONFIRMED and final.txid == abandoned.current.txid
+        assert final.fee_sat == abandoned.current.shares[p.payout_id]
+        assert flow.balance(user.account_id) == ((400_000 - final.amount_sat - final.fee_sat) * 1000, 0)
+    for u in abandoned.inputs:
+        assert flow.svc.utxos.get(u.txid, u.vout).status is UtxoStatus.SPENT
+    for u in flow.batch(successor_id).inputs:
+        if u.outpoint not in {a.outpoint for a in abandoned.inputs}:
+            assert flow.svc.utxos.get(u.txid, u.vout).status is UtxoStatus.AVAILABLE  # free again
+    try:  # the successor, if its signer ever answers, can never confirm
+        from .test_payout_fee_bump import _sign_externally
+
+        _broadcast_psbt(flow, flow.batch(successor_id), _sign_externally(flow.batch(successor_id).current.unsigned_psbt))
+        raise AssertionError("the successor was accepted next to the adopted transaction")
+    except TransactionRejected:
+        pass
+    flow.assert_invariants()

@@ -15,7 +15,7 @@ PAYOUT_CONFIRMATIONS = 3
 
 class UtxoStatus(str, enum.Enum):
     AVAILABLE = "AVAILABLE"  # confirmed at the wallet's spend depth, ours, not in any batch
-    RESERVED = "RESERVED"  # an input of a batch that is not yet confirmed
+    RESERVED = "RESERVED"  # an input of a batch that is not yet confirmed (or of an abandoned one: never released)
     SPENT = "SPENT"  # its spending batch confirmed
 
 

@@ -33,7 +33,8 @@ def _route_for(svc: Services, batch: Batch) -> dict[str, Any]:
         nxt = "HOT" if batch.value_sat <= svc.hot_sign_limit_sat else "EXTERNAL"
     else:
         nxt = {BatchStatus.SIGNING: "EXTERNAL", BatchStatus.SIGNED: "BROADCAST", BatchStatus.BROADCAST: "CHECK",
-               BatchStatus.CONFIRMED: "DONE", BatchStatus.CANCELED: "DONE"}[status]
+               BatchStatus.CONFIRMED: "DONE", BatchStatus.CANCELED: "DONE", BatchStatus.ABANDONED: "DONE",
+               BatchStatus.SUPERSEDED: "DONE"}[status]
     return _route(batch.batch_id, nxt, status=status.value)
 
 

@@ -120,7 +120,9 @@ def cancel_payout(svc: Services, principal: Principal, payout_id: object, *,
     """Cancel before signing: the whole reservation returns. A BATCHED payout's batch is cancelled first (its
     other payouts go back to QUEUED) while the batch is still BUILT. Once the batch is with the external signer
     (SIGNING) or signed: 422 PAYOUT_NOT_CANCELABLE — a signed transaction may exist outside satflow, and releasing
-    its inputs could pay and refund the same payout (and pay the co-batched ones twice)."""
+    its inputs could pay and refund the same payout (and pay the co-batched ones twice). For the same reason a
+    payout re-queued from an ABANDONED batch (its PSBT went to the signer) is not cancelable: a signed transaction
+    paying it may still be broadcast; its next transaction spends the same inputs instead."""
     account_id = require_scope(principal, Scope.SEND)
     for _ in range(4):
         payout = _own_payout(svc, account_id, payout_id)
@@ -128,12 +130,15 @@ def cancel_payout(svc: Services, principal: Principal, payout_id: object, *,
             return payout
         if payout.status in (PayoutStatus.BROADCAST, PayoutStatus.CONFIRMED):
             raise PayoutNotCancelable(f"the payout is {payout.status.value.lower()}", payout_id=payout.payout_id)
+        if payout.must_spend_inputs_of is not None:
+            raise PayoutNotCancelable("a transaction signed for this payout may still be broadcast; it will be paid "
+                                      "by a transaction spending the same coins", payout_id=payout.payout_id)
         if payout.status in IN_BATCH:
             batch = svc.payouts.get_batch(payout.batch_id) if payout.batch_id else None
-            if batch is None or batch.status not in (BatchStatus.BUILT, BatchStatus.CANCELED):
+            if batch is None or batch.status not in (BatchStatus.BUILT, BatchStatus.CANCELED, BatchStatus.ABANDONED):
                 raise PayoutNotCancelable("the payout's transaction is with the signer or already signed",
                                           payout_id=payout.payout_id)
-            if batch.status is not BatchStatus.CANCELED:  # CANCELED: being re-queued by another writer
+            if batch.status is BatchStatus.BUILT:  # CANCELED/ABANDONED: being re-queued by another writer
                 try:
                     _cancel_batch(svc, batch, send_task_success, reason=f"payout {payout.payout_id} cancelled")
                 except errors.Conflict:
