@@ -286,3 +286,29 @@ def test_an_abandoned_transaction_broadcast_late_is_adopted_and_its_successor_su
     except TransactionRejected:
         pass
     flow.assert_invariants()
+
+
+# ------------------------------------------------------------------ item 6: the IAM the payout function needs
+def test_the_payout_functions_own_aws_calls_are_recorded_and_declared(flow):
+    """The autouse recorder (tests/aws_calls_recorder.py) sees PayoutFunction send states:SendTaskSuccess when an
+    external signature is submitted through it; satflow/aws_calls.py declares it and tests/contracts/test_iam.py
+    checks template.yaml grants it (it did not: moto enforces no IAM)."""
+    from tests import aws_calls_recorder
+    from tests.flows.harness import LambdaContext
+
+    from .test_payout_fee_bump import _sign_externally
+    from .conftest import ADMIN
+
+    flow.svc.hot_sign_limit_sat = 1_000
+    flow.seed_utxos(300_000)
+    user = flow.new_account(funds_sat=300_000)
+    flow.payout(user, external_address(80), 100_000)
+    payouts.run_batcher(flow.svc)
+    (batch_id,) = flow.started
+    flow.wait_for(lambda: flow.batch(batch_id).status is BatchStatus.SIGNING, what="SIGNING")
+    signed = _sign_externally(payouts.export_psbt(flow.svc, ADMIN, batch_id))
+    view = flow.handler({"step": "admin_submit_psbt", "batch_id": batch_id, "psbt": signed},
+                        LambdaContext(function_name="PayoutFunction"))
+    assert view["status"] == "SIGNED"
+    assert flow.wait(batch_id).final_state == "Done"
+    assert ("PayoutFunction", "states:SendTaskSuccess", "SendTaskSuccess") in aws_calls_recorder.seen()
