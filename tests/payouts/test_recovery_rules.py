@@ -312,3 +312,41 @@ def test_the_payout_functions_own_aws_calls_are_recorded_and_declared(flow):
     assert view["status"] == "SIGNED"
     assert flow.wait(batch_id).final_state == "Done"
     assert ("PayoutFunction", "states:SendTaskSuccess", "SendTaskSuccess") in aws_calls_recorder.seen()
+
+
+# ------------------------------------------------------------------ item 5: decisions
+def test_a_fee_share_above_its_reserve_is_booked_as_our_expense_not_dropped(flow):
+    """Never planned so (the batcher and fee bumps keep shares within reserves); if a share ever exceeds its
+    reserve (here: a payout whose stored reserve is lowered below its planned share after batching), the user pays
+    the reserve and the excess is an explicit ledger entry (sys:onchain_fee_expense -> hot wallet), so the hot
+    wallet's ledger balance still matches what left it on-chain."""
+    from satflow.domain.ledger import SystemAccount
+
+    flow.svc.start_payout = lambda batch_id: flow.started.append(batch_id)  # the steps are driven below
+    flow.seed_utxos(600_000)
+    users = [flow.new_account(funds_sat=400_000) for _ in range(2)]
+    ps = [flow.payout(u, external_address(90 + i), 100_000) for i, u in enumerate(users)]
+    payouts.run_batcher(flow.svc)
+    (batch_id,) = flow.started
+    built = flow.batch(batch_id)
+    over = sorted(built.current.shares)[0]
+    excess = 100
+    reserve = built.current.shares[over] - excess
+    flow.moto.client("dynamodb").update_item(
+        TableName=flow.svc.ledger._m.table_name, Key={"pk": {"S": f"PAYOUT#{over}"}, "sk": {"S": "PAYOUT"}},
+        UpdateExpression="SET fee_reserve_sat = :r", ExpressionAttributeValues={":r": {"N": str(reserve)}})
+    payouts.step_sign_hot(flow.svc, batch_id)
+    payouts.step_broadcast(flow.svc, batch_id)
+    hot_before = flow.balance(SystemAccount.ONCHAIN_HOT_WALLET.value)[0]
+    flow.confirm()
+    assert payouts.step_check(flow.svc, batch_id)["next"] == "POST"
+    payouts.step_post(flow.svc, batch_id, built.current.txid)
+    payouts.step_post(flow.svc, batch_id, built.current.txid)  # a re-run books nothing twice
+    by_id = {p.payout_id: (u, p) for u, p in zip(users, ps)}
+    user_over, p_over = by_id[over]
+    assert flow.get(over).fee_sat == reserve  # the user pays the reserve, no more
+    assert flow.balance(user_over.account_id) == ((400_000 - p_over.amount_sat - reserve) * 1000, 0)
+    assert flow.balance(SystemAccount.ONCHAIN_FEE_EXPENSE.value)[0] == -excess * 1000
+    left_on_chain = sum(p.amount_sat for p in ps) + built.current.fee_sat
+    assert flow.balance(SystemAccount.ONCHAIN_HOT_WALLET.value)[0] - hot_before == left_on_chain * 1000
+    flow.assert_invariants()

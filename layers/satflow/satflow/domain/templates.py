@@ -162,6 +162,19 @@ def deposit_reversed(*, outpoint: str, account_id: str, amount_sat: int, created
     )
 
 
+def payout_fee_overrun(*, payout_id: str, amount_sat: int, created_at: str, shards: int,
+                       asset: str = BTC) -> Transfer:
+    """A payout's share of its confirmed transaction's fee is above its reserve (the batcher and fee bumps never
+    plan it so): the user is charged only the reserve, the excess is our expense, and the hot wallet still shows
+    everything that left it. Keyed by the payout, like Lightning's ``routing_fee_overrun``."""
+    return new_transfer(
+        transfer_id=f"{payout_id}:fee_overrun", kind=TransferKind.POSTED,
+        debit=LedgerAccount(SystemAccount.ONCHAIN_FEE_EXPENSE.value, asset), credit=LedgerAccount(HOT_WALLET, asset),
+        amount=amount_sat * MSAT_PER_SAT, template="payout_fee_overrun", created_at=created_at, shards=shards,
+        metadata={"payout_id": payout_id},
+    )
+
+
 def payout_reserved(*, payout_id: str, account_id: str, amount_sat: int, fee_reserve_sat: int, created_at: str,
                     shards: int, asset: str = BTC) -> Transfer:
     """An on-chain payout is queued: hold amount + fee reserve until the batch confirms (post) or it is cancelled

@@ -13,6 +13,7 @@ from satflow.domain.ledger import post_pending
 from satflow.domain.money import MSAT_PER_SAT
 from satflow.domain.onchain import PayoutStatus
 from satflow.domain.payouts import Batch, BatchStatus, Payout, TxVariant, sign_hot, txid_of_raw
+from satflow.domain.templates import payout_fee_overrun
 from satflow.domain.webhooks import payout_broadcast_event
 
 from .. import webhooks
@@ -195,10 +196,7 @@ def step_post(svc: Services, batch_id: str, txid: str) -> dict[str, Any]:
     for payout in svc.payouts.get_payouts(batch.payout_ids):
         if payout.status is PayoutStatus.CONFIRMED or payout.batch_id != batch_id:
             continue
-        share = variant.shares[payout.payout_id]
-        if share > payout.fee_reserve_sat:  # never built that way; if it ever were, the house pays the excess
-            log.error("payout %s fee share %d above its reserve %d", payout.payout_id, share, payout.fee_reserve_sat)
-            share = payout.fee_reserve_sat
+        share = _charged_share(svc, payout, variant.shares[payout.payout_id])
         pending = svc.ledger.get_transfer(payout.payout_id)
         now = svc.clock()
         transfer = post_pending(pending, transfer_id=f"{payout.payout_id}:post", created_at=now,
@@ -217,6 +215,18 @@ def step_post(svc: Services, batch_id: str, txid: str) -> dict[str, Any]:
         if _load_batch(svc, batch_id).status is not BatchStatus.CONFIRMED:
             raise
     return _route(batch_id, "DONE", status=BatchStatus.CONFIRMED.value, txid=txid)
+
+
+def _charged_share(svc: Services, payout: Payout, share: int) -> int:
+    """What the user pays of ``share``: at most the reserve. Never built that way (the batcher and fee bumps plan
+    within reserves); if it ever is, the excess is booked as our expense first (idempotent by id, so a crash
+    before the post cannot lose it and a re-run replays it), never dropped: the hot wallet paid it on-chain."""
+    if share <= payout.fee_reserve_sat:
+        return share
+    log.error("payout %s fee share %d above its reserve %d", payout.payout_id, share, payout.fee_reserve_sat)
+    svc.ledger.execute(payout_fee_overrun(payout_id=payout.payout_id, amount_sat=share - payout.fee_reserve_sat,
+                                          created_at=svc.clock(), shards=svc.system_shards))
+    return payout.fee_reserve_sat
 
 
 def _supersede_items(svc: Services, batch: Batch) -> list:
@@ -297,7 +307,7 @@ def adopt_abandoned_transaction(svc: Services, abandoned: Batch, txid: str) -> d
     for payout in svc.payouts.get_payouts(abandoned.payout_ids):
         if payout.status not in (PayoutStatus.QUEUED,) + ALIVE:
             continue
-        share = variant.shares[payout.payout_id]
+        share = _charged_share(svc, payout, variant.shares[payout.payout_id])
         now = svc.clock()
         transfer = post_pending(svc.ledger.get_transfer(payout.payout_id), transfer_id=f"{payout.payout_id}:post",
                                 created_at=now, amount=(payout.amount_sat + share) * MSAT_PER_SAT)
