@@ -350,3 +350,29 @@ def test_a_fee_share_above_its_reserve_is_booked_as_our_expense_not_dropped(flow
     left_on_chain = sum(p.amount_sat for p in ps) + built.current.fee_sat
     assert flow.balance(SystemAccount.ONCHAIN_HOT_WALLET.value)[0] - hot_before == left_on_chain * 1000
     flow.assert_invariants()
+
+
+def test_a_payout_to_one_of_our_own_addresses_is_refused_before_anything_is_reserved(flow):
+    """An account's deposit address or our change address: 422 PAYOUT_TO_OWN_ADDRESS, nothing reserved. Between
+    accounts a transfer is instant and free; our change chain is no deposit address (the monitor would record the
+    output as our UTXO and credit nobody: the payer would lose the amount)."""
+    import pytest
+
+    from satflow.api.errors import status_for
+    from satflow.app.addresses import new_deposit_address
+    from satflow.domain.onchain import HOT_WALLET_OWNER
+    from satflow.domain.payouts import PayoutToOwnAddress
+
+    alice = flow.new_account(funds_sat=300_000)
+    bob = flow.new_account()
+    deposit = new_deposit_address(flow.svc, bob)
+    with pytest.raises(PayoutToOwnAddress) as refused:
+        flow.payout(alice, deposit.address, 50_000)
+    assert status_for(refused.value) == 422 and refused.value.code == "PAYOUT_TO_OWN_ADDRESS"
+    _index, change_address, _script = flow.svc.chain.allocate_address(HOT_WALLET_OWNER, 1)
+    with pytest.raises(PayoutToOwnAddress):
+        flow.payout(alice, change_address, 50_000)
+    assert flow.balance(alice.account_id) == (300_000_000, 0)
+    assert flow.svc.payouts.open_payout_ids() == []
+    assert flow.payout(alice, external_address(99), 50_000).status is PayoutStatus.QUEUED  # others still work
+    flow.assert_invariants()

@@ -44,6 +44,7 @@ from .errors import (  # noqa: F401  (re-exported: defined with every other type
     PayoutNotFound,
     PayoutBatchNotFound,
     PayoutNotCancelable,
+    PayoutToOwnAddress,
     BatchNotAwaitingSignature,
     InvalidPsbt,
     SignedPsbtMismatch,

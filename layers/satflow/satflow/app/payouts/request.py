@@ -9,7 +9,9 @@ from satflow.domain.ids import derive_id, request_fingerprint
 from satflow.domain.ledger import void_pending
 from satflow.domain.money import MSAT_PER_SAT
 from satflow.domain.onchain import PayoutStatus
-from satflow.domain.payouts import BatchStatus, Payout, PayoutNotCancelable, PayoutNotFound, validate_payout_request
+from satflow.domain.payouts import (
+    BatchStatus, Payout, PayoutNotCancelable, PayoutNotFound, PayoutToOwnAddress, validate_payout_request,
+)
 from satflow.domain.templates import payout_reserved
 
 from .. import risk
@@ -44,6 +46,7 @@ def create_payout(svc: Services, principal: Principal, idempotency_key: str | No
             _start_review(svc, payout_id)  # a crash between the reserve and the start: start it now (once)
         return payout
     request = validate_payout_request(address, amount_sat, priority, _network(svc))
+    _refuse_own_address(svc, request.script_pubkey_hex)
     # Before anything is reserved: a listed address is refused (403) and audited.
     screen_address(svc, request.address, actor=account_id, context=f"payout:{payout_id}")
     amount_msat = request.amount_sat * MSAT_PER_SAT
@@ -75,6 +78,17 @@ def create_payout(svc: Services, principal: Principal, idempotency_key: str | No
     if held:
         _start_review(svc, payout_id)
     return payout
+
+
+def _refuse_own_address(svc: Services, script_pubkey_hex: str) -> None:
+    """A payout to an address we issued (an account's deposit address, or our change) is refused before anything
+    is reserved: between accounts a transfer is instant and free, and our change chain is not a deposit address
+    (the chain monitor would record the output as our UTXO and credit nobody)."""
+    if svc.chain is None:
+        return
+    owner = svc.chain.owners([script_pubkey_hex]).get(script_pubkey_hex)
+    if owner is not None:
+        raise PayoutToOwnAddress("this address belongs to satflow: use a transfer to pay another account")
 
 
 def _start_review(svc: Services, payout_id: str) -> None:
