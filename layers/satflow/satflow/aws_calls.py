@@ -58,6 +58,8 @@ FUNCTION_CALLS: dict[str, dict[str, tuple[str, ...]]] = {
         **_ledger("dynamodb:GetItem", "dynamodb:UpdateItem"),
         "sqs:ChangeMessageVisibility": ("WebhookDeliveryQueue",),
     },
+    "AuditSealerFunction": _ledger("dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem",
+                                   "dynamodb:DeleteItem"),
 }
 
 # Code that runs outside Lambda with a managed policy of the template (attached to its host's role).
