@@ -5,6 +5,8 @@ import functools
 import os
 from dataclasses import dataclass
 
+from .domain.onchain import PAYOUT_CONFIRMATIONS
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -41,6 +43,7 @@ class Settings:
     solvency_max_check_age_s: int = 1_800  # SATFLOW_SOLVENCY_MAX_CHECK_AGE_S: no successful check longer -> pause
     breaker_cache_s: float = 10.0  # SATFLOW_BREAKER_CACHE_S: a container reuses its breaker read this long
     websocket_endpoint: str | None = None  # SATFLOW_WEBSOCKET_ENDPOINT: the WebSocket API stage URL (@connections)
+    payout_confirmations: int = 3  # SATFLOW_PAYOUT_CONFIRMATIONS: depth before a payout batch is posted (>= 1)
 
 
 def _int(name: str, default: int) -> int:
@@ -53,6 +56,12 @@ def _choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
     return value
+
+
+def _confirmations(n: int) -> int:
+    if not 1 <= n <= 100:
+        raise ValueError("SATFLOW_PAYOUT_CONFIRMATIONS must be 1..100")
+    return n
 
 
 def _shards(n: int) -> int:
@@ -98,6 +107,7 @@ def settings() -> Settings:
         solvency_max_check_age_s=_int("SATFLOW_SOLVENCY_MAX_CHECK_AGE_S", 1_800),
         breaker_cache_s=float(env.get("SATFLOW_BREAKER_CACHE_S") or 10),
         websocket_endpoint=env.get("SATFLOW_WEBSOCKET_ENDPOINT") or None,
+        payout_confirmations=_confirmations(_int("SATFLOW_PAYOUT_CONFIRMATIONS", PAYOUT_CONFIRMATIONS)),
     )
 
 
