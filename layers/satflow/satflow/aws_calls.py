@@ -59,6 +59,16 @@ FUNCTION_CALLS: dict[str, dict[str, tuple[str, ...]]] = {
         **_ledger("dynamodb:GetItem", "dynamodb:UpdateItem"),
         "sqs:ChangeMessageVisibility": ("WebhookDeliveryQueue",),
     },
+    # the WebSocket API's $connect/$disconnect/subscribe routes and the stream fan-out to open connections
+    "WebSocketFunction": {
+        **_ledger("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
+                  "dynamodb:Query"),
+        "execute-api:ManageConnections": ("WebSocketApi",),
+    },
+    "WebSocketFanoutFunction": {
+        **_ledger("dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:Query"),
+        "execute-api:ManageConnections": ("WebSocketApi",),
+    },
     "AuditSealerFunction": _ledger("dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem",
                                    "dynamodb:DeleteItem"),
 }
