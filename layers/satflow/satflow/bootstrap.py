@@ -85,6 +85,7 @@ def _build() -> Services:
         deposit_account_key=s.deposit_account_key,
         deposit_policy=s.deposit_policy,
         hot_sign_limit_sat=s.hot_sign_limit_sat,
+        payout_confirmations=s.payout_confirmations,
         hot_signer_key=_secret_string(lambda: settings().signer_secret_id, "SATFLOW_SIGNER_SECRET_ID"),
         payouts=DynamoPayoutStore(client, models),
         limits=DynamoLimitStore(client, models),

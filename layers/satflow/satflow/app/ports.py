@@ -8,6 +8,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 from satflow.domain.accounts import Account, AccountStatus, Scope
 from satflow.domain.ledger import Balance, InvariantReport, Transfer
+from satflow.domain.onchain import PAYOUT_CONFIRMATIONS
 
 
 def _default_tier_limits():
@@ -70,6 +71,7 @@ class Services:
     deposit_account_key: str | None = None
     hot_signer_key: Callable[[], str] | None = None  # -> account private key (Secrets Manager), on first use
     hot_sign_limit_sat: int = 10_000_000
+    payout_confirmations: int = PAYOUT_CONFIRMATIONS  # the depth before a payout batch is posted (one source)
     deposit_policy: str = "1000000:1,10000000:3,*:6"
     start_payout: Callable[[str], None] | None = None  # starts the payout workflow named by the batch id
     # Audit: the hash-chained audit store (the ledger is wrapped by app.recorded_ledger.RecordedLedger with it)
