@@ -231,7 +231,7 @@ ROUTES: tuple[Route, ...] = (
                            "properties": {
                                "shard": {"type": "integer"}, "ok": {"type": "boolean"},
                                "problem": {"type": "string", "nullable": True, "enum": [
-                                   "altered", "missing", "reordered", "broken_link", "unsealed", None]},
+                                   "altered", "missing", "reordered", "broken_link", "unsealed", "truncated", None]},
                                "first_bad_seq": {"type": "integer", "nullable": True},
                                "checked": {"type": "integer"}, "last_seq": {"type": "integer"},
                                "head_seq": {"type": "integer"}, "complete": {"type": "boolean"},
