@@ -32,7 +32,11 @@ _FUNCTION_TYPES = {"AWS::Serverless::Function"}
 _STATE_MACHINE_TYPES = {"AWS::Serverless::StateMachine"}
 _HTTP_API_TYPES = {"AWS::Serverless::HttpApi"}
 # Types the runtime knows and deliberately does not create (no log line for these).
-_KNOWN_UNUSED_TYPES = {"AWS::Serverless::LayerVersion", "AWS::Logs::LogGroup"}
+_KNOWN_UNUSED_TYPES = {"AWS::Serverless::LayerVersion", "AWS::Logs::LogGroup",
+                       # deploy-only: monitoring, IAM, keys (nothing local enforces or reads them)
+                       "AWS::CloudWatch::Alarm", "AWS::CloudWatch::Dashboard", "AWS::SNS::Topic",
+                       "AWS::SNS::Subscription", "AWS::IAM::Role", "AWS::IAM::ManagedPolicy", "AWS::KMS::Key",
+                       "AWS::KMS::Alias", "AWS::SecretsManager::ResourcePolicy"}
 
 
 class TemplateError(ValueError):
