@@ -67,7 +67,7 @@ def test_webhook_functions_are_least_privilege(template, functions):
     assert [(s["Action"], s["Resource"]) for s in relay] == [
         (["dynamodb:Query"], table), (["sqs:SendMessage"], queue),
         (["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"],
-         {"Fn::GetAtt": ["LedgerTable", "StreamArn"]}),
+         {"Fn::Sub": "${LedgerTable.Arn}/stream/*"}),
         (["sqs:SendMessage"], {"Fn::GetAtt": ["StreamFailuresQueue", "Arn"]}),
         logs("WebhookRelayFunction"), tracing]
     delivery = function_statements(template, functions["WebhookDeliveryFunction"])
