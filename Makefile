@@ -19,7 +19,11 @@ endif
 endif
 PY_MINOR := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
 
-.PHONY: run test test-real regtest-build lint unit bench demo layer build clean
+.PHONY: run test test-real regtest-build lint unit bench demo layer build clean print-python
+
+## print-python: the interpreter the venvs are made with
+print-python:
+	@echo $(PYTHON)
 
 # The real-node tier (btcd + two lnd on regtest, DynamoDB Local) needs go, java 17+ and mvn; without them
 # `make test` runs the simulated tier only and says so. SATFLOW_REALNODES=require turns a missing build into a
