@@ -27,7 +27,8 @@ def _script(path, body: str) -> None:
 
 def _make_python(home, path_dirs) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHON", "MAKEFLAGS", "MFLAGS")}
-    env.update(HOME=str(home), PATH=os.pathsep.join(map(str, path_dirs)))  # nothing of this machine's own
+    # make runs a plain recipe line without a shell, so echo comes from /bin; the test's own directories come first
+    env.update(HOME=str(home), PATH=os.pathsep.join([*map(str, path_dirs), "/bin"]))
     return subprocess.run([shutil.which("make"), "-s", "-C", str(ROOT), "print-python"], env=env, text=True,
                           capture_output=True, check=True)
 
@@ -53,6 +54,7 @@ def test_a_working_interpreter_on_path_wins(tmp_path):
 def test_falls_back_to_python3_with_a_note(tmp_path):
     fake3 = tmp_path / "bin" / "python3"
     _script(fake3, f'exec "{sys.executable}" "$@"')
+    _script(tmp_path / "bin" / f"python{_lambda_minor()}", "exit 127")  # hides one this machine may have in /bin
     out = _make_python(tmp_path / "home", [fake3.parent])
     assert out.stdout.strip().splitlines()[-1] == "python3"
     assert f"python{_lambda_minor()} (the Lambda runtime) not found" in out.stdout + out.stderr
