@@ -288,6 +288,12 @@ def test_every_alarm_follows_the_pattern(alarms):
         assert props["AlarmActions"] == ACTIONS, f"{lid}: notify the alarm topic (or AlarmTopicArn)"
         assert props["OKActions"] == ACTIONS, lid
         assert props["TreatMissingData"] in ("breaching", "notBreaching"), lid
+        periods = [props["Period"]] if "Period" in props else [
+            m["MetricStat"]["Period"] for m in props["Metrics"] if "MetricStat" in m]
+        for period in periods:  # what PutMetricAlarm accepts, checked here rather than at deploy
+            assert period in (10, 20, 30) or period % 60 == 0, f"{lid}: Period {period}"
+            limit = 86400 if period < 3600 else 604800
+            assert period * props["EvaluationPeriods"] <= limit, f"{lid}: Period x EvaluationPeriods > {limit} s"
 
 
 def test_alarms_on_satflow_metrics_use_metrics_the_code_emits(alarms, emitted):
@@ -366,13 +372,16 @@ def _aws_alarmed(alarms, namespace: str, metric: str) -> set[str]:
 def test_every_function_workflow_stream_and_the_api_have_alarms(template, alarms):
     functions = set(resources_of(template, "AWS::Serverless::Function"))
     machines = set(resources_of(template, "AWS::Serverless::StateMachine"))
-    assert functions <= _aws_alarmed(alarms, "AWS/Lambda", "Errors")
-    assert functions <= _aws_alarmed(alarms, "AWS/Lambda", "Throttles")
-    assert machines <= _aws_alarmed(alarms, "AWS/States", "ExecutionsFailed")
-    assert machines <= _aws_alarmed(alarms, "AWS/States", "ExecutionsTimedOut")
+    for metric in ("Errors", "Throttles"):
+        missing = functions - _aws_alarmed(alarms, "AWS/Lambda", metric)
+        assert not missing, f"add <Function>{metric}Alarm (AWS/Lambda {metric}, FunctionName) for {sorted(missing)}"
+    for metric in ("ExecutionsFailed", "ExecutionsTimedOut"):
+        missing = machines - _aws_alarmed(alarms, "AWS/States", metric)
+        assert not missing, f"add an AWS/States {metric} alarm (StateMachineArn) for {sorted(missing)}"
     stream_consumers = {lid for lid, fn in resources_of(template, "AWS::Serverless::Function").items()
                         if any(e["Type"] in ("DynamoDB", "Kinesis") for e in fn["Properties"].get("Events", {}).values())}
-    assert stream_consumers and stream_consumers <= _aws_alarmed(alarms, "AWS/Lambda", "IteratorAge")
+    missing = stream_consumers - _aws_alarmed(alarms, "AWS/Lambda", "IteratorAge")
+    assert stream_consumers and not missing, f"add an IteratorAge alarm (like WebhookRelayIteratorAgeAlarm) for {sorted(missing)}"
     assert "HttpApi" in _aws_alarmed(alarms, "AWS/ApiGateway", "5xx")
 
 

@@ -432,7 +432,9 @@ def test_event_source_functions_have_scoped_roles_not_account_wide_managed_polic
         for policy in props.get("Policies", []) or []:
             assert not (isinstance(policy, str) and ("SQS" in policy or "DynamoDB" in policy)), f"{lid}: {policy}"
         if kinds & {"SQS", "DynamoDB", "Kinesis"}:
-            assert props.get("Role") == {"Fn::GetAtt": [f"{lid}Role", "Arn"]}, f"{lid}: needs its own scoped role"
+            assert props.get("Role") == {"Fn::GetAtt": [f"{lid}Role", "Arn"]}, (
+                f"{lid}: an {sorted(kinds)} event source needs its own scoped role {lid}Role, like InvoiceFunctionRole "
+                "(SAM would attach an account-wide managed policy to a generated one)")
             assert "Policies" not in props, f"{lid}: SAM ignores Policies next to Role"
             role = template["Resources"][f"{lid}Role"]["Properties"]
             assert "ManagedPolicyArns" not in role, lid
@@ -447,8 +449,9 @@ def test_every_function_and_workflow_logs_to_a_group_with_retention(template, fu
         assert group["Properties"]["RetentionInDays"] == {
             "Fn::FindInMap": ["StageSettings", {"Ref": "Stage"}, "LogRetentionDays"]}, lid
     for lid, fn in functions.items():
-        assert fn["Properties"]["LoggingConfig"]["LogGroup"] == {"Ref": f"{lid}LogGroup"}, lid
-        assert f"{lid}LogGroup" in groups
+        hint = f"{lid}: add LoggingConfig.LogGroup: !Ref {lid}LogGroup and that log group (template.yaml, log groups)"
+        assert fn["Properties"].get("LoggingConfig", {}).get("LogGroup") == {"Ref": f"{lid}LogGroup"}, hint
+        assert f"{lid}LogGroup" in groups, hint
     for lid, machine in resources_of(template, "AWS::Serverless::StateMachine").items():
         props = machine["Properties"]
         assert props["Tracing"] == {"Enabled": True}, lid
@@ -498,7 +501,8 @@ def test_api_throttling_table_protection_and_encryption_option(template):
     assert data_key["Condition"] == "UseCustomerKey" and data_key["DeletionPolicy"] == "Retain"
     assert data_key["Properties"]["EnableKeyRotation"] is True
     roles = {r["Ref"] for r in template["Resources"]["DataKeyUsePolicy"]["Properties"]["Roles"]}
-    assert roles == {f"{lid}Role" for lid in resources_of(template, "AWS::Serverless::Function")}
+    assert roles == {f"{lid}Role" for lid in resources_of(template, "AWS::Serverless::Function")}, (
+        "DataKeyUsePolicy.Roles lists every function's role (with a customer-managed key they cannot read data otherwise)")
 
 
 def _bip84_test_vector_keys() -> set[str]:
