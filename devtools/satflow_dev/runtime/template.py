@@ -35,8 +35,8 @@ _HTTP_API_TYPES = {"AWS::Serverless::HttpApi"}
 _KNOWN_UNUSED_TYPES = {"AWS::Serverless::LayerVersion", "AWS::Logs::LogGroup",
                        # deploy-only: monitoring, IAM, keys (nothing local enforces or reads them)
                        "AWS::CloudWatch::Alarm", "AWS::CloudWatch::Dashboard", "AWS::SNS::Topic",
-                       "AWS::SNS::Subscription", "AWS::IAM::Role", "AWS::IAM::ManagedPolicy", "AWS::KMS::Key",
-                       "AWS::KMS::Alias", "AWS::SecretsManager::ResourcePolicy"}
+                       "AWS::SNS::Subscription", "AWS::IAM::Role", "AWS::IAM::ManagedPolicy", "AWS::IAM::Policy",
+                       "AWS::KMS::Key", "AWS::KMS::Alias", "AWS::SecretsManager::ResourcePolicy"}
 
 
 class TemplateError(ValueError):
