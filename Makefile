@@ -19,7 +19,7 @@ endif
 endif
 PY_MINOR := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
 
-.PHONY: run test test-real regtest-build lint unit bench demo layer build clean print-python
+.PHONY: run test test-real regtest-build lint unit bench bench-ledger demo layer build clean print-python
 
 ## print-python: the interpreter the venvs are made with
 print-python:
@@ -97,6 +97,11 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/cold_imports.py
 	$(PY) benchmarks/scan_block.py
 	$(PY) benchmarks/payout_vbytes.py
+
+## bench-ledger: the ledger write path on DynamoDB Local (floor / raw adapter / as wired, 1-16 threads, hot
+## account, retries, sealer throughput); fetches DynamoDB Local first. ~2 min.
+bench-ledger: regtest-build
+	$(PY) benchmarks/ledger_bench.py
 
 ## demo: two accounts, a funding adjustment and a transfer against a running `make run`
 demo: $(VENV)/.installed

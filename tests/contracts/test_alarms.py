@@ -212,13 +212,33 @@ def _other_handler_emits(template) -> set:
                     pytest.fail(f"{path.relative_to(ROOT)}:{call.lineno}: non-literal add_dimension; "
                                 "run this handler in test_alarms like the monitor's")
                 dims.add((kw["name"], kw["value"]))
+        loops = _loop_literals(ast.parse(path.read_text(), filename=str(path)))
         for name, call in calls:
             if name == "add_metric":
-                metric = next((_const(k.value) for k in call.keywords if k.arg == "name"), None)
-                if metric is None:
-                    pytest.fail(f"{path.relative_to(ROOT)}:{call.lineno}: add_metric without a literal name")
-                found.add((namespace, metric, frozenset(dims)))
+                arg = next((k.value for k in call.keywords if k.arg == "name"), None)
+                metrics = [_const(arg)] if _const(arg) else loops.get(getattr(arg, "id", None), [])
+                if not metrics:
+                    pytest.fail(f"{path.relative_to(ROOT)}:{call.lineno}: add_metric whose name is neither a literal "
+                                "nor a loop over literals; run this handler in test_alarms like the monitor's")
+                found |= {(namespace, metric, frozenset(dims)) for metric in metrics}
     return found
+
+
+def _loop_literals(tree) -> dict[str, list[str]]:
+    """`for a, b in (("x", "Metric"), ...)`: each loop variable -> the literals it takes (b -> ["Metric", ...])."""
+    out: dict[str, list[str]] = {}
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.For) and isinstance(node.iter, (ast.Tuple, ast.List))):
+            continue
+        targets = node.target.elts if isinstance(node.target, ast.Tuple) else [node.target]
+        for index, target in enumerate(targets):
+            if not isinstance(target, ast.Name):
+                continue
+            for item in node.iter.elts:
+                value = item.elts[index] if isinstance(item, ast.Tuple) and len(targets) > 1 else item
+                if _const(value):
+                    out.setdefault(target.id, []).append(_const(value))
+    return out
 
 
 @pytest.fixture(scope="module")
