@@ -37,6 +37,7 @@ class Settings:
     sanctions_cache_s: int  # how often a container re-reads the stored list's head
     risk_thresholds: str | None = None  # SATFLOW_RISK_THRESHOLDS: {"review": int, "block": int} (score 0-100)
     review_state_machine_arn: str | None = None  # SATFLOW_REVIEW_STATE_MACHINE_ARN: held transfers and payouts
+    websocket_endpoint: str | None = None  # SATFLOW_WEBSOCKET_ENDPOINT: the WebSocket API stage URL (@connections)
 
 
 def _int(name: str, default: int) -> int:
@@ -90,6 +91,7 @@ def settings() -> Settings:
         sanctions_cache_s=_int("SATFLOW_SANCTIONS_CACHE_S", 60),
         risk_thresholds=env.get("SATFLOW_RISK_THRESHOLDS") or None,
         review_state_machine_arn=env.get("SATFLOW_REVIEW_STATE_MACHINE_ARN") or None,
+        websocket_endpoint=env.get("SATFLOW_WEBSOCKET_ENDPOINT") or None,
     )
 
 

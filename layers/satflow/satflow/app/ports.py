@@ -93,6 +93,9 @@ class Services:
     risk: Any = None  # DynamoRiskStore: assessments, destination history, reviews
     risk_policy: Any = None  # satflow.domain.risk.RiskPolicy (None: the documented defaults)
     start_review: Callable[[str], None] | None = None  # starts the review workflow named by the review id
+    # Real-time updates over WebSocket (app/realtime.py)
+    realtime: Any = None  # DynamoRealtimeStore: connections, topics, the per-account replay feed
+    connections: Any = None  # ConnectionsApi: post(connection_id, data), close(connection_id) via @connections
     # Wallet ecosystem (app/keys.py, app/lnurl.py, app/lndhub.py)
     keys: Any = None  # DynamoKeyStore: key records, account-creation idempotency markers
     lnurl: Any = None  # DynamoLnurlStore: Lightning Address usernames, withdraw links
