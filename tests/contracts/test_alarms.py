@@ -37,13 +37,22 @@ def _kind_values() -> tuple[str, ...]:
     return typing.get_args(Kind)
 
 
+def _solvency_sources() -> tuple[str, ...]:
+    from satflow.domain.solvency import SOURCES
+
+    return tuple(SOURCES)
+
+
 # Non-constant dimension values of emit_metric calls: keyword -> every value it can take.
-DIMENSION_VALUES = {"kind": _kind_values}
+DIMENSION_VALUES = {"kind": _kind_values, "Source": _solvency_sources}
 # Emitted metrics that deliberately have no alarm of their own, and why.
 NOT_ALARMED = {
     "SanctionsListDestinations": "a gauge of the loaded list's size, on the dashboard; a list that stops refreshing "
                                  "is the sanctions_refresh heartbeat and SanctionsRefresh* alarms",
     "MonitorJobRuns": "alarmed when MISSING, per job (the heartbeat alarms)",
+    "SolvencyUnexplainedDriftMsat": "a gauge per source on the dashboard; SolvencyBreakerTripped is the alarm on it "
+                                    "(the breaker compares it with SolvencyDriftThresholdsSat)",
+    "SolvencyForeignMsat": "a gauge per source on the dashboard; SolvencyBreakerTripped and SuspenseBooked alarm",
 }
 
 
@@ -70,13 +79,22 @@ def _emf(lines: str) -> set[tuple[str, str, frozenset]]:
 
 
 class _Counts(dict):
-    """A use case's result in which every count is 1 (so every metric guarded by a count is emitted)."""
+    """A use case's result in which every count is 1 (so every metric guarded by a count is emitted); an attribute
+    is another such result, and iterating one yields nothing (a report's list of sources, say)."""
 
     def __missing__(self, key):
         return 1
 
     def get(self, key, default=None):
         return self[key]
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _Counts(status=dict.get(self, "status"))
+
+    def __iter__(self):
+        return iter(())
 
 
 class _UseCases(types.ModuleType):

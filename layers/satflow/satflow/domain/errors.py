@@ -318,6 +318,14 @@ class PayoutNotCancelable(BusinessRejection):
     code = "PAYOUT_NOT_CANCELABLE"
 
 
+class PayoutToOwnAddress(BusinessRejection):
+    """422: the address is one of ours (a deposit address of an account, or our change): a transfer moves the
+    money instantly and free; an on-chain round trip would only pay a network fee (and our change chain is no
+    deposit address at all)."""
+
+    code = "PAYOUT_TO_OWN_ADDRESS"
+
+
 class BatchNotAwaitingSignature(Conflict):
     """409: export/submit of a batch with nothing waiting for the external signer."""
 
@@ -459,6 +467,25 @@ class ReviewAlreadyDecided(Conflict):
     code = "REVIEW_ALREADY_DECIDED"
 
 
+# --- Solvency ------------------------------------------------------------------------------------------------------
+class SendsPaused(SatflowError):
+    """503: the solvency breaker paused outbound Lightning sends and on-chain payouts (unexplained drift between the
+    ledger and the node or chain, or no successful solvency check for too long). Nothing was reserved; internal
+    transfers still work; an admin resumes with POST /v1/admin/solvency/resume."""
+
+    code = "SENDS_PAUSED"
+
+
+class SuspenseNotFound(NotFound):
+    """404: no suspense item with this id."""
+
+    code = "SUSPENSE_NOT_FOUND"
+
+
+class SuspenseAlreadyAssigned(Conflict):
+    """409: the suspense item was already assigned (to another target, or with another reason)."""
+
+    code = "SUSPENSE_ALREADY_ASSIGNED"
 # --- Wallet ecosystem: keys, Lightning Address, LNURL, LndHub ------------------------------------------------------
 class ApiKeyNotFound(NotFound):
     """404: no key with this id on the caller's account."""
