@@ -19,6 +19,8 @@ another client's key). A process also gives every function its own os.environ, a
   `Sandbox.Timedout` "Task timed out after N.00 seconds", which is what Lambda reports (Step Functions Catch and
   Retry see that errorType; the HTTP gateway answers 500 as API Gateway does for a function error). The init
   phase has its own limit, `init_timeout_s` (Lambda: 10 s; 30 s here for a loaded machine).
+- `SATFLOW_LOCAL_TIMEOUT_SCALE` (default 1) multiplies every timeout: only for machines so overloaded that a
+  function's deployed timeout means nothing (a shared CI box at load 15); the context's remaining time follows it.
 - Idle workers are stopped after `idle_s` (SATFLOW_LOCAL_IDLE_S, default 600 s, as Lambda reclaims idle
   environments), so memory follows load.
 """
@@ -201,6 +203,7 @@ class ProcessInvoker:
         self.init_timeout_s = init_timeout_s
         self.throttle_wait_s = throttle_wait_s
         self.idle_s = float(environ.get("SATFLOW_LOCAL_IDLE_S") or DEFAULT_IDLE_S) if idle_s is None else idle_s
+        self.timeout_scale = float(environ.get("SATFLOW_LOCAL_TIMEOUT_SCALE") or 1)
         # Each worker gets the runtime's environment (PATH, HOME, SATFLOW_* knobs of `make run`) without any
         # function's variables, then its own function's: no variable leaks from one function to another.
         template_keys = {key for fn in self.functions for key in fn.env}
@@ -237,6 +240,32 @@ class ProcessInvoker:
         if errors:
             raise errors[0]
 
+    def prewarm(self, function: FunctionSpec | str, count: int) -> int:
+        """Start environments of `function` in parallel until `count` are warm (at most its concurrency), as
+        provisioned concurrency would; returns how many are warm."""
+        fn = function if isinstance(function, FunctionSpec) else self.find(function)
+        assert fn is not None, function
+        pool = self._pools[fn.logical_id]
+        # Hold `count` environments at once (warm ones reused, the rest cold-started), then release them all.
+        wanted = min(count, pool.limit)
+        workers: list[Worker] = []
+        lock = threading.Lock()
+
+        def start_one() -> None:
+            worker = self._acquire(fn)
+            with lock:
+                workers.append(worker)
+
+        threads = [threading.Thread(target=start_one, name=f"prewarm:{fn.logical_id}") for _ in range(wanted)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for worker in workers:
+            self._release(fn.logical_id, worker, healthy=True)
+        with pool.condition:
+            return len(pool.idle)
+
     def find(self, name_or_arn: str) -> FunctionSpec | None:
         name = name_or_arn
         if name.startswith("arn:"):
@@ -256,12 +285,13 @@ class ProcessInvoker:
         fn = function if isinstance(function, FunctionSpec) else self.find(function)
         if fn is None:
             raise KeyError(f"no function {function!r} in the template")
+        timeout_s = fn.timeout_s * self.timeout_scale
         for attempt in (1, 2):
             worker = self._acquire(fn)
             started = time.time()
             context = LambdaContext(function_name=fn.name, memory_limit_in_mb=fn.memory_mb,
                                     invoked_function_arn=fn.arn, log_group_name=f"/aws/lambda/{fn.name}",
-                                    deadline_epoch_ms=started * 1000 + fn.timeout_s * 1000)
+                                    deadline_epoch_ms=started * 1000 + timeout_s * 1000)
             try:
                 worker.send(event, context)
             except OSError:
@@ -270,19 +300,19 @@ class ProcessInvoker:
                 if attempt == 2:
                     raise FunctionError("Runtime.ExitError", "the execution environment is gone") from None
                 continue
-            return self._await_result(fn, worker, context, time.monotonic() + fn.timeout_s)
+            return self._await_result(fn, worker, context, timeout_s)
         raise AssertionError("unreachable")
 
-    def _await_result(self, fn: FunctionSpec, worker: Worker, context: LambdaContext, deadline: float) -> Any:
+    def _await_result(self, fn: FunctionSpec, worker: Worker, context: LambdaContext, timeout_s: float) -> Any:
         healthy = False
         try:
-            answer = worker.receive(deadline)
+            answer = worker.receive(time.monotonic() + timeout_s)
             if answer is False:
                 worker.kill()
-                log.warning("%s: invocation %s timed out after %d s; worker pid %d killed", fn.logical_id,
-                            context.aws_request_id, fn.timeout_s, worker.pid)
+                log.warning("%s: invocation %s timed out after %.0f s; worker pid %d killed", fn.logical_id,
+                            context.aws_request_id, timeout_s, worker.pid)
                 raise FunctionError("Sandbox.Timedout", f"RequestId: {context.aws_request_id} Error: Task timed "
-                                                        f"out after {fn.timeout_s:.2f} seconds")
+                                                        f"out after {timeout_s:.2f} seconds")
             if answer is None:
                 code = worker.kill()
                 log.warning("%s: worker pid %d exited (status %s) during invocation %s", fn.logical_id, worker.pid,
