@@ -15,6 +15,10 @@ from typing import Any
 
 
 class NoDelayThreadingHTTPServer(ThreadingHTTPServer):
+    # socketserver's default backlog is 5: an 8th simultaneous connect was dropped and retried by the client's
+    # kernel after 1 s (SYN retransmission), measured as a 1 s p99 on GET /v1/health with 8 clients.
+    request_queue_size = 128
+
     def get_request(self) -> tuple[socket.socket, Any]:
         connection, address = super().get_request()
         connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
