@@ -66,7 +66,14 @@ def build_services(client, table: str = TABLE, shards: int = SHARDS, audit_shard
                     admin_key=lambda: ADMIN_KEY, system_shards=shards,
                     lightning=DynamoLightningStore(client, models), limits=DynamoLimitStore(client, models),
                     sanctions=loaded_sanctions_store(DynamoSanctionsStore(client, table)),
-                    risk=DynamoRiskStore(client, models))
+                    risk=DynamoRiskStore(client, models), **_ecosystem_stores(client, table))
+
+
+def _ecosystem_stores(client, table: str) -> dict:
+    from satflow.adapters.dynamodb.ecosystem import DynamoKeyStore, DynamoLnurlStore, DynamoRateLimiter
+
+    return {"keys": DynamoKeyStore(client, table), "lnurl": DynamoLnurlStore(client, table),
+            "rate_limiter": DynamoRateLimiter(client, table)}
 
 
 @functools.lru_cache(maxsize=1)
@@ -175,3 +182,16 @@ def svc(ddb):
 @pytest.fixture
 def ledger(svc):
     return svc.ledger
+
+
+@pytest.fixture(autouse=True)
+def _aws_calls_are_declared():
+    """Every AWS call a function's code makes in any test must be declared in satflow/aws_calls.py (and
+    tests/contracts/test_iam.py checks template.yaml grants what is declared): moto enforces no IAM."""
+    from tests import aws_calls_recorder
+
+    aws_calls_recorder.install()
+    aws_calls_recorder.start()
+    yield
+    missing = aws_calls_recorder.undeclared()
+    assert not missing, "\n".join(missing)

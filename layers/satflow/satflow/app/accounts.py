@@ -12,6 +12,7 @@ from satflow.domain.accounts import (
     Principal,
     Scope,
     hash_api_key,
+    require_admin,
     validate_account_id,
     looks_like_api_key,
     new_api_key,
@@ -79,19 +80,16 @@ def _refuse_if_admin_key_misconfigured(svc: Services) -> None:
         return
 
 
-def require_admin(principal: Principal) -> None:
-    if not principal.is_admin:
-        raise errors.Forbidden("this route needs the admin key")
-
-
 def authorize_route(principal: Principal, declared_auth: str | None) -> None:
     """A route's declared requirement (the OpenAPI table's ``auth``), checked as soon as the caller is known:
-    "admin" needs the admin key; a scope name needs it on an account key. The admin on a scope route is left to
-    the use case (some serve the admin too, e.g. webhooks); an undeclared route too."""
+    "admin" needs the admin key; a scope name needs it on an account key, "full" every scope. The admin on a
+    scope route is left to the use case (some serve the admin too, e.g. webhooks, keys); an undeclared route too."""
     if declared_auth == "admin":
         require_admin(principal)
     elif principal.account_id is not None and declared_auth in {s.value for s in Scope}:
         require_scope(principal, Scope(declared_auth))
+    elif principal.account_id is not None and declared_auth == "full" and not set(ALL_SCOPES) <= principal.scopes:
+        raise errors.Forbidden("this route needs a key with every scope (read, receive, send)")
 
 
 def require_scope(principal: Principal, scope: Scope) -> str:

@@ -32,9 +32,32 @@ class DynamoLightningStore:
                  memo=inv.memo, description_hash=inv.description_hash,
                  metadata_json=json.dumps(dict(inv.metadata)) if inv.metadata else None)
         index = K(*self._open_invoice_key(inv.payment_hash, inv.expires_at_unix), ref=inv.payment_hash)
-        cancelled = transact(self._client, [put(item, I.pk.does_not_exist(), "invoice"), put(index, None, "index")])
+        # The owner's index (newest first by created_at): listing an account's invoices (LndHub, GET /v1/invoices).
+        owner = K(f"INVOWNER#{inv.account_id}", f"{inv.created_at}#{inv.payment_hash}", ref=inv.payment_hash)
+        cancelled = transact(self._client, [put(item, I.pk.does_not_exist(), "invoice"), put(index, None, "index"),
+                                            put(owner, None, "owner_index")])
         if cancelled is not None:
             raise errors.Conflict(f"invoice {inv.payment_hash} already exists")
+
+    def invoices_of(self, account_id: str, limit: int, cursor: str | None = None, *, since: str | None = None,
+                    until: str | None = None) -> tuple[list[Invoice], str | None]:
+        """The account's invoices, newest first (from the owner index written with each invoice), created in
+        [since, until) when given (ISO-8601 UTC, compared as text), and the sort key to continue after (None: no
+        more)."""
+        pk = f"INVOWNER#{account_id}"
+        condition, values = "pk = :pk", {":pk": {"S": pk}}
+        if since or until:
+            condition += " AND sk BETWEEN :lo AND :hi"
+            values[":lo"] = {"S": since or "0"}  # "0" sorts before every ISO timestamp
+            values[":hi"] = {"S": until or "~"}  # "~" sorts after every ISO timestamp
+        params: dict[str, Any] = {"TableName": self._m.table_name, "KeyConditionExpression": condition,
+                                  "ExpressionAttributeValues": values, "ScanIndexForward": False, "Limit": limit}
+        if cursor:
+            params["ExclusiveStartKey"] = {"pk": {"S": pk}, "sk": {"S": cursor}}
+        resp = self._client.query(**params)
+        found = [inv for inv in (self.get_invoice(raw["ref"]["S"]) for raw in resp.get("Items", [])) if inv]
+        last = resp.get("LastEvaluatedKey")
+        return found, (last["sk"]["S"] if last else None)
 
     def get_invoice(self, payment_hash: str) -> Invoice | None:
         raw = self._get(f"INVOICE#{payment_hash}", "INVOICE")
@@ -58,6 +81,18 @@ class DynamoLightningStore:
                    I.status.is_in(InvoiceStatus.OPEN.value, InvoiceStatus.EXPIRED.value), "invoice", already),
             delete(K(*self._open_invoice_key(inv.payment_hash, inv.expires_at_unix)), None, "invoice_index"),
         ]
+
+    def add_settlement_items(self, inv: Invoice, *, previous_msat: int, total_msat: int) -> list[TxItem]:
+        """A further node settlement of a SETTLED invoice (AMP): the received total grows from ``previous_msat``
+        (the condition: two settlements processed at once cannot both build on the same total)."""
+        I = self._m.Invoice
+
+        def moved(old: dict | None) -> errors.SatflowError:
+            return errors.TransientError(f"invoice {inv.payment_hash} received total changed meanwhile")
+
+        return [update(I(f"INVOICE#{inv.payment_hash}", "INVOICE"), [I.amount_received_msat.set(total_msat)],
+                       (I.status == InvoiceStatus.SETTLED.value) & (I.settled_by == "lnd")
+                       & (I.amount_received_msat == previous_msat), "invoice", moved)]
 
     def close_invoice(self, inv: Invoice, status: InvoiceStatus) -> bool:
         """OPEN -> EXPIRED or CANCELED. False when it was no longer OPEN (e.g. settled meanwhile)."""
