@@ -52,6 +52,8 @@ def iam_actions(prefix: str, operation: str, params: dict) -> list[str]:
         return ["dynamodb:GetItem"]
     if prefix == "sqs":
         return [f"sqs:{_SQS_BATCH_ACTIONS.get(operation, operation)}"]
+    if prefix == "execute-api":  # the @connections management API: one IAM action for post, get and delete
+        return ["execute-api:ManageConnections"]
     return [f"{prefix}:{operation}"]
 
 

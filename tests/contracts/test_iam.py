@@ -7,6 +7,7 @@ checks that template.yaml grants exactly what the registry lists, on the right r
 X.Arn`` for tables and queues, whose ``!Ref`` is a name or URL; ``!Ref`` for secrets and state machines)."""
 from __future__ import annotations
 
+import re
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -37,6 +38,12 @@ def _arn_of(template: dict, expr: Any) -> str | None:
         name, attribute = expr["Fn::GetAtt"] if isinstance(expr["Fn::GetAtt"], list) else expr["Fn::GetAtt"].split(".", 1)
         target = resources.get(name, {})
         return name if attribute == "Arn" and target.get("Type") in _GETATT_ARN else None
+    if isinstance(expr, dict) and set(expr) == {"Fn::Sub"} and isinstance(expr["Fn::Sub"], str):
+        # execute-api ARNs have no GetAtt: "arn:...:execute-api:<region>:<account>:${Api}/<stage>/..." names Api
+        match = re.fullmatch(r"arn:\$\{AWS::Partition\}:execute-api:\$\{AWS::Region\}:\$\{AWS::AccountId\}:"
+                             r"\$\{(\w+)\}/[\w*]+/[^$]*", expr["Fn::Sub"])
+        if match and resources.get(match.group(1), {}).get("Type") == "AWS::ApiGatewayV2::Api":
+            return match.group(1)
     return None
 
 

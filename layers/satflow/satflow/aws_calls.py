@@ -46,6 +46,7 @@ FUNCTION_CALLS: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "MonitorFunction": {
         **_ledger(*_READ, *_WRITE),
+        "dynamodb:Scan": LEDGER,  # ledger_invariants: the daily full check, parallel segments (no request path)
         "secretsmanager:GetSecretValue": ("LndSecret", "BitcoindSecret"),
         "states:StartExecution": ("PayoutStateMachine", "ReviewStateMachine"),
         "sqs:SendMessage": ("InvoiceEventsQueue",),
@@ -57,6 +58,16 @@ FUNCTION_CALLS: dict[str, dict[str, tuple[str, ...]]] = {
     "WebhookDeliveryFunction": {
         **_ledger("dynamodb:GetItem", "dynamodb:UpdateItem"),
         "sqs:ChangeMessageVisibility": ("WebhookDeliveryQueue",),
+    },
+    # the WebSocket API's $connect/$disconnect/subscribe routes and the stream fan-out to open connections
+    "WebSocketFunction": {
+        **_ledger("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
+                  "dynamodb:Query"),
+        "execute-api:ManageConnections": ("WebSocketApi",),
+    },
+    "WebSocketFanoutFunction": {
+        **_ledger("dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:Query"),
+        "execute-api:ManageConnections": ("WebSocketApi",),
     },
     "AuditSealerFunction": _ledger("dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem",
                                    "dynamodb:DeleteItem"),
