@@ -19,7 +19,7 @@ endif
 endif
 PY_MINOR := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
 
-.PHONY: run test test-real regtest-build lint unit bench bench-ledger demo layer build clean print-python
+.PHONY: run test test-real regtest-build dynamodb-local bench-runtime lint unit bench bench-ledger demo layer build clean print-python
 
 ## print-python: the interpreter the venvs are made with
 print-python:
@@ -51,15 +51,36 @@ $(CHECKOV)/.installed: requirements-checkov.txt $(CHECKOV)/.python-$(PY_MINOR)
 	$(CHECKOV)/bin/pip install -q -r requirements-checkov.txt
 	touch $@
 
-## run: the local runtime on 127.0.0.1:$(PORT) (moto in-process, no AWS, no Docker)
+## run: the local runtime on 127.0.0.1:$(PORT) (no AWS, no Docker); each function's handlers in worker processes
+## DYNAMODB=auto (default): the table on DynamoDB Local when java + mvn are installed (fetched from Maven Central
+##   on first use, ~30 s; then reused), else moto; the runtime prints which engine it uses and why.
+##   DYNAMODB=local insists on DynamoDB Local, DYNAMODB=moto forces moto (in-process, slower, grows with writes).
 ## RISK_THRESHOLDS='{"review":30,"block":101}' overrides the risk policy (demo of held sends)
 ## BACKEND=regtest: real btcd + our lnd + an external lnd instead of the simulators (builds them first)
-## DYNAMODB=local: the table on DynamoDB Local instead of moto (fetches it first)
 BACKEND ?= simulators
-DYNAMODB ?= moto
-run: $(VENV)/.installed $(if $(filter regtest,$(BACKEND))$(filter local,$(DYNAMODB)),regtest-build)
+DYNAMODB ?= auto
+HAVE_JAVA_MVN := $(shell command -v java >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1 && echo yes)
+run: $(VENV)/.installed $(if $(filter regtest,$(BACKEND)),regtest-build) $(if $(filter-out moto,$(DYNAMODB)),dynamodb-local)
 	SATFLOW_WORKFLOW_WAIT_S=$${SATFLOW_WORKFLOW_WAIT_S:-2} SATFLOW_WEBHOOK_RETRY_BASE_S=$${SATFLOW_WEBHOOK_RETRY_BASE_S:-2} \
 	  $(PY) -m satflow_dev.runtime --port $(PORT) --backend $(BACKEND) --dynamodb $(DYNAMODB) $(if $(RISK_THRESHOLDS),--parameter 'RiskThresholds=$(RISK_THRESHOLDS)')
+
+## dynamodb-local: only DynamoDB Local (Maven Central) into .build/ (~30 s cold, < 1 s warm), not lnd/btcd.
+## With DYNAMODB=auto a machine without java/mvn (or offline) goes on with moto; DYNAMODB=local makes it an error.
+dynamodb-local: $(VENV)/.installed
+ifeq ($(HAVE_JAVA_MVN),yes)
+ifeq ($(DYNAMODB),local)
+	$(PY) -m satflow_dev.regtest build --only dynamodb
+else
+	-$(PY) -m satflow_dev.regtest build --only dynamodb
+endif
+else
+	@echo "DynamoDB Local: java and/or mvn not installed$(if $(filter local,$(DYNAMODB)),; DYNAMODB=local needs them, ; the runtime falls back to moto)"
+	@$(if $(filter local,$(DYNAMODB)),exit 1,true)
+endif
+
+## bench-runtime: soak of the local runtime through HTTP (1 and 8 clients; DynamoDB Local and moto), RSS before/after
+bench-runtime: $(VENV)/.installed dynamodb-local
+	$(PY) benchmarks/runtime_soak.py
 
 ## test: lint the template and run the whole test suite (both tiers when the real-node toolchain is installed)
 test: $(VENV)/.installed lint

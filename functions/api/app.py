@@ -10,7 +10,7 @@ from aws_lambda_powertools.logging import correlation_paths
 
 from satflow import bootstrap
 from satflow.api.errors import error_body, status_for
-from satflow.api.openapi import document
+from satflow.api.openapi import ROUTES, document
 from satflow.api.requests import decode_body, json_object, query_int
 from satflow.app import accounts, audit, invoices, limits, payments, risk, transfers, webhooks
 from satflow.domain.errors import SatflowError, ValidationError
@@ -28,8 +28,16 @@ def _json(status: int, body: dict) -> Response:
     return Response(status_code=status, content_type="application/json", body=json.dumps(body))
 
 
+# Each route's declared auth ("admin", a scope, "none"), keyed like API Gateway's routeKey.
+_ROUTE_AUTH = {f"{r.method} {r.path}": r.auth for r in ROUTES}
+
+
 def _principal():
-    return accounts.authenticate(bootstrap.services(), app.current_event.headers.get("authorization"))
+    """Authenticate, then authorize against the route's declared auth, before any handler reads the body (every
+    handler calls this first): a customer key on an admin route is 403 whatever body it sent."""
+    principal = accounts.authenticate(bootstrap.services(), app.current_event.headers.get("authorization"))
+    accounts.authorize_route(principal, _ROUTE_AUTH.get(app.current_event.route_key))
+    return principal
 
 
 def _body() -> str | None:

@@ -33,8 +33,10 @@ def runtime():
                  lambda rt: SqsPoller.from_runtime(rt, background=False),
                  lambda rt: StreamPoller.from_runtime(rt, background=False), schedule_runner_factory,
                  websocket_gateway_factory]
+    # In-process handlers: test_each_key_form_connects_and_the_key_is_never_logged reads the handlers' log records
+    # with caplog (in worker processes they go to the worker's stdout; the other tests pass either way).
     with LocalRuntime(REAL_TEMPLATE, port=0, service_factories=factories, write_admin_key_file=False,
-                      environ={"SATFLOW_SCHEDULE_SCALE": "0"}) as rt:
+                      environ={"SATFLOW_SCHEDULE_SCALE": "0"}, invocation="in-process") as rt:
         yield rt
 
 

@@ -40,7 +40,7 @@ def test_resources_are_created_as_declared(tiny_runtime):
         "VisibilityTimeout": "30"}
 
 
-def test_state_machine_tasks_run_our_handler_in_process(tiny_runtime):
+def test_state_machine_tasks_run_our_handler(tiny_runtime):
     sfn = aws_client("stepfunctions", tiny_runtime.moto_url)
     arn = tiny_runtime.resources.state_machine_arns["Flow"]
     item = f"item-{time.time_ns()}"
@@ -57,8 +57,8 @@ def test_state_machine_tasks_run_our_handler_in_process(tiny_runtime):
 
 
 def test_concurrent_invocations_get_separate_execution_environments(tiny_runtime):
-    """A handler module's globals serve one invocation at a time (as in Lambda); concurrent requests load more
-    copies instead of sharing one, so a module-level "current event" never leaks between callers."""
+    """A handler module's globals serve one invocation at a time (as in Lambda); concurrent requests run in further
+    worker processes instead of sharing one, so a module-level "current event" never leaks between callers."""
     import threading
 
     answers: dict[int, object] = {}

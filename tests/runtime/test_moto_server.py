@@ -114,3 +114,60 @@ def test_step_functions_execution_is_switched_on(moto_url):
     from moto.core.config import default_user_config
 
     assert default_user_config["stepfunctions"]["execute_state_machine"] is True
+
+
+def _stream_records(url: str, table: str) -> list[dict]:
+    streams = _client("dynamodbstreams", url)
+    arn = _client("dynamodb", url).describe_table(TableName=table)["Table"]["LatestStreamArn"]
+    shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
+    iterator = streams.get_shard_iterator(StreamArn=arn, ShardId=shard,
+                                          ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    return streams.get_records(ShardIterator=iterator, Limit=1000)["Records"]
+
+
+def test_a_transaction_snapshots_only_its_items_and_a_cancelled_one_leaves_no_trace(moto_url, monkeypatch):
+    """moto deep-copied every touched table (with all its stream records) on each TransactWriteItems: time and
+    memory grew with everything ever written. The patch snapshots only the named items; a cancellation restores
+    them and drops the stream records it wrote, exactly as the whole-table copy did."""
+    from moto.dynamodb.models.dynamo_type import Item
+
+    table = "runtime-snapshots"
+    client = _client("dynamodb", moto_url)
+    client.create_table(
+        TableName=table, BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                              {"AttributeName": "sk", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"})
+    for i in range(300):
+        client.put_item(TableName=table, Item={"pk": {"S": "filler"}, "sk": {"S": str(i)}})
+    client.put_item(TableName=table, Item={"pk": {"S": "acct"}, "sk": {"S": "a"}, "bal": {"N": "10"}})
+    records_before = len(_stream_records(moto_url, table))
+
+    copies = [0]
+    original_deepcopy = Item.__deepcopy__
+
+    def counting_deepcopy(self, memo):
+        copies[0] += 1
+        return original_deepcopy(self, memo)
+
+    monkeypatch.setattr(Item, "__deepcopy__", counting_deepcopy)
+    debit = {"Update": {"TableName": table, "Key": {"pk": {"S": "acct"}, "sk": {"S": "a"}},
+                        "UpdateExpression": "SET bal = bal - :amt", "ConditionExpression": "bal >= :amt",
+                        "ExpressionAttributeValues": {":amt": {"N": "4"}}}}
+    new_item = {"Put": {"TableName": table, "Item": {"pk": {"S": "tx"}, "sk": {"S": "1"}},
+                        "ConditionExpression": "attribute_not_exists(pk)"}}
+    client.transact_write_items(TransactItems=[debit, new_item])
+    assert copies[0] <= 4  # the two named items (at most twice each), not the 300 others
+    assert client.get_item(TableName=table, Key={"pk": {"S": "acct"}, "sk": {"S": "a"}})["Item"]["bal"] == {"N": "6"}
+
+    # Cancelled: the debit applies first, then the put's condition fails (the item exists): nothing may remain.
+    third = {"Put": {"TableName": table, "Item": {"pk": {"S": "tx"}, "sk": {"S": "2"}}}}
+    with pytest.raises(client.exceptions.TransactionCanceledException):
+        client.transact_write_items(TransactItems=[debit, third, new_item])
+    assert client.get_item(TableName=table, Key={"pk": {"S": "acct"}, "sk": {"S": "a"}})["Item"]["bal"] == {"N": "6"}
+    assert "Item" not in client.get_item(TableName=table, Key={"pk": {"S": "tx"}, "sk": {"S": "2"}})
+    records = _stream_records(moto_url, table)
+    assert len(records) == records_before + 2  # the successful transaction's two writes, none of the cancelled one
+    assert client.query(TableName=table, KeyConditionExpression="pk = :p",
+                        ExpressionAttributeValues={":p": {"S": "tx"}})["Count"] == 1

@@ -100,8 +100,13 @@ def test_without_input_the_event_is_eventbridges_scheduled_event(runner, service
 
 
 def test_fire_errors(runner):
-    with pytest.raises(ValueError, match="job exploded"):  # a disabled schedule can still be fired by hand
+    from satflow_dev.runtime.workers import FunctionError
+
+    # A disabled schedule can still be fired by hand; the handler's exception comes back from its worker process
+    # as Lambda reports it (errorType = the exception's class name).
+    with pytest.raises(FunctionError, match="ValueError: job exploded") as raised:
         runner.fire("MonitorFunction", job="explode")
+    assert raised.value.error_type == "ValueError"
     with pytest.raises(KeyError, match="jobs: explode, invoice_catchup, payment_reconciler"):
         runner.fire("MonitorFunction", job="nope")
     with pytest.raises(KeyError, match="has no schedules"):

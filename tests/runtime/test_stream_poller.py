@@ -76,7 +76,8 @@ def runtime(tmp_path_factory):
     with LocalRuntime(root / "template.yaml", port=0, parameter_overrides={"Suffix": root.name},
                       service_factories=[lambda rt: StreamPoller.from_runtime(rt, background=False,
                                                                               retry_interval_s=0)],
-                      write_admin_key_file=False) as rt:
+                      # The tests script the handler's module state (SCRIPT, LEFT) and read what it saw (SEEN).
+                      write_admin_key_file=False, invocation="in-process") as rt:
         yield rt
 
 

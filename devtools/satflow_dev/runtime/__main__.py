@@ -25,8 +25,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--backend", choices=("simulators", "regtest"),
                         default=os.environ.get("SATFLOW_BACKEND") or "simulators",
                         help="simulators (default) or regtest: real btcd + two lnd (needs `make regtest-build`)")
-    parser.add_argument("--dynamodb", choices=("moto", "local"), default=os.environ.get("SATFLOW_DYNAMODB") or "moto",
-                        help="moto (default) or local: the table on DynamoDB Local (needs `make regtest-build`)")
+    parser.add_argument("--dynamodb", choices=("auto", "moto", "local"),
+                        default=os.environ.get("SATFLOW_DYNAMODB") or "auto",
+                        help="auto (default): DynamoDB Local when java is installed and it is fetched "
+                             "(`make dynamodb-local`), else moto; local: insist on DynamoDB Local; moto: force moto")
     parser.add_argument("--log-level", default=os.environ.get("SATFLOW_RUNTIME_LOG_LEVEL", "INFO"))
     return parser.parse_args(argv)
 
@@ -44,7 +46,28 @@ def _configure_logging(level: str) -> None:
     logging.basicConfig(level=logging.WARNING, format=fmt._fmt)  # moto, botocore, pynamodb: warnings only
 
 
-def _banner(runtime: LocalRuntime) -> str:
+def choose_dynamodb(requested: str) -> tuple[str, str]:
+    """(engine, why) for --dynamodb auto|local|moto. DynamoDB Local is the default whenever it can run: it is a real
+    engine (conditions, transactions and their costs as DynamoDB has them) and its memory does not grow with the
+    table the way moto's copy-per-transaction does."""
+    if requested == "moto":
+        return "moto", "moto (chosen: DYNAMODB=moto)"
+    if requested == "local":
+        return "local", "DynamoDB Local (chosen: DYNAMODB=local)"
+    import shutil
+
+    from satflow_dev.regtest.toolchain import dynamodb_local_built
+
+    if shutil.which("java") is None:
+        return "moto", ("moto, FALLBACK: java is not installed, so DynamoDB Local (the default engine) cannot run; "
+                        "install java 17+ and mvn for it")
+    if not dynamodb_local_built():
+        return "moto", ("moto, FALLBACK: DynamoDB Local (the default engine) is not fetched; `make dynamodb-local` "
+                        "fetches it from Maven Central (needs mvn and network)")
+    return "local", "DynamoDB Local (the default: java is installed; DYNAMODB=moto forces moto)"
+
+
+def _banner(runtime: LocalRuntime, dynamodb_why: str = "") -> str:
     assert runtime.model is not None
     routes = sorted({route.route_key for route, _ in runtime.model.routes()})
     lines = [
@@ -52,8 +75,11 @@ def _banner(runtime: LocalRuntime) -> str:
         f"satflow local runtime on {runtime.url}   (moto AWS endpoint: {runtime.moto_url})",
         f"  template:   {runtime.model.path}",
         f"  parameters: {', '.join(f'{k}={v}' for k, v in runtime.model.parameters.items())}",
-        *([f"  dynamodb:   DynamoDB Local {runtime.dynamodb_local.endpoint_url} (behind the AWS endpoint above)"]
+        f"  dynamodb:   {dynamodb_why or runtime.dynamodb}",
+        *([f"              {runtime.dynamodb_local.endpoint_url} (behind the AWS endpoint above)"]
           if runtime.dynamodb_local is not None else []),
+        "  functions:  one worker process per warm execution environment, one invocation at a time "
+        f"(up to {_concurrency_summary(runtime)})",
         f"  routes:     {len(routes)} ({', '.join(routes[:4])}{', ...' if len(routes) > 4 else ''})",
     ]
     for service in runtime.services:
@@ -81,15 +107,26 @@ def _banner(runtime: LocalRuntime) -> str:
     return "\n".join(lines)
 
 
+def _concurrency_summary(runtime: LocalRuntime) -> str:
+    from .workers import ProcessInvoker, function_concurrency
+
+    if not isinstance(runtime.invoker, ProcessInvoker):
+        return "in-process"
+    limits = sorted({function_concurrency(fn, os.environ) for fn in runtime.invoker.functions})
+    return f"{'/'.join(map(str, limits))} per function; SATFLOW_LOCAL_CONCURRENCY"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     _configure_logging(args.log_level.upper())
     overrides = dict(p.split("=", 1) for p in args.parameter)
     from .regtest_service import service_factories
 
+    dynamodb, dynamodb_why = choose_dynamodb(args.dynamodb)
+    print(f"table engine: {dynamodb_why}", flush=True)
     runtime = LocalRuntime(args.template, host=args.host, port=args.port, moto_port=args.moto_port,
                            parameter_overrides=overrides, service_factories=service_factories(args.backend),
-                           dynamodb=args.dynamodb)
+                           dynamodb=dynamodb)
     stop_requested = threading.Event()
     # Explicit handlers: a shell starts background jobs with SIGINT ignored, and then Python would never raise
     # KeyboardInterrupt.
@@ -106,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cannot start the local runtime: {exc}", file=sys.stderr)
         return 1
     try:
-        print(_banner(runtime), flush=True)
+        print(_banner(runtime, dynamodb_why), flush=True)
         stop_requested.wait()
     finally:
         print("stopping...", flush=True)

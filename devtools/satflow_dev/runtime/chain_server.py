@@ -68,6 +68,7 @@ from .background_http import BackgroundHttpServer
 from .dev_http import DevRouteInvalid, dev_error, dispatch, jsonable, only_fields, read_body, required_string
 from .resources import aws_client, put_secret
 from .template import SecretSpec, TemplateModel
+from .workers import error_summary
 
 if TYPE_CHECKING:
     from satflow_dev.simulators.chain import ChainSimulator
@@ -445,7 +446,7 @@ class ChainService:
             return self.on_chain_change()
         except Exception as exc:  # never fail the mining answer
             log.exception("chain: firing the chain monitor failed")
-            return {"fired": False, "reason": f"{type(exc).__name__}: {exc}"}
+            return {"fired": False, "reason": error_summary(exc)}
 
 
 def fire_chain_scan(runtime: LocalRuntime) -> dict[str, Any]:
@@ -462,7 +463,7 @@ def fire_chain_scan(runtime: LocalRuntime) -> dict[str, Any]:
         result = runner.fire_target(target, by_hand=True)
     except Exception as exc:
         log.exception("chain: %s job %s failed", CHAIN_SCAN_FUNCTION, CHAIN_SCAN_JOB)
-        return {"fired": True, "error": f"{type(exc).__name__}: {exc}"}
+        return {"fired": True, "error": error_summary(exc)}
     return {"fired": True, "result": jsonable(result)}
 
 

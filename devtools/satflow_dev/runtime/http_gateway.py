@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
-from .background_http import BackgroundHttpServer
+from .background_http import BackgroundHttpServer, write_response
 from .dev_http import read_body
 from .template import FunctionSpec, HttpRoute
 
@@ -294,14 +294,10 @@ def _make_request_handler(gateway: HttpGateway) -> type[BaseHTTPRequestHandler]:
             started = time.perf_counter()
             response = gateway.handle(self.command, self.path, list(self.headers.items()), read_body(self),
                                       self.client_address[0])
-            self.send_response(response.status)
-            for name, value in response.headers:
-                if name.lower() not in ("content-length", "connection", "transfer-encoding"):
-                    self.send_header(name, value)
-            self.send_header("Content-Length", str(len(response.body)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(response.body)
+            write_response(self, response.status,
+                           [(name, value) for name, value in response.headers
+                            if name.lower() not in ("content-length", "connection", "transfer-encoding")],
+                           response.body)
             log.info("%s %s -> %d (%.0f ms)", self.command, self.path, response.status,
                      (time.perf_counter() - started) * 1000)
 

@@ -1,16 +1,22 @@
-"""Run our Lambda handlers in this process, the way the Lambda runtime would call them.
+"""Run our Lambda handlers IN THIS PROCESS (the in-process mode), plus what both modes share.
+
+The local runtime runs handlers in worker processes (workers.ProcessInvoker, one invocation per process, as in
+Lambda): that is the default and what `make run` uses. This in-process mode remains for tests that inspect or
+script a handler module's state directly (`LocalRuntime(..., invocation="in-process")`); it is NOT safe with
+concurrent invocations of HTTP handlers: Powertools' resolver keeps the current request on a class attribute,
+shared by every copy of the module in a process.
 
 - Each function's handler file is imported by path under a unique module name, so several `app.py` files
   coexist. Like Lambda, only the layer package (`satflow`, installed editable) is importable from a handler;
   sibling modules in a CodeUri directory are not put on sys.path.
-- Each loaded copy of a handler module is one "execution environment": it serves one invocation at a time
-  (Powertools' resolver keeps the current event on a module-level object), and concurrent invocations load
-  further copies, as Lambda starts further environments. Copies share the `satflow` package's module state.
+- Each loaded copy of a handler module is one "execution environment": it serves one invocation at a time,
+  concurrent invocations load further copies. Copies share the `satflow` package's module state.
 - ONE process environment is shared by all functions (os.environ is process-wide). The runtime applies the
   template env of the function being invoked, plus AWS_ENDPOINT_URL/region/fake credentials, and when anything
-  changed calls `satflow.config.reset()` and drops satflow.bootstrap's cached adapters. All our functions share
-  Globals.Function.Environment, so in practice this happens once; a function-specific variable that differs
-  between functions is reported at start and is only reliable while those functions' invocations do not overlap.
+  changed calls `satflow.config.reset()` and drops satflow.bootstrap's cached adapters. A function-specific
+  variable that differs between functions is reported at start and is only reliable while those functions'
+  invocations do not overlap (worker processes do not have this limit).
+- Timeouts are only logged (a thread cannot be killed).
 """
 from __future__ import annotations
 
@@ -23,9 +29,7 @@ import sys
 import threading
 import time
 import traceback
-import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 from urllib.parse import unquote
@@ -33,27 +37,11 @@ from urllib.parse import unquote
 from .moto_server import LambdaInvokeResult
 from .resources import FAKE_CREDENTIALS, REGION
 from .template import FunctionSpec
+from .worker import LambdaContext
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Any, Any], Any]
-
-
-@dataclass
-class LambdaContext:
-    """The attributes of the Lambda context object that our handlers and Powertools read."""
-
-    function_name: str
-    memory_limit_in_mb: int
-    invoked_function_arn: str
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    function_version: str = "$LATEST"
-    log_group_name: str = ""
-    log_stream_name: str = "local"
-    deadline_epoch_ms: float = 0.0
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int(self.deadline_epoch_ms - time.time() * 1000))
 
 
 # Settings that exist only for the local runtime (the contract tests keep them out of template.yaml).
@@ -167,7 +155,7 @@ class _ExecutionEnvironments:
             self._idle.append(handler)
 
 
-class FunctionInvoker:
+class InProcessInvoker:
     """Invokes the template's functions in-process; also answers Lambda Invoke calls made to moto."""
 
     def __init__(self, functions: Iterable[FunctionSpec], endpoint_url: str, process_env: ProcessEnv | None = None
@@ -264,3 +252,9 @@ class FunctionInvoker:
             self.invoke(fn, event)
         except Exception:
             log.exception("asynchronous invocation of %s failed", fn.logical_id)
+
+    def stop(self) -> None:
+        """Nothing to stop: the handlers live in this process."""
+
+
+FunctionInvoker = InProcessInvoker  # the name the services' type hints use

@@ -1,7 +1,8 @@
-"""The local runtime: moto + resources from template.yaml + in-process handlers + the HTTP gateway + services.
+"""The local runtime: moto + resources from template.yaml + handlers in worker processes + the HTTP gateway +
+services.
 
-Start order: bind the HTTP port -> moto server -> resources -> process env + handlers -> services -> serve HTTP
--> write the admin key file. Stop runs it backwards and puts the process environment back (tests start runtimes
+Start order: bind the HTTP port -> moto server -> resources -> process env + one warm worker per function ->
+services -> serve HTTP -> write the admin key file. Stop runs it backwards and puts the process environment back (tests start runtimes
 inside a pytest process).
 """
 from __future__ import annotations
@@ -14,11 +15,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .http_gateway import HttpGateway, RouteTable
-from .invoker import FunctionInvoker
+from .invoker import InProcessInvoker
 from .moto_server import LambdaInvokeResult, start_moto_server
 from .resources import CreatedResources, create_resources
 from .services import DEFAULT_SERVICE_FACTORIES, BackgroundService, ServiceFactory
 from .template import FunctionSpec, TemplateModel, load_template
+from .workers import ProcessInvoker
 
 log = logging.getLogger(__name__)
 _S = TypeVar("_S")
@@ -50,9 +52,16 @@ class LocalRuntime:
         write_admin_key_file: bool = True,
         environ: Mapping[str, str] | None = None,
         dynamodb: str = "moto",
+        invocation: str = "process",
     ) -> None:
         if dynamodb not in ("moto", "local"):
             raise ValueError("dynamodb must be 'moto' or 'local' (DynamoDB Local)")
+        # "process": each function's environments are worker processes, one invocation at a time (workers.py).
+        # "in-process": handlers imported into this process (invoker.py); only for tests that script a handler
+        # module's state, never for concurrent HTTP clients.
+        if invocation not in ("process", "in-process"):
+            raise ValueError("invocation must be 'process' or 'in-process'")
+        self.invocation = invocation
         self.dynamodb = dynamodb
         self.dynamodb_local: Any = None
         self.template_path = Path(template)
@@ -65,7 +74,7 @@ class LocalRuntime:
         self.model: TemplateModel | None = None
         self.moto_url: str = ""
         self.resources: CreatedResources | None = None
-        self.invoker: FunctionInvoker | None = None
+        self.invoker: ProcessInvoker | InProcessInvoker | None = None
         self.gateway: HttpGateway | None = None
         self.services: list[BackgroundService] = []
         self._stops: list[Callable[[], None]] = []
@@ -92,6 +101,7 @@ class LocalRuntime:
         return self
 
     def _start(self) -> None:
+        self._refuse_account_shaped_admin_key()
         self.model = load_template(self.template_path, self.parameter_overrides, LOCAL_PARAMETER_DEFAULTS)
         # Bind the HTTP port before touching anything else: a second `make run` must fail without overwriting
         # the first one's admin key file or secret.
@@ -115,8 +125,16 @@ class LocalRuntime:
         self._stops.append(stop_moto)
         self.resources = create_resources(self.model, self.moto_url, self.environ)
 
-        self.invoker = FunctionInvoker(self.model.functions, self.moto_url)
-        self._stops.append(self.invoker.process_env.restore)
+        # The runtime's own code (pollers, moto's Step Functions tasks) sees the shared AWS settings; with worker
+        # processes each function additionally gets exactly its own environment.
+        in_process = InProcessInvoker(self.model.functions, self.moto_url)
+        self._stops.append(in_process.process_env.restore)
+        in_process.prepare(warm=False)
+        if self.invocation == "process":
+            self.invoker = ProcessInvoker(self.model.functions, self.moto_url, environ={**os.environ, **self.environ})
+            self._stops.append(self.invoker.stop)
+        else:
+            self.invoker = in_process
         self.invoker.prepare()
         self._load_sanctions_list()
 
@@ -164,6 +182,18 @@ class LocalRuntime:
         except Exception:  # a development convenience: never stop the runtime over it
             log.warning("could not book the node's opening capital; POST /v1/admin/solvency/capital by hand",
                         exc_info=True)
+
+    def _refuse_account_shaped_admin_key(self) -> None:
+        """Before anything starts: a SATFLOW_ADMIN_KEY with the account-key prefix would be printed as the admin
+        key and then refused by every admin route (authentication treats sk_ tokens as account keys)."""
+        chosen = self.environ.get("SATFLOW_ADMIN_KEY")
+        if chosen:
+            from satflow.app.accounts import check_admin_key
+
+            try:
+                check_admin_key(chosen)
+            except RuntimeError as exc:  # AdminKeyMisconfigured: `make run` exits 1 with this message
+                raise type(exc)(f"SATFLOW_ADMIN_KEY refused: {exc}") from None
 
     def _load_sanctions_list(self) -> None:
         """Run the sanctions refresh job once before serving: a deployed stack loads its list on schedule (and by

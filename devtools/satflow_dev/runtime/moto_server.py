@@ -10,6 +10,12 @@ Lambda `Invoke` is the one exception: when a `lambda_invoker` is given, Invoke r
 Task states executed by moto) never reach moto. They are answered by that callable outside the lock, because
 our handlers call back into moto (DynamoDB, SQS, ...) and would otherwise deadlock on the lock they hold.
 
+moto's `TransactWriteItems` deep-copies every table it touches before applying the items, to roll back on a
+cancellation; the copy includes every stream record ever written, so each transaction costs time and memory in
+proportion to everything written so far (15 GB after ~9k requests). `install_transaction_snapshots()` (applied by
+start_moto_server) replaces that copy with a snapshot of only the items the transaction names, plus the length of
+each table's stream: a cancelled transaction puts those items back and drops its stream records, as before.
+
 moto keeps its state in module globals, so every server started in one process shares the same AWS state;
 tests that need isolation use distinct resource names. Importing this module is cheap; moto itself is imported
 on the first start.
@@ -146,6 +152,95 @@ class _SerialisedMotoApp:
 _REASONS = {200: "OK", 202: "Accepted", 204: "No Content"}
 
 
+# ---------------------------------------------------------------------------------------------- transactions
+
+_SHALLOW_TABLE_COPIES = threading.local()
+
+
+def install_transaction_snapshots() -> None:
+    """Patch moto's DynamoDB backend (process-wide, once): TransactWriteItems snapshots the touched items instead
+    of deep-copying whole tables. The unpatched method still runs every check and write; only its
+    `copy.deepcopy(table)` returns the table itself while the patched call is on the stack, and this wrapper undoes
+    the items and stream records itself when the transaction fails (any exception)."""
+    import copy
+
+    from moto.dynamodb.models import DynamoDBBackend
+    from moto.dynamodb.models.table import Table
+
+    if getattr(DynamoDBBackend.transact_write_items, "_satflow_snapshots", False):
+        return
+    original = DynamoDBBackend.transact_write_items
+
+    def table_deepcopy(self: Table, memo: dict[int, Any]) -> Table:
+        if getattr(_SHALLOW_TABLE_COPIES, "active", False):
+            return self
+        clone = self.__class__.__new__(self.__class__)  # what deepcopy does for a plain object
+        memo[id(self)] = clone
+        for name, value in self.__dict__.items():
+            setattr(clone, name, copy.deepcopy(value, memo))
+        return clone
+
+    def transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> None:
+        try:
+            snapshot = _snapshot_items(self, transact_items)
+        except Exception:  # keys moto will refuse anyway: let the original method answer, with its full copy
+            return original(self, transact_items)
+        _SHALLOW_TABLE_COPIES.active = True
+        try:
+            return original(self, transact_items)
+        except BaseException:
+            _restore_items(snapshot)
+            raise
+        finally:
+            _SHALLOW_TABLE_COPIES.active = False
+
+    transact_write_items._satflow_snapshots = True  # type: ignore[attr-defined]
+    Table.__deepcopy__ = table_deepcopy  # type: ignore[attr-defined]
+    DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+
+
+def _snapshot_items(backend: Any, transact_items: list[dict[str, Any]]) -> list[tuple[Any, Any, Any, Any]]:
+    """[(table, hash key, range key, deep copy of the item or None)] + (table, None, None, stream length)."""
+    import copy
+
+    snapshot: list[tuple[Any, Any, Any, Any]] = []
+    streams: dict[int, Any] = {}
+    for entry in transact_items:
+        op_type, op = next(iter(entry.items()))
+        table = backend.tables.get(op.get("TableName"))
+        if table is None:
+            continue
+        if op_type == "Put":
+            attrs = op["Item"]
+            key = {table.hash_key_attr: attrs[table.hash_key_attr]}
+            if table.range_key_attr is not None:
+                key[table.range_key_attr] = attrs[table.range_key_attr]
+        else:
+            key = op["Key"]
+        hash_key, range_key = backend.get_keys_value(table, key)
+        snapshot.append((table, hash_key, range_key, copy.deepcopy(table.get_item(hash_key, range_key))))
+        if table.stream_shard is not None and id(table) not in streams:
+            streams[id(table)] = (table, None, None, len(table.stream_shard.items))
+    return snapshot + list(streams.values())
+
+
+def _restore_items(snapshot: list[tuple[Any, Any, Any, Any]]) -> None:
+    for table, hash_key, range_key, saved in snapshot:
+        if hash_key is None:  # the stream: drop the records the failed transaction wrote
+            del table.stream_shard.items[saved:]
+        elif range_key is not None:
+            if saved is None:
+                table.items[hash_key].pop(range_key, None)
+                if not table.items[hash_key]:
+                    del table.items[hash_key]
+            else:
+                table.items[hash_key][range_key] = saved
+        elif saved is None:
+            table.items.pop(hash_key, None)
+        else:
+            table.items[hash_key] = saved
+
+
 def _quiet_request_handler() -> type:
     """moto's request handler without werkzeug's per-request access line on stderr (kept at DEBUG)."""
     from moto.moto_server.werkzeug_app import MotoRequestHandler
@@ -173,6 +268,7 @@ def start_moto_server(
 
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
+    install_transaction_snapshots()
     app = _SerialisedMotoApp(DomainDispatcherApplication(create_backend_app), lambda_invoker, dynamodb_endpoint,
                              connections_api)
     server = make_server(host, port, app, threaded=True, request_handler=_quiet_request_handler())

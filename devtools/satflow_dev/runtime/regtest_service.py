@@ -40,6 +40,7 @@ from .chain_server import (
 from .dev_http import DevRouteInvalid, dev_error, dispatch, only_fields, required_string
 from .lightning_server import _optional_int, lnd_secret_spec
 from .resources import aws_client, put_secret
+from .workers import error_summary
 
 if TYPE_CHECKING:
     from .local_runtime import LocalRuntime
@@ -239,7 +240,7 @@ class RegtestService:
             return {"fired": False, "reason": str(exc.args[0])}
         except Exception as exc:  # never fail the payment's answer: the node was paid either way
             log.exception("regtest: firing %s %s failed", function, job)
-            return {"fired": True, "error": f"{type(exc).__name__}: {exc}"}
+            return {"fired": True, "error": error_summary(exc)}
         return {"fired": True, "result": jsonable(result)}
 
 

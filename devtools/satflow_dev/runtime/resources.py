@@ -51,6 +51,14 @@ def aws_client(service: str, endpoint_url: str) -> Any:
     )
 
 
+def _generated_admin_key() -> str:
+    """token_urlsafe's alphabet has "_": about one key in 262,144 would start with the account-key prefix."""
+    while True:
+        key = token_source.token_urlsafe(32)
+        if not key.startswith("sk_"):
+            return key
+
+
 def create_resources(model: TemplateModel, endpoint_url: str, environ: Mapping[str, str] | None = None
                      ) -> CreatedResources:
     environ = os.environ if environ is None else environ
@@ -64,7 +72,7 @@ def create_resources(model: TemplateModel, endpoint_url: str, environ: Mapping[s
         admin_secret_name = _admin_key_secret_name(model)
         for secret in model.secrets:
             if secret.name == admin_secret_name:
-                admin_key = environ.get("SATFLOW_ADMIN_KEY") or token_source.token_urlsafe(32)
+                admin_key = environ.get("SATFLOW_ADMIN_KEY") or _generated_admin_key()
                 put_secret(client, secret, admin_key)
             else:
                 put_secret(client, secret, _declared_secret_value(secret))

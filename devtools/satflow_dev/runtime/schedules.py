@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from .dev_http import dev_error, jsonable
 from .template import ACCOUNT_ID, REGION, FunctionSpec, ScheduleEvent, StateMachineSpec
+from .workers import error_summary
 
 if TYPE_CHECKING:
     from .invoker import FunctionInvoker
@@ -442,7 +443,7 @@ class ScheduleRunner:
             result = self.fire_target(target, by_hand=True)
         except Exception as exc:
             log.exception("%s failed when fired by hand", target.label)
-            return 500, dev_error("HANDLER_ERROR", f"{type(exc).__name__}: {exc}")
+            return 500, dev_error("HANDLER_ERROR", error_summary(exc))
         return 200, {"function": target.logical_id, "event": target.event.event_name, "result": jsonable(result)}
 
 

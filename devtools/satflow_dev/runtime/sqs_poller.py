@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from .resources import aws_client
 from .template import REGION, FunctionSpec, QueueSpec, SqsEvent, TemplateModel
+from .workers import error_summary
 
 if TYPE_CHECKING:
     from .invoker import FunctionInvoker
@@ -288,7 +289,7 @@ class SqsPoller:
         try:
             result.response = self.invoker.invoke(source.function, event)
         except Exception as exc:  # Lambda: the whole batch returns to the queue
-            result.error = f"{type(exc).__name__}: {exc}"
+            result.error = error_summary(exc)
             result.failed = list(ids)
             log.warning("%s raised on a batch of %d from %s (%s); all stay in the queue", source.function.logical_id,
                         len(ids), source.queue.name, result.error, exc_info=log.isEnabledFor(logging.DEBUG))

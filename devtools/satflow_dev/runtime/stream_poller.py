@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from .resources import aws_client
 from .template import REGION, FunctionSpec, StreamEvent, TableSpec, TemplateModel, TemplateError
+from .workers import error_summary
 
 if TYPE_CHECKING:
     from .invoker import FunctionInvoker
@@ -301,7 +302,7 @@ class StreamPoller:
         try:
             result.response = self.invoker.invoke(source.function, {"Records": batch})
         except Exception as exc:
-            result.error = f"{type(exc).__name__}: {exc}"
+            result.error = error_summary(exc)
             return self._retry_or_skip(source, cursor, result, consumed)
         failed = self._first_failure(source, sequences, result.response)
         if failed is None:

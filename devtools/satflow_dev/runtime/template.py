@@ -139,6 +139,7 @@ class FunctionSpec:
     env: dict[str, str]  # Globals.Function.Environment merged with the function's, refs resolved
     timeout_s: int = 3
     memory_mb: int = 128
+    reserved_concurrency: int | None = None  # ReservedConcurrentExecutions; None = the account's unreserved pool
     routes: tuple[HttpRoute, ...] = ()
     sqs_events: tuple[SqsEvent, ...] = ()
     schedules: tuple[ScheduleEvent, ...] = ()
@@ -582,6 +583,7 @@ class _ModelBuilder:
             env={k: _env_string(v) for k, v in env.items()},
             timeout_s=int(self.resolver.resolve(merged.get("Timeout", 3))),
             memory_mb=int(self.resolver.resolve(merged.get("MemorySize", 128))),
+            reserved_concurrency=_optional_int(self.resolver.resolve(merged.get("ReservedConcurrentExecutions"))),
             routes=tuple(routes),
             sqs_events=tuple(sqs),
             schedules=tuple(schedules),
@@ -683,3 +685,7 @@ def _env_string(value: Any) -> str:
     if isinstance(value, bool):
         return str(value).lower()
     return str(value)
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None or value == "" else int(value)

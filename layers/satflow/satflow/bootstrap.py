@@ -245,11 +245,18 @@ def _invoice_publisher() -> Callable[[dict], None]:
 
 def _admin_key_provider(ttl_s: float = 300.0) -> Callable[[], str]:
     """The admin key from Secrets Manager, cached for ``ttl_s`` so a rotation is picked up within minutes.
-    Locally SATFLOW_ADMIN_KEY wins. Never logged."""
+    Locally SATFLOW_ADMIN_KEY wins. Never logged. A key with the account-key prefix is refused here, where it is
+    loaded (app.accounts.AdminKeyMisconfigured), so authentication can tell the two kinds of key apart."""
+    from satflow.app.accounts import check_admin_key
+
     s = settings()
     if s.admin_key:
         key = s.admin_key
-        return lambda: key
+
+        def local_admin_key() -> str:
+            return check_admin_key(key)
+
+        return local_admin_key
     cache: dict[str, Any] = {}
 
     def admin_key() -> str:
@@ -260,6 +267,6 @@ def _admin_key_provider(ttl_s: float = 300.0) -> Callable[[], str]:
         if "value" not in cache or now - cache["at"] > ttl_s:
             secret = aws_client("secretsmanager").get_secret_value(SecretId=s.admin_key_secret_id)
             cache.update(value=secret["SecretString"].strip(), at=now)
-        return cache["value"]
+        return check_admin_key(cache["value"])
 
     return admin_key

@@ -6,14 +6,16 @@ import logging
 
 from satflow.domain import errors
 from satflow.domain.accounts import (
+    ALL_SCOPES,
+    API_KEY_PREFIX,
     Account,
     AccountStatus,
     Principal,
     Scope,
     hash_api_key,
     require_admin,
-    validate_account_id,
     looks_like_api_key,
+    validate_account_id,
     validate_external_ref,
     validate_tier,
 )
@@ -27,21 +29,41 @@ log = logging.getLogger(__name__)
 ADMIN = Principal(account_id=None, scopes=frozenset(), is_admin=True)
 
 
+class AdminKeyMisconfigured(RuntimeError):
+    """The configured admin key has the shape of an account key (the ``sk_`` prefix). It is refused wherever it is
+    loaded: authentication tells the two kinds of key apart by that prefix, so such a key could never work as the
+    admin key. Not a client error (no HTTP mapping): the API answers 500 and the operator reads this in the log."""
+
+
+def check_admin_key(value: str) -> str:
+    """The admin key, if it cannot be mistaken for an account key; raises AdminKeyMisconfigured otherwise.
+    Never puts the value in the message."""
+    if value.startswith(API_KEY_PREFIX):
+        raise AdminKeyMisconfigured(
+            f"the admin key starts with {API_KEY_PREFIX!r}, the prefix of account API keys; choose or rotate to a "
+            f"key without it (e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`)")
+    return value
+
+
 def authenticate(svc: Services, authorization: str | None) -> Principal:
-    """``Authorization: Bearer <key>`` -> the admin, or a customer account with its key's scopes."""
+    """``Authorization: Bearer <key>`` -> the admin, or a customer account with its key's scopes.
+
+    The prefix decides, unambiguously: ``sk_`` tokens are account keys (looked up by hash; customer requests never
+    depend on Secrets Manager), every other token is compared with the admin key in constant time. An admin key
+    with the ``sk_`` prefix is refused when loaded (AdminKeyMisconfigured)."""
     if not authorization or not authorization.startswith("Bearer "):
         raise errors.Unauthorized("missing bearer token")
     token = authorization[len("Bearer "):].strip()
     if not token or not token.isascii():
         raise errors.Unauthorized("missing or malformed bearer token")
-    if not looks_like_api_key(token):
-        # Only non-sk_ tokens are compared with the admin key: customer requests never depend on Secrets Manager.
+    if not token.startswith(API_KEY_PREFIX):
         if hmac.compare_digest(token.encode(), svc.admin_key().encode()):
             return ADMIN
         raise errors.Unauthorized("invalid API key")
     key_hash = hash_api_key(token)
-    found = svc.accounts.api_key(key_hash)
+    found = svc.accounts.api_key(key_hash) if looks_like_api_key(token) else None
     if found is None:
+        _refuse_if_admin_key_misconfigured(svc)
         raise errors.Unauthorized("invalid API key")
     account_id, scopes, key_id = found
     if key_id is None and getattr(svc, "keys", None) is not None:
@@ -52,6 +74,30 @@ def authenticate(svc: Services, authorization: str | None) -> Principal:
         except Exception:  # noqa: BLE001 - best effort, logged
             log.exception("could not create the key record of a legacy API key of %s", account_id)
     return Principal(account_id=account_id, scopes=scopes, key_hash=key_hash)
+
+
+def _refuse_if_admin_key_misconfigured(svc: Services) -> None:
+    """An unknown ``sk_`` key may be the operator presenting an account-shaped admin key: say so (500 and a typed
+    log line) instead of a 401 that would look like a typo. Only on this failure path, so a Secrets Manager outage
+    never affects customers: any other failure to read the secret leaves the answer at 401."""
+    try:
+        svc.admin_key()
+    except AdminKeyMisconfigured:
+        raise
+    except Exception:  # noqa: BLE001 - see above: the caller answers 401
+        return
+
+
+def authorize_route(principal: Principal, declared_auth: str | None) -> None:
+    """A route's declared requirement (the OpenAPI table's ``auth``), checked as soon as the caller is known:
+    "admin" needs the admin key; a scope name needs it on an account key, "full" every scope. The admin on a
+    scope route is left to the use case (some serve the admin too, e.g. webhooks, keys); an undeclared route too."""
+    if declared_auth == "admin":
+        require_admin(principal)
+    elif principal.account_id is not None and declared_auth in {s.value for s in Scope}:
+        require_scope(principal, Scope(declared_auth))
+    elif principal.account_id is not None and declared_auth == "full" and not set(ALL_SCOPES) <= principal.scopes:
+        raise errors.Forbidden("this route needs a key with every scope (read, receive, send)")
 
 
 def require_scope(principal: Principal, scope: Scope) -> str:
