@@ -26,6 +26,7 @@ class RunResult:
     seconds: float
     trace_digest: str
     counts: dict[str, int] = field(default_factory=dict)
+    mix: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -40,6 +41,7 @@ class RunResult:
                  f"{self.actions} actions, {self.invocations} invocations, {self.executions} workflows, "
                  f"{self.crashes} crashes, faults {self.injected}, quiesced in {self.quiesce_rounds} rounds, "
                  f"{self.seconds:.1f} s ({self.ops / max(self.seconds, 1e-9):.1f} ops/s), trace {self.trace_digest}"]
+        lines.append(f"  workload: {self.mix}")
         lines += [f"  checked: {c}" for c in self.verdict.checks]
         lines += [f"  SKIPPED: {s}" for s in self.verdict.skipped]
         lines += [f"  ANOMALY: {a}" for a in self.verdict.anomalies]
@@ -69,6 +71,6 @@ def run_seed(seed: int, ops: int = 100, workers: int = 4, faults: str = "all", a
                          executions=len(world.executions), quiesce_rounds=rounds,
                          seconds=time.perf_counter() - started,
                          trace_digest=hashlib.sha256("\n".join(wl.trace).encode()).hexdigest()[:16],
-                         counts=dict(wl.counts))
+                         counts=dict(wl.counts), mix=wl.mix())
     finally:
         world.stop()

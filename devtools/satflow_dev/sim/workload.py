@@ -49,6 +49,7 @@ class Workload:
         self.model = Model()
         self.trace: list[str] = []
         self.counts: dict[str, int] = {}
+        self.refusals: dict[str, int] = {}
 
     # ------------------------------------------------------------------ setup (no faults)
     def setup(self) -> None:
@@ -59,6 +60,16 @@ class Workload:
             assert status == 201, (status, body)
             self.accounts.append((body["account_id"], body["api_key"]))
             self.model.balance[body["account_id"]] = 0
+
+    def mix(self) -> dict[str, int]:
+        m = self.model
+        return {"transfers_accepted": len(m.transfers),
+                "transfers_held": sum(t["status"] != "SETTLED" for t in m.transfers),
+                "payments_accepted": sum(not p["internal"] for p in m.payments),
+                "internal_payments": sum(p["internal"] for p in m.payments),
+                "payments_refused": len(m.refused_payments), "invoices": len(m.invoices),
+                "invoices_paid_outside": len(m.external_credits), "replays": len(m.replays),
+                "node_sends": sum(self.w.node_sends.values()), **self.refusals}
 
     # ------------------------------------------------------------------ the scheduler
     def actions(self) -> list[tuple[float, str, Any]]:
@@ -158,12 +169,12 @@ class Workload:
         if r < 0.68 and self.model.invoices:
             inv = self.rng.choice(self.model.invoices)
             return Op("external_pay", {"invoice": inv, "twice": self.rng.random() < 0.2})
-        if r < 0.90:
+        if r < 0.84:
             return Op("pay_external", {"account": self._account(), "key": f"pay-{n}",
                                        "amount": self.rng.choice([5_000, 1_200_000, 30_000_000, 250_000_000]),
                                        "script": self._script(), "expiry": self.rng.choice([300, 1800, 7200]),
                                        "replay": self.rng.random() < 0.2})
-        if r < 0.96 and self.model.invoices:
+        if r < 0.95 and self.model.invoices:
             return Op("pay_internal", {"account": self._account(), "invoice": self.rng.choice(self.model.invoices),
                                        "key": f"ipay-{n}"})
         return Op("review", {})
@@ -226,9 +237,16 @@ class Workload:
                     return
             else:
                 self.model.replays.append({"kind": "transfer", "first": op.result, "again": body["transfer_id"]})
+        elif op.result is None:
+            self._refused("transfer", status, body)
         elif op.result is not None:
             self.model.anomalies.append(f"transfer replay {a['key']} answered {status} {body} after acceptance")
         op.done = True
+
+    def _refused(self, kind: str, status: int, body: dict) -> None:
+        code = body.get("error", {}).get("code") if isinstance(body.get("error"), dict) else body.get("error")
+        name = f"refused_{kind}_{status}_{code}"
+        self.refusals[name] = self.refusals.get(name, 0) + 1
 
     def _op_invoice(self, op: Op) -> None:
         acct, key = op.args["account"]
@@ -275,6 +293,7 @@ class Workload:
             else:
                 self.model.replays.append({"kind": "payment", "first": op.result, "again": body["payment_id"]})
         elif op.result is None:
+            self._refused("payment", status, body)
             self.model.refused_payments.append({"account": acct, "hash": a["hash"], "status": status,
                                                 "code": body.get("error", body)})
         op.done = True

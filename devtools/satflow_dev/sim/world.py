@@ -225,13 +225,16 @@ class World:
         self.log: list[str] = []
         self.invocations = 0
         self.crashes = 0
+        self.handler_errors = 0
         self._msg_seq = 0
         self._invocation: str | None = None
         self._mock: Any = None
         self._saved_call: Any = None
+        self._saved_env: dict[str, str] = {}
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> "World":
+        self._saved_env = dict(os.environ)
         os.environ.update({"AWS_DEFAULT_REGION": REGION, "AWS_ACCESS_KEY_ID": "testing",
                            "AWS_SECRET_ACCESS_KEY": "testing", "POWERTOOLS_LOG_LEVEL": "CRITICAL",
                            "POWERTOOLS_METRICS_NAMESPACE": "satflow-sim", "POWERTOOLS_TRACE_DISABLED": "true",
@@ -276,6 +279,8 @@ class World:
         import logging
 
         logging.disable(logging.NOTSET)
+        os.environ.clear()
+        os.environ.update(self._saved_env)
 
     def _build_services(self) -> None:
         import boto3
@@ -449,6 +454,9 @@ class World:
             response = self.invoke("ApiFunction", self.api, event)
         except SimCrash:
             return 502, {}
+        except Exception:  # an unhandled handler error: API Gateway answers 500
+            self.handler_errors += 1
+            return 500, {}
         raw = response.get("body") or "{}"
         try:
             return int(response["statusCode"]), json.loads(raw)
@@ -519,6 +527,9 @@ class World:
             result = self.invoke("InvoiceFunction", self.invoice_fn, event)
         except SimCrash:
             return
+        except Exception:  # every record failed (BatchProcessingError) or the handler broke: all come back
+            self.handler_errors += 1
+            return
         failed = {f["itemIdentifier"] for f in (result or {}).get("batchItemFailures", [])}
         for m in batch:
             if m["id"] in failed:
@@ -536,4 +547,7 @@ class World:
         try:
             return self.invoke("MonitorFunction", self.monitor_fn, {"job": job})
         except SimCrash:
+            return None
+        except Exception:  # a failed scheduled invocation: EventBridge records it; the next schedule runs again
+            self.handler_errors += 1
             return None

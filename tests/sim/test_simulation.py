@@ -1,0 +1,114 @@
+"""The deterministic simulation (devtools/satflow_dev/sim) over a fixed set of seeds, plus proofs that the
+simulation is deterministic and that its oracle can fail. A failing seed prints its one-line replay command."""
+from __future__ import annotations
+
+import pytest
+
+from satflow_dev.sim import run_seed
+from satflow_dev.sim.asl import Execution, TaskError, load_definition
+from satflow_dev.sim.world import ROOT
+
+pytestmark = pytest.mark.slow
+
+# Fixed CI seeds: each ~40 operations with every fault class on. About 20-40 s per seed on a loaded 2-core box.
+CI_SEEDS = [1, 2, 3, 4]
+OPS, WORKERS = 40, 4
+
+
+@pytest.mark.parametrize("seed", CI_SEEDS)
+def test_seed_keeps_the_money_right(seed):
+    result = run_seed(seed, OPS, WORKERS, "all")
+    print(result.summary())
+    assert result.ok, result.summary()
+    assert result.verdict.skipped == [] or all("issue 12" in s for s in result.verdict.skipped)
+
+
+def test_one_seed_replays_identically():
+    """Same seed, same actions, same faults, same ids: a failure's replay command reproduces it."""
+    first = run_seed(11, 15, 3, "all")
+    again = run_seed(11, 15, 3, "all")
+    assert (first.trace_digest, first.injected, first.invocations) == \
+        (again.trace_digest, again.injected, again.invocations)
+    assert first.trace_digest != run_seed(12, 15, 3, "all").trace_digest
+
+
+def test_the_oracle_sees_money_appearing(monkeypatch):
+    """The oracle is not a rubber stamp: an inbound credit applied twice (the invoice handler's dedup bypassed by
+    crediting a second time under a fresh id) shows up as a balance the model does not explain."""
+    from satflow.app import invoices
+
+    original = invoices.credit_settled_invoice
+    calls = []
+
+    def credit_twice(svc, *, payment_hash, amount_paid_msat):
+        result = original(svc, payment_hash=payment_hash, amount_paid_msat=amount_paid_msat)
+        if not calls:
+            calls.append(payment_hash)
+            from satflow.app import transfers
+            from satflow.app.accounts import ADMIN
+
+            invoice = svc.lightning.get_invoice(payment_hash)
+            transfers.adjust(svc, ADMIN, f"dup-{payment_hash[:16]}", invoice.account_id, amount_paid_msat,
+                             "credit", "simulated double credit")
+        return result
+
+    monkeypatch.setattr(invoices, "credit_settled_invoice", credit_twice)
+    found = None
+    for seed in (5, 6, 7, 8):
+        result = run_seed(seed, 30, 3, "none")
+        if calls:
+            found = result
+            break
+    assert found is not None, "no seed paid an invoice from outside"
+    assert not found.ok
+    assert any("model" in a for a in found.verdict.anomalies), found.summary()
+
+
+def _machine(name):
+    subs = {"PaymentFunctionArn": "arn:pay", "RiskFunctionArn": "arn:risk"}
+    return load_definition(str(ROOT / "statemachines" / f"{name}.asl.json"), subs)
+
+
+def test_interpreter_retries_then_catches_into_reconciliation():
+    """Send raising a transient error retries (5 attempts, fake-clock backoff), then Catch -> NeedsReconciliation."""
+    now = [0.0]
+    steps = []
+
+    def invoke(fn, payload):
+        steps.append(payload["step"])
+        if payload["step"] == "assess_payment":
+            return {"decision": "allow"}
+        if payload["step"] == "reserve":
+            return {"status": "PENDING"}
+        raise TaskError("TransientError", "node busy")
+
+    e = Execution(machine="payment", name="p1", definition=_machine("payment"), data={"payment_id": "p1"},
+                  invoke=invoke, now=lambda: now[0], resource_names={"arn:pay": "PaymentFunction",
+                                                                     "arn:risk": "RiskFunction"})
+    for _ in range(50):
+        if e.status != "RUNNING":
+            break
+        if not e.runnable():
+            now[0] = e.next_deadline()
+        e.step()
+    assert e.status == "SUCCEEDED" and e.history[-1] == "NeedsReconciliation"
+    assert steps.count("send") == 6  # the first try + MaxAttempts 5
+    assert now[0] == 1 + 2 + 4 + 8 + 16  # IntervalSeconds 1, BackoffRate 2, on the fake clock
+
+
+def test_interpreter_times_out_a_parked_review():
+    now = [0.0]
+
+    def invoke(fn, payload):
+        return {"decision": "review", "review_id": "r1"} if payload["step"] == "assess_payment" else \
+            {"next": "DONE"}
+
+    e = Execution(machine="payment", name="p2", definition=_machine("payment"),
+                  data={"payment_id": "p2", "review_timeout_s": 600}, invoke=invoke, now=lambda: now[0],
+                  resource_names={"arn:pay": "PaymentFunction", "arn:risk": "RiskFunction"})
+    while e.token is None:
+        e.step()
+    assert e.state == "AwaitReview" and not e.runnable()
+    now[0] = 600
+    e.step()
+    assert e.state == "ReviewTimedOut"
