@@ -5,7 +5,7 @@ TOOLS  := .venv-tools
 PY     := $(VENV)/bin/python
 PORT   ?= 3000
 
-.PHONY: run test test-real regtest-build lint unit bench demo layer clean
+.PHONY: run test test-real regtest-build lint unit bench demo layer clean soak
 
 # The real-node tier (btcd + two lnd on regtest, DynamoDB Local) needs go, java 17+ and mvn; without them
 # `make test` runs the simulated tier only and says so. SATFLOW_REALNODES=require turns a missing build into a
@@ -60,6 +60,19 @@ lint: $(VENV)/.installed $(TOOLS)/.installed
 
 unit: $(VENV)/.installed
 	$(PY) -m pytest tests/unit
+
+## soak: the deterministic simulation (issue 14) over many seeds on DynamoDB Local; prints operations/s and
+## anomalies, and a replay command per failing seed. Default 500 seeds x 200 ops = 100,000 operations, 16 workers.
+## SOAK_DYNAMODB=moto runs without java (moto slows down as a seed's table grows).
+SOAK_SEED ?= 1000
+SOAK_SEEDS ?= 500
+SOAK_OPS ?= 200
+SOAK_WORKERS ?= 16
+SOAK_FAULTS ?= all
+SOAK_DYNAMODB ?= local
+soak: $(VENV)/.installed $(if $(filter local,$(SOAK_DYNAMODB)),regtest-build)
+	$(PY) -m satflow_dev.sim --quiet --seed $(SOAK_SEED) --seeds $(SOAK_SEEDS) --ops $(SOAK_OPS) \
+	  --workers $(SOAK_WORKERS) --faults $(SOAK_FAULTS) --dynamodb $(SOAK_DYNAMODB)
 
 ## bench: printed figures, not pass/fail
 bench: $(VENV)/.installed

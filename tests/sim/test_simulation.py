@@ -25,11 +25,11 @@ def test_seed_keeps_the_money_right(seed):
 
 def test_one_seed_replays_identically():
     """Same seed, same actions, same faults, same ids: a failure's replay command reproduces it."""
-    first = run_seed(11, 15, 3, "all")
-    again = run_seed(11, 15, 3, "all")
-    assert (first.trace_digest, first.injected, first.invocations) == \
-        (again.trace_digest, again.injected, again.invocations)
-    assert first.trace_digest != run_seed(12, 15, 3, "all").trace_digest
+    first = run_seed(11, 12, 3, "all")
+    again = run_seed(11, 12, 3, "all")
+    assert first.injected, "the run injected no fault: nothing was shown"
+    assert (first.trace_digest, first.injected, first.invocations, first.crashes) == \
+        (again.trace_digest, again.injected, again.invocations, again.crashes)
 
 
 def test_the_oracle_sees_money_appearing(monkeypatch):
@@ -53,13 +53,8 @@ def test_the_oracle_sees_money_appearing(monkeypatch):
         return result
 
     monkeypatch.setattr(invoices, "credit_settled_invoice", credit_twice)
-    found = None
-    for seed in (5, 6, 7, 8):
-        result = run_seed(seed, 30, 3, "none")
-        if calls:
-            found = result
-            break
-    assert found is not None, "no seed paid an invoice from outside"
+    found = run_seed(5, 15, 3, "none")  # seed 5 has an invoice paid from outside
+    assert calls, "the seed paid no invoice from outside: pick another"
     assert not found.ok
     assert any("model" in a for a in found.verdict.anomalies), found.summary()
 

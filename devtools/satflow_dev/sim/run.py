@@ -32,9 +32,11 @@ class RunResult:
     def ok(self) -> bool:
         return self.verdict.ok
 
+    dynamodb: str = "moto"
+
     def replay_command(self) -> str:
         return (f"python -m satflow_dev.sim --seed {self.seed} --ops {self.ops} --workers {self.workers} "
-                f"--faults {self.faults}")
+                f"--faults {self.faults}" + (" --dynamodb local" if self.dynamodb == "local" else ""))
 
     def summary(self) -> str:
         lines = [f"seed {self.seed}: {'OK' if self.ok else 'ANOMALIES'} — {self.ops} ops, {self.workers} workers, "
@@ -50,9 +52,10 @@ class RunResult:
         return "\n".join(lines)
 
 
-def run_seed(seed: int, ops: int = 100, workers: int = 4, faults: str = "all", accounts: int = 6) -> RunResult:
+def run_seed(seed: int, ops: int = 100, workers: int = 4, faults: str = "all", accounts: int = 6,
+             endpoint_url: str | None = None) -> RunResult:
     started = time.perf_counter()
-    world = World(seed, Faults.parse(faults)).start()
+    world = World(seed, Faults.parse(faults), endpoint_url=endpoint_url).start()
     try:
         wl = Workload(world, seed, ops, workers, accounts)
         wl.setup()
@@ -71,6 +74,6 @@ def run_seed(seed: int, ops: int = 100, workers: int = 4, faults: str = "all", a
                          executions=len(world.executions), quiesce_rounds=rounds,
                          seconds=time.perf_counter() - started,
                          trace_digest=hashlib.sha256("\n".join(wl.trace).encode()).hexdigest()[:16],
-                         counts=dict(wl.counts), mix=wl.mix())
+                         counts=dict(wl.counts), mix=wl.mix(), dynamodb="local" if endpoint_url else "moto")
     finally:
         world.stop()

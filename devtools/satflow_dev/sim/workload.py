@@ -159,7 +159,8 @@ class Workload:
             return Op("fund", {"account": acct, "amount": self.rng.choice([50_000_000, 200_000_000, 1_000_000_000]),
                                "key": f"fund-{n}", "replay": self.rng.random() < 0.2})
         if r < 0.40:
-            a, b = self._account(), self._account()
+            a = self._account()
+            b = self.rng.choice([x for x in self.accounts if x != a])
             return Op("transfer", {"from": a, "to": b[0], "amount": self.rng.choice(
                 [1_000, 150_000, 20_000_000, 400_000_000, 3_000_000_000]), "key": f"tr-{n}",
                 "replay": self.rng.random() < 0.25})

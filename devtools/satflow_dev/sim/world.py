@@ -212,7 +212,8 @@ class FakeStepFunctions:
 
 class World:
     def __init__(self, seed: int, faults: Faults, *, wait_s: int = 5, max_tracks: int = 3,
-                 review_timeout_s: int = 600) -> None:
+                 review_timeout_s: int = 600, endpoint_url: str | None = None) -> None:
+        self.endpoint_url = endpoint_url  # DynamoDB Local; None: moto in-process
         self.seed = seed
         self.faults = faults
         self.fault_rng = random.Random(f"faults:{seed}")
@@ -246,12 +247,13 @@ class World:
         import logging
 
         logging.disable(logging.CRITICAL)  # handlers log every step; a run of thousands must stay readable
-        from moto import mock_aws
-
         self.ids.install()
-        self._mock = mock_aws()
-        self._mock.start()
-        _one_table_copy_per_transaction()
+        if self.endpoint_url is None:
+            from moto import mock_aws
+
+            self._mock = mock_aws()
+            self._mock.start()
+            _one_table_copy_per_transaction()
         self._install_ddb_faults()
         self._build_services()
         self.api = load_handler("api")
@@ -275,6 +277,11 @@ class World:
             BaseClient._make_api_call = self._saved_call
         if self._mock is not None:
             self._mock.stop()
+        elif self.endpoint_url is not None:
+            try:
+                self.ddb.delete_table(TableName=self.table)
+            except Exception:  # a half-built world: nothing to delete
+                pass
         self.ids.uninstall()
         import logging
 
@@ -301,15 +308,16 @@ class World:
 
         from satflow_dev.simulators.lightning import LightningSimulator
 
-        self.table = f"sim-{self.seed}"
-        client = boto3.client("dynamodb", region_name=REGION)
+        # A fresh table per world: on a shared DynamoDB Local, seeds must not see each other's items.
+        self.table = f"sim-{self.seed}-{os.getpid()}-{id(self) % 100000}"
+        client = boto3.client("dynamodb", region_name=REGION, endpoint_url=self.endpoint_url)
         client.create_table(
             TableName=self.table, BillingMode="PAY_PER_REQUEST",
             AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
                                   {"AttributeName": "sk", "AttributeType": "S"}],
             KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}])
         self.ddb = client
-        models = build_models(self.table, REGION, None)
+        models = build_models(self.table, REGION, self.endpoint_url)
         audit = DynamoAuditStore(client, models, shards=4)
         webhooks = DynamoWebhookStore(client, models)
         self.node = LightningSimulator(clock=self.clock, randbytes=self.ids.randbytes)
