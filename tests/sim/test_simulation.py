@@ -53,7 +53,7 @@ def test_the_oracle_sees_money_appearing(monkeypatch):
         return result
 
     monkeypatch.setattr(invoices, "credit_settled_invoice", credit_twice)
-    found = run_seed(5, 15, 3, "none")  # seed 5 has an invoice paid from outside
+    found = run_seed(9, 15, 3, "none")  # seed 9 has an invoice paid from outside
     assert calls, "the seed paid no invoice from outside: pick another"
     assert not found.ok
     assert any("model" in a for a in found.verdict.anomalies), found.summary()
