@@ -18,6 +18,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--faults", default="all")
     p.add_argument("--dynamodb", choices=("moto", "local"), default="moto",
                    help="local: DynamoDB Local (make regtest-build fetches it); moto slows down as tables grow")
+    p.add_argument("--internal-share", type=float, default=0.0,
+                   help="extra share of internal payments (aims a search at internal-invoice paths)")
     p.add_argument("--quiet", action="store_true", help="one line per seed; details only for anomalies")
     args = p.parse_args(argv)
     ddb = None
@@ -36,7 +38,8 @@ def _run(args: argparse.Namespace, endpoint_url: str | None) -> int:
     started = time.perf_counter()
     total_ops = failures = anomalies = invocations = crashes = 0
     for seed in range(args.seed, args.seed + args.seeds):
-        result = run_seed(seed, args.ops, args.workers, args.faults, args.accounts, endpoint_url)
+        result = run_seed(seed, args.ops, args.workers, args.faults, args.accounts, endpoint_url,
+                          args.internal_share)
         summary = result.summary()
         print(summary.splitlines()[0] if args.quiet and result.ok else summary, flush=True)
         total_ops += args.ops

@@ -53,6 +53,12 @@ def quiesce(wl: Workload) -> int:
             if op is not None:
                 wl._worker(i)
     wl.pre_quiescence = _invoice_states(wl)  # before time moves on: expiry would hide a stale OPEN
+    for op in wl.abandoned:  # the users who gave up try again, same key, until they get an answer
+        while not op.done and op.attempts < 2 * len(wl.abandoned) + 60:
+            op.attempts += 1
+            getattr(wl, f"_op_{op.kind}")(op)
+        if not op.done:
+            wl.model.anomalies.append(f"liveness: abandoned {op.kind} {op.args} never answered")
     previous, stable = None, 0
     for rounds in range(1, QUIESCE_ROUNDS + 1):
         w.clock.advance(3600)

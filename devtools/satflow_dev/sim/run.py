@@ -33,10 +33,12 @@ class RunResult:
         return self.verdict.ok
 
     dynamodb: str = "moto"
+    internal_share: float = 0.0
 
     def replay_command(self) -> str:
         return (f"python -m satflow_dev.sim --seed {self.seed} --ops {self.ops} --workers {self.workers} "
-                f"--faults {self.faults}" + (" --dynamodb local" if self.dynamodb == "local" else ""))
+                f"--faults {self.faults}" + (" --dynamodb local" if self.dynamodb == "local" else "")
+                + (f" --internal-share {self.internal_share}" if self.internal_share else ""))
 
     def summary(self) -> str:
         lines = [f"seed {self.seed}: {'OK' if self.ok else 'ANOMALIES'} — {self.ops} ops, {self.workers} workers, "
@@ -53,11 +55,11 @@ class RunResult:
 
 
 def run_seed(seed: int, ops: int = 100, workers: int = 4, faults: str = "all", accounts: int = 6,
-             endpoint_url: str | None = None) -> RunResult:
+             endpoint_url: str | None = None, internal_share: float = 0.0) -> RunResult:
     started = time.perf_counter()
     world = World(seed, Faults.parse(faults), endpoint_url=endpoint_url).start()
     try:
-        wl = Workload(world, seed, ops, workers, accounts)
+        wl = Workload(world, seed, ops, workers, accounts, internal_share)
         wl.setup()
         world.faults.enabled = True
         actions = 0
@@ -74,6 +76,7 @@ def run_seed(seed: int, ops: int = 100, workers: int = 4, faults: str = "all", a
                          executions=len(world.executions), quiesce_rounds=rounds,
                          seconds=time.perf_counter() - started,
                          trace_digest=hashlib.sha256("\n".join(wl.trace).encode()).hexdigest()[:16],
-                         counts=dict(wl.counts), mix=wl.mix(), dynamodb="local" if endpoint_url else "moto")
+                         counts=dict(wl.counts), mix=wl.mix(), dynamodb="local" if endpoint_url else "moto",
+                         internal_share=internal_share)
     finally:
         world.stop()

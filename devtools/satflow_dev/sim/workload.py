@@ -11,6 +11,7 @@ from typing import Any
 from .world import ADMIN_KEY, World
 
 MAX_ATTEMPTS = 40  # a client retries a 5xx (a crashed invocation) with the same Idempotency-Key, boundedly
+ABANDON = 0.15  # after a 5xx, the chance the client stops retrying for now
 MONITOR_JOBS = ("invoice_catchup", "invoice_expiry", "payment_reconciler", "review_sweeper")
 
 
@@ -38,8 +39,10 @@ class Op:
 
 
 class Workload:
-    def __init__(self, world: World, seed: int, ops: int, workers: int, accounts: int) -> None:
+    def __init__(self, world: World, seed: int, ops: int, workers: int, accounts: int,
+                 internal_share: float = 0.0) -> None:
         self.w = world
+        self.internal_share = internal_share  # extra share of internal payments (to aim a search at them)
         self.rng = random.Random(f"workload:{seed}")
         self.ops_target = ops
         self.ops_issued = 0
@@ -50,6 +53,7 @@ class Workload:
         self.trace: list[str] = []
         self.counts: dict[str, int] = {}
         self.refusals: dict[str, int] = {}
+        self.abandoned: list[Op] = []
 
     # ------------------------------------------------------------------ setup (no faults)
     def setup(self) -> None:
@@ -144,6 +148,12 @@ class Workload:
         getattr(self, f"_op_{op.kind}")(op)
         if op.done:
             self.workers[i] = None
+        elif op.result is None and self.rng.random() < ABANDON:
+            # The client gives up after a 5xx (a phone loses signal): whatever half-happened stays as it is
+            # until the user tries again — at the end, with the same key (see oracle.quiesce).
+            self.trace.append(f"w{i} abandons {op.kind}")
+            self.abandoned.append(op)
+            self.workers[i] = None
         elif op.attempts >= MAX_ATTEMPTS:
             self.model.anomalies.append(f"liveness: {op.kind} {op.args} never answered in {MAX_ATTEMPTS} attempts")
             self.workers[i] = None
@@ -154,6 +164,10 @@ class Workload:
     def _new_op(self) -> Op:
         r = self.rng.random()
         n = self.ops_issued
+        if self.internal_share and n >= len(self.accounts) and self.model.invoices \
+                and self.rng.random() < self.internal_share:
+            return Op("pay_internal", {"account": self._account(), "invoice": self.rng.choice(self.model.invoices),
+                                       "key": f"ipay-{n}"})
         if r < 0.14 or n < len(self.accounts):
             acct = self.accounts[n % len(self.accounts)] if n < len(self.accounts) else self._account()
             return Op("fund", {"account": acct, "amount": self.rng.choice([50_000_000, 200_000_000, 1_000_000_000]),
