@@ -164,10 +164,11 @@ class Workload:
     def _new_op(self) -> Op:
         r = self.rng.random()
         n = self.ops_issued
-        if self.internal_share and n >= len(self.accounts) and self.model.invoices \
-                and self.rng.random() < self.internal_share:
-            return Op("pay_internal", {"account": self._account(), "invoice": self.rng.choice(self.model.invoices),
-                                       "key": f"ipay-{n}"})
+        if self.internal_share and n >= len(self.accounts) and self.rng.random() < self.internal_share:
+            if not self.model.invoices or self.rng.random() < 0.4:
+                return Op("invoice", {"account": self._account(), "amount": self.rng.choice([10_000, 2_500_000]),
+                                      "expiry": 3600})
+            return self._pay_internal_op(n)
         if r < 0.14 or n < len(self.accounts):
             acct = self.accounts[n % len(self.accounts)] if n < len(self.accounts) else self._account()
             return Op("fund", {"account": acct, "amount": self.rng.choice([50_000_000, 200_000_000, 1_000_000_000]),
@@ -190,9 +191,16 @@ class Workload:
                                        "script": self._script(), "expiry": self.rng.choice([300, 1800, 7200]),
                                        "replay": self.rng.random() < 0.2})
         if r < 0.95 and self.model.invoices:
-            return Op("pay_internal", {"account": self._account(), "invoice": self.rng.choice(self.model.invoices),
-                                       "key": f"ipay-{n}"})
+            return self._pay_internal_op(n)
         return Op("review", {})
+
+    def _pay_internal_op(self, n: int) -> Op:
+        """Mostly a recent invoice nobody paid yet, by someone else; sometimes any invoice (paid, expired, own)."""
+        invoice = self.rng.choice(self.model.invoices)
+        if self.rng.random() < 0.8:
+            invoice = self.model.invoices[-1 - int(self.rng.random() * min(3, len(self.model.invoices)))]
+        payers = [a for a in self.accounts if a[0] != invoice["account"]] if self.rng.random() < 0.9 else self.accounts
+        return Op("pay_internal", {"account": self.rng.choice(payers), "invoice": invoice, "key": f"ipay-{n}"})
 
     def _script(self) -> Any:
         from satflow_dev.simulators.lightning import PaymentScript
@@ -321,6 +329,8 @@ class Workload:
                                        body={"payment_request": inv["payment_request"]})
         if status >= 500:
             return
+        if status not in (200, 201, 202) and op.result is None:
+            self._refused("internal_payment", status, body)
         if status in (200, 201, 202) and op.result is None:
             op.result = body["payment_id"]
             self.model.payments.append({"account": acct, "key": key, "id": body["payment_id"], "hash": inv["hash"],
