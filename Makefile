@@ -5,7 +5,7 @@ TOOLS  := .venv-tools
 PY     := $(VENV)/bin/python
 PORT   ?= 3000
 
-.PHONY: run test test-real regtest-build lint unit bench demo layer clean soak
+.PHONY: run test test-real regtest-build lint unit bench bench-ledger demo layer clean soak
 
 # The real-node tier (btcd + two lnd on regtest, DynamoDB Local) needs go, java 17+ and mvn; without them
 # `make test` runs the simulated tier only and says so. SATFLOW_REALNODES=require turns a missing build into a
@@ -79,6 +79,11 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/cold_imports.py
 	$(PY) benchmarks/scan_block.py
 	$(PY) benchmarks/payout_vbytes.py
+
+## bench-ledger: the ledger write path on DynamoDB Local (floor / raw adapter / as wired, 1-16 threads, hot
+## account, retries, sealer throughput); fetches DynamoDB Local first. ~2 min.
+bench-ledger: regtest-build
+	$(PY) benchmarks/ledger_bench.py
 
 ## demo: two accounts, a funding adjustment and a transfer against a running `make run`
 demo: $(VENV)/.installed
