@@ -88,6 +88,8 @@ class Workload:
             acts.append((2.0, "deliver", None))
         for job in MONITOR_JOBS:
             acts.append((0.3, "monitor", job))
+        if self.w.sealer_fn is not None:
+            acts.append((0.3, "sealer", "sweep"))
         acts.append((0.4, "advance", None))
         if self._in_flight_hashes():
             acts.append((0.5, "resolve", None))
@@ -120,6 +122,9 @@ class Workload:
         elif kind == "monitor":
             self.trace.append(f"monitor {arg}")
             self.w.run_monitor(arg)
+        elif kind == "sealer":
+            self.trace.append(f"sealer {arg}")
+            self.w.run_sealer(arg)
         elif kind == "advance":
             seconds = self.rng.choice([1, 5, 15, 60, 300, 900])
             self.trace.append(f"advance {seconds}")
