@@ -10,17 +10,17 @@ from satflow_dev.sim.world import ROOT
 
 pytestmark = pytest.mark.slow
 
-# Fixed CI seeds: each ~40 operations with every fault class on. About 20-40 s per seed on a loaded 2-core box.
+# Fixed CI seeds: each 30 operations with every fault class on. About 20-40 s per seed on a loaded 2-core box.
 CI_SEEDS = [1, 2, 3, 4]
-OPS, WORKERS = 40, 4
+OPS, WORKERS = 30, 4
 
 
 # Known failures on main, found by the simulation and fixed elsewhere: an anomaly carrying one of these tags is
 # reported as an xfail naming the issue, never as a pass. Remove the entry when its fix lands.
-KNOWN_FAILURES = {
-    "(issue 11 item 4)": "issue 11 item 4: internal payment cancels the payee's invoice on the node, then a "
-                         "transient ledger failure leaves it OPEN in satflow (correctness helper fixes it)",
-}
+# Issue 11 item 4 (an internal payment's transient ledger failure left the payee's invoice OPEN while the node had
+# cancelled it) was listed here while main had it: seed 31 of test_internal_payments_under_transient_failures
+# found it; the fix has landed.
+KNOWN_FAILURES: dict[str, str] = {}
 
 
 def _judge(result):
@@ -76,8 +76,11 @@ def test_the_oracle_sees_money_appearing(monkeypatch):
         return result
 
     monkeypatch.setattr(invoices, "credit_settled_invoice", credit_twice)
-    found = run_seed(9, 15, 3, "none")  # seed 9 has an invoice paid from outside
-    assert calls, "the seed paid no invoice from outside: pick another"
+    for seed in range(9, 16):  # the first seed (of a few) whose workload pays an invoice from outside
+        found = run_seed(seed, 15, 3, "none")
+        if calls:
+            break
+    assert calls, "no seed paid an invoice from outside"
     assert not found.ok
     assert any("model" in a for a in found.verdict.anomalies), found.summary()
 
