@@ -76,7 +76,7 @@ def test_the_oracle_sees_money_appearing(monkeypatch):
         return result
 
     monkeypatch.setattr(invoices, "credit_settled_invoice", credit_twice)
-    for seed in range(9, 16):  # the first seed (of a few) whose workload pays an invoice from outside
+    for seed in range(15, 22):  # the first seed (of a few) whose workload pays an invoice from outside (15)
         found = run_seed(seed, 15, 3, "none")
         if calls:
             break
