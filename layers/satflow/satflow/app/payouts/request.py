@@ -19,6 +19,7 @@ from ..accounts import require_scope
 from ..limits import admit_with_retry, release_with_retry
 from ..ports import Services
 from ..sanctions import screen_address
+from ..solvency import require_sends_open
 from ..transfers import validate_idempotency_key
 from .common import IN_BATCH, SendTaskSuccess, _network
 from .workflow import _cancel_batch
@@ -45,6 +46,7 @@ def create_payout(svc: Services, principal: Principal, idempotency_key: str | No
         if payout.status is PayoutStatus.IN_REVIEW:
             _start_review(svc, payout_id)  # a crash between the reserve and the start: start it now (once)
         return payout
+    require_sends_open(svc)  # the solvency breaker: 503 SENDS_PAUSED before anything is reserved
     request = validate_payout_request(address, amount_sat, priority, _network(svc))
     _refuse_own_address(svc, request.script_pubkey_hex)
     # Before anything is reserved: a listed address is refused (403) and audited.
