@@ -72,7 +72,7 @@ def quiesce(wl: Workload) -> int:
                 e.step()
             if w.invoice_queue:
                 w.deliver_invoice_batch(10)
-        for job in MONITOR_JOBS:
+        for job in w.monitor_jobs():
             w.run_monitor(job)
         w.run_sealer("sweep")
         current = fingerprint(wl)
@@ -246,11 +246,20 @@ def _check_solvency(w: Any, v: Verdict) -> None:
     if "solvency_check" not in jobs:
         v.skipped.append("solvency drift: no 'solvency_check' monitor job on this branch (issue 12)")
         return
-    v.checks.append("solvency drift zero")
     result = w.invoke("MonitorFunction", w.monitor_fn, {"job": "solvency_check"})
-    drift = {k: val for k, val in _flatten(result).items() if "drift" in k and isinstance(val, int) and val}
-    if drift:
-        v.anomalies.append(f"solvency drift: {drift}")
+    v.solvency = result
+    checked = []
+    for key, value in sorted(result.items()):
+        if not key.endswith("_unexplained_msat"):
+            continue
+        source = key[: -len("_unexplained_msat")]
+        if value is None:  # the source could not be read: the chain has no simulator in this workload
+            v.skipped.append(f"solvency drift for source '{source}': unavailable in this simulation")
+        elif value:
+            v.anomalies.append(f"solvency: unexplained drift {value} msat on source '{source}' ({result})")
+        else:
+            checked.append(source)
+    v.checks.append(f"solvency drift zero ({', '.join(checked) or 'no source'})")
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:

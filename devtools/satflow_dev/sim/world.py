@@ -342,6 +342,12 @@ class World:
         from satflow.app import keys as _keys  # noqa: F401  (ecosystem stores, as bootstrap wires them)
 
         svc.__dict__.update(bootstrap._ecosystem_stores(client, self.table))
+        try:  # issue 12's solvency store, when this branch has it (the oracle's solvency hook needs it)
+            from satflow.adapters.dynamodb.solvency import DynamoSolvencyStore
+
+            svc.solvency = DynamoSolvencyStore(client, self.table)
+        except ImportError:
+            pass
         self._load_sanctions(sanctions)
         self.svc = svc
         bootstrap.override(svc)
@@ -552,6 +558,14 @@ class World:
         for m in batch:
             if m in self.invoice_queue and m["receives"] >= 50:
                 raise AssertionError(f"invoice message {m['id']} failed 50 times: {m['body']}")
+
+    def monitor_jobs(self) -> tuple[str, ...]:
+        """The scheduled monitor jobs the workload interleaves: the base four, plus issue 12's solvency check when
+        this branch's MonitorFunction has it."""
+        from .workload import MONITOR_JOBS
+
+        jobs = sys.modules["satflow_fn_monitor"].JOBS
+        return MONITOR_JOBS + tuple(j for j in ("solvency_check",) if j in jobs)
 
     def run_sealer(self, job: str) -> Any:
         """The audit sealer's scheduled job (the stream path is not simulated: the sweep seals what it missed)."""
