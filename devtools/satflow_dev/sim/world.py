@@ -25,6 +25,8 @@ REGION = "us-east-1"
 ACCOUNT = "123456789012"
 ADMIN_KEY = "admin-sim-key-0123456789"
 SHARDS = 4
+# The BIP84 regtest test account (tests/chain/conftest.py): deposit addresses derive from it.
+TEST_ACCOUNT_TPUB = "tpubDC8msFGeGuwnKG9Upg7DM2b4DaRqg3CUZa5g8v2SRQ6K4NSkxUgd7HsL2XVWbVm39yBA4LAxysQAm397zwQSQoQgewGiYZqrA9DsP4zbQ1M"
 PAYMENT_FN_ARN = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:PaymentFunction"
 RISK_FN_ARN = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:RiskFunction"
 
@@ -342,6 +344,7 @@ class World:
         from satflow.app import keys as _keys  # noqa: F401  (ecosystem stores, as bootstrap wires them)
 
         svc.__dict__.update(bootstrap._ecosystem_stores(client, self.table))
+        self._wire_chain(svc, client, models)
         try:  # issue 12's solvency store, when this branch has it (the oracle's solvency hook needs it)
             from satflow.adapters.dynamodb.solvency import DynamoSolvencyStore
 
@@ -353,6 +356,22 @@ class World:
         bootstrap.override(svc)
         sfn = FakeStepFunctions(self)
         bootstrap._sfn = lambda: sfn
+
+    def _wire_chain(self, svc: Any, client: Any, models: Any) -> None:
+        """The chain simulator behind the bitcoind port (no deposits/payouts in this workload yet): the on-chain
+        source of the solvency check reads a real, empty hot wallet instead of failing."""
+        from satflow.adapters.bitcoind import BitcoinRpcClient
+        from satflow.adapters.dynamodb.chain import DynamoChainStore
+        from satflow.adapters.dynamodb.utxos import DynamoUtxoStore
+
+        from satflow_dev.simulators.chain import ChainSimulator
+
+        self.chain = ChainSimulator(seed=self.seed)
+        rpc = BitcoinRpcClient("http://chain-sim:18443/", "satflow", "sim", transport=self.chain.transport())
+        svc.bitcoind = lambda: rpc
+        svc.chain = DynamoChainStore(client, models)
+        svc.utxos = DynamoUtxoStore(client, models)
+        svc.deposit_account_key = TEST_ACCOUNT_TPUB
 
     def _load_sanctions(self, store: Any) -> None:
         from satflow.domain.sanctions import parse_sdn_xml
