@@ -54,7 +54,8 @@ API_ROUTES = {
 } | {f"{m} {p}" for m, p in (
     # Wallet ecosystem (issue 15)
     ("POST", "/v1/keys"), ("GET", "/v1/keys"), ("POST", "/v1/keys/{key_id}/rotate"), ("DELETE", "/v1/keys/{key_id}"),
-    ("POST", "/v1/admin/accounts/{account_id}/keys"), ("POST", "/v1/lightning-address"),
+    ("POST", "/v1/admin/accounts/{account_id}/keys"), ("DELETE", "/v1/admin/accounts/{account_id}/keys/{key_id}"),
+    ("POST", "/v1/lightning-address"),
     ("GET", "/v1/lightning-address"), ("PUT", "/v1/admin/accounts/{account_id}/lightning-address"),
     ("GET", "/.well-known/lnurlp/{username}"), ("GET", "/lnurlp/{username}/callback"),
     ("POST", "/v1/lnurl/withdraw-links"), ("GET", "/v1/lnurl/withdraw-links"),
