@@ -19,7 +19,7 @@ endif
 endif
 PY_MINOR := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
 
-.PHONY: run test test-real regtest-build dynamodb-local bench-runtime lint unit bench bench-ledger demo layer build clean print-python
+.PHONY: run test test-real regtest-build dynamodb-local bench-runtime lint unit bench bench-ledger demo layer build clean print-python soak
 
 ## print-python: the interpreter the venvs are made with
 print-python:
@@ -112,6 +112,19 @@ lint: $(VENV)/.installed $(TOOLS)/.installed $(CHECKOV)/.installed
 
 unit: $(VENV)/.installed
 	$(PY) -m pytest tests/unit
+
+## soak: the deterministic simulation (issue 14) over many seeds on DynamoDB Local; prints operations/s and
+## anomalies, and a replay command per failing seed. Default 500 seeds x 200 ops = 100,000 operations, 16 workers.
+## SOAK_DYNAMODB=moto runs without java (moto slows down as a seed's table grows).
+SOAK_SEED ?= 1000
+SOAK_SEEDS ?= 500
+SOAK_OPS ?= 200
+SOAK_WORKERS ?= 16
+SOAK_FAULTS ?= all
+SOAK_DYNAMODB ?= local
+soak: $(VENV)/.installed $(if $(filter local,$(SOAK_DYNAMODB)),regtest-build)
+	$(PY) -m satflow_dev.sim --quiet --seed $(SOAK_SEED) --seeds $(SOAK_SEEDS) --ops $(SOAK_OPS) \
+	  --workers $(SOAK_WORKERS) --faults $(SOAK_FAULTS) --dynamodb $(SOAK_DYNAMODB)
 
 ## bench: printed figures, not pass/fail
 bench: $(VENV)/.installed

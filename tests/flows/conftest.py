@@ -17,6 +17,8 @@ from satflow.app import payments, transfers
 from satflow.domain.accounts import ALL_SCOPES, Principal
 from satflow.domain.payments import Payment
 
+from satflow_dev.sim.clock import Clock  # moved to the simulation package (issue 14); re-exported here
+
 from tests.conftest import create_table, recorded_ledger
 from tests.handlers.conftest import load_handler_module
 
@@ -56,16 +58,6 @@ def payment_handler():
 @pytest.fixture(scope="session")
 def risk_handler():
     return load_handler_module("risk", "satflow_fn_risk").lambda_handler
-
-
-class Clock:
-    """A settable unix clock shared by the simulator and the services (the ISO clock stays real)."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
 
 
 @dataclass
