@@ -216,6 +216,9 @@ def _build_flow(moto_sfn, payment_state_machine, review_state_machine, payment_h
     svc.sanctions = loaded_sanctions_store(DynamoSanctionsStore(client, table))
     from satflow.adapters.dynamodb.risk import DynamoRiskStore
     svc.risk = DynamoRiskStore(client, models)
+    from tests.conftest import _ecosystem_stores
+    for name, store in _ecosystem_stores(client, table).items():  # accounts are created with their key records
+        setattr(svc, name, store)
     f = Flow(moto=moto_sfn, state_machine_arn=payment_state_machine, svc=svc, sim=sim, lnd=counting, clock=clock,
              handler=payment_handler, risk_handler=risk_handler, review_state_machine_arn=review_state_machine)
     svc.start_payment = f.start_payment
