@@ -15,9 +15,19 @@ from __future__ import annotations
 from aws_lambda_powertools import Logger
 
 from satflow import bootstrap
-from satflow.app import risk
+from satflow.app import payments, risk, transfers, verdicts  # noqa: F401  (transfers, payments: verdict appliers)
+from satflow.domain.risk import SubjectKind
 
 logger = Logger(service="satflow")
+
+
+def _apply_payout_verdict(svc, payout_id, proceed, reason, extra):
+    from satflow.app.payouts import request  # on-chain modules load on the first payout verdict, not at import
+
+    return request.apply_risk_verdict(svc, payout_id, proceed, extra)
+
+
+verdicts.register(SubjectKind.PAYOUT, _apply_payout_verdict)
 
 STEPS = {
     "assess_payment": lambda svc, e: risk.step_assess_payment(svc, e["payment_id"]),

@@ -23,7 +23,7 @@ from satflow.domain.payments import (
 )
 from satflow.domain.templates import internal_invoice_payment, payment_reserved, routing_fee_overrun
 
-from . import risk
+from . import risk, verdicts
 from .accounts import require_scope
 from .limits import admit_with_retry, precheck, release_with_retry
 from .ports import Services
@@ -263,6 +263,15 @@ def apply_risk_verdict(svc: Services, payment_id: str, proceed: bool, reason: st
     release_with_retry(svc, payment.account_id, payment.amount_msat, payment.created_at,
                        lambda limit_items: _resolve(svc, transfer, items + list(limit_items)))
     return "DONE"
+
+
+def _register_verdict_applier() -> None:
+    from satflow.domain.risk import SubjectKind
+
+    verdicts.register(SubjectKind.PAYMENT, apply_risk_verdict)
+
+
+_register_verdict_applier()
 
 
 def _resolve(svc: Services, transfer, extra) -> None:

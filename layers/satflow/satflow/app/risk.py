@@ -52,6 +52,7 @@ from satflow.domain.risk import (
     validate_review_status,
 )
 
+from . import verdicts
 from .accounts import require_admin
 from .limits import iso_to_unix, tier_limits
 from .ports import Services
@@ -327,7 +328,7 @@ def step_apply(svc: Services, *, review_id: str | None = None, kind: str | None 
         reason = None if proceed else "RISK_REJECTED"
     destination = [store.destination_item(stored.account_id, _destination_kind(subject_kind),
                                           _destination(svc, subject_kind, subject), svc.clock())] if proceed else []
-    nxt = _APPLY[subject_kind](svc, subject, proceed, reason, destination)
+    nxt = verdicts.apply(svc, subject_kind, subject, proceed, reason, destination)
     if review is not None and review.status is not ReviewStatus.PENDING:
         store.mark_applied(review)
     return {"subject_id": subject, "kind": subject_kind.value, "verdict": "proceed" if proceed else "refuse",
@@ -391,43 +392,6 @@ def _destination(svc: Services, kind: SubjectKind, subject: str) -> str:
         return payment.destination if payment else subject
     payout = svc.payouts.get_payout(subject)
     return payout.address if payout else subject
-
-
-def _apply_transfer(svc: Services, transfer_id: str, proceed: bool, reason: str | None, extra: list) -> str:
-    from satflow.domain.ledger import post_pending, void_pending
-
-    from .limits import release_with_retry
-
-    pending = svc.ledger.get_transfer(transfer_id)
-    if pending is None:
-        raise errors.TransferNotFound(f"transfer {transfer_id} not found", transfer_id=transfer_id)
-    now = svc.clock()
-    try:
-        if proceed:
-            svc.ledger.execute(post_pending(pending, transfer_id=f"{transfer_id}:post", created_at=now), extra)
-        else:
-            void = void_pending(pending, transfer_id=f"{transfer_id}:void", created_at=now)
-            release_with_retry(svc, pending.debit.owner, pending.amount, pending.created_at,
-                               lambda limit_items: svc.ledger.execute(void, list(limit_items)))
-    except errors.PendingAlreadyResolved:
-        pass  # an earlier run resolved it
-    return DONE
-
-
-def _apply_payment(svc: Services, payment_id: str, proceed: bool, reason: str | None, extra: list) -> str:
-    from . import payments
-
-    return payments.apply_risk_verdict(svc, payment_id, proceed, reason, extra)
-
-
-def _apply_payout(svc: Services, payout_id: str, proceed: bool, reason: str | None, extra: list) -> str:
-    from . import payouts  # on-chain modules load on first use (cold imports of the API stay light)
-
-    return payouts.apply_risk_verdict(svc, payout_id, proceed, extra)
-
-
-_APPLY = {SubjectKind.TRANSFER: _apply_transfer, SubjectKind.PAYMENT: _apply_payment,
-          SubjectKind.PAYOUT: _apply_payout}
 
 
 def _load_review(svc: Services, review_id: object) -> Review:

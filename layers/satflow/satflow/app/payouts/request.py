@@ -12,7 +12,7 @@ from satflow.domain.onchain import PayoutStatus
 from satflow.domain.payouts import BatchStatus, Payout, PayoutNotCancelable, PayoutNotFound, validate_payout_request
 from satflow.domain.templates import payout_reserved
 
-from .. import risk
+from .. import risk, verdicts
 from ..accounts import require_scope
 from ..limits import admit_with_retry, release_with_retry
 from ..ports import Services
@@ -102,6 +102,19 @@ def apply_risk_verdict(svc: Services, payout_id: str, proceed: bool, extra: list
     except (errors.Conflict, PayoutNotCancelable):
         pass  # a concurrent run or a cancel got there first; the stored status says how
     return "DONE"
+
+
+def _apply_verdict(svc: Services, payout_id: str, proceed: bool, reason: str | None, extra: list) -> str:
+    return apply_risk_verdict(svc, payout_id, proceed, extra)  # a refused payout is CANCELED whatever the reason
+
+
+def _register_verdict_applier() -> None:
+    from satflow.domain.risk import SubjectKind
+
+    verdicts.register(SubjectKind.PAYOUT, _apply_verdict)
+
+
+_register_verdict_applier()
 
 
 def _same_request(existing: Payout, fingerprint: str) -> Payout:
