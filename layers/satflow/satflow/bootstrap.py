@@ -39,6 +39,7 @@ def aws_client(service: str) -> Any:
 
 def _build() -> Services:
     from .adapters.dynamodb.accounts import DynamoAccounts
+    from .adapters.dynamodb.batch import read_many
     from .app.recorded_ledger import RecordedLedger
     from .adapters.dynamodb.chain import DynamoChainStore
     from .adapters.dynamodb.ledger import DynamoLedger
@@ -68,6 +69,7 @@ def _build() -> Services:
                               outbox_items=webhooks.transfer_outbox_items),
         audit=audit,
         accounts=DynamoAccounts(client, models),
+        read_many=read_many,
         admin_key=_admin_key_provider(),
         system_shards=s.system_shards,
         network=s.network,

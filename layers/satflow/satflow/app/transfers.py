@@ -47,7 +47,10 @@ def create_transfer(svc: Services, principal: Principal, idempotency_key: str | 
 
     Risk, synchronously and once (a replay reads the stored assessment): allow -> posted, as ever; block -> 422
     RISK_BLOCKED and nothing written; review -> a PENDING transfer (the sender's funds reserved, the limits
-    admitted) with its review in the same transaction, then the review workflow parks until an admin decides."""
+    admitted) with its review in the same transaction, then the review workflow parks until an admin decides.
+
+    Reads: what risk and the limits decide on comes back in one round trip (``risk.load_reads``) and is passed to
+    both; the recipient's existence and status are conditions of the ledger transaction, not reads."""
     from . import risk
     from satflow.domain.risk import Decision, DestinationKind, SubjectKind
 
@@ -61,8 +64,9 @@ def create_transfer(svc: Services, principal: Principal, idempotency_key: str | 
         amount_msat=amount_msat, memo=memo, request_hash=fingerprint, created_at=svc.clock(),
         shards=svc.system_shards,
     )
-    assessed = risk.assess_send(svc, risk.Send(SubjectKind.TRANSFER, transfer_id, sender, DestinationKind.INTERNAL,
-                                               recipient, transfer.amount))
+    send = risk.Send(SubjectKind.TRANSFER, transfer_id, sender, DestinationKind.INTERNAL, recipient, transfer.amount)
+    reads = risk.load_reads(svc, send)
+    assessed = risk.assess_send(svc, send, reads)
     if assessed.decision is Decision.BLOCK:
         raise risk.refuse_blocked(svc, assessed)
     if assessed.decision is Decision.REVIEW:
@@ -74,7 +78,8 @@ def create_transfer(svc: Services, principal: Principal, idempotency_key: str | 
         own = risk.allow_items(svc, assessed)
     try:
         result = admit_with_retry(svc, sender, transfer.amount,
-                                  lambda extra: svc.ledger.execute(transfer, own + list(extra)))
+                                  lambda extra: svc.ledger.execute(transfer, own + list(extra)),
+                                  reads=reads, send_id=transfer_id)
     except errors.TransferExistsWithDifferentFields as exc:
         if not assessed.stored and _decided_otherwise(svc, transfer_id, assessed.decision):
             # A concurrent identical request committed first under another decision: answer with that one.

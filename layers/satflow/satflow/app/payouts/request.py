@@ -30,25 +30,39 @@ def create_payout(svc: Services, principal: Principal, idempotency_key: str | No
 
     Risk is assessed here, per payout, because the payout workflow runs per BATCH: block -> 422 RISK_BLOCKED,
     nothing reserved; review -> reserved as usual but IN_REVIEW (the batcher takes only QUEUED payouts), with its
-    review in the same transaction, parked on the review workflow; approved -> QUEUED, rejected -> voided."""
+    review in the same transaction, parked on the review workflow; approved -> QUEUED, rejected -> voided.
+
+    Reads: the payout under this key and everything risk and the limits decide on, in one round trip (the body
+    is validated first, its error raised only once no earlier payout answers the key)."""
     from satflow.domain.risk import Decision, DestinationKind, SubjectKind
 
     account_id = require_scope(principal, Scope.SEND)
     key = validate_idempotency_key(idempotency_key)
     payout_id = derive_id("po", account_id, "payout", key)
     fingerprint = request_fingerprint(address, amount_sat, priority)
-    existing = svc.payouts.get_payout(payout_id)
+    try:
+        request, invalid = validate_payout_request(address, amount_sat, priority, _network(svc)), None
+    except errors.SatflowError as exc:
+        request, invalid = None, exc
+    if request is None:
+        existing, reads, send = svc.payouts.get_payout(payout_id), None, None
+    else:
+        amount_msat = request.amount_sat * MSAT_PER_SAT
+        send = risk.Send(SubjectKind.PAYOUT, payout_id, account_id, DestinationKind.ONCHAIN, request.address,
+                         amount_msat)
+        reads = risk.load_reads(svc, send, extra=[svc.payouts.payout_read(payout_id)])
+        (existing,) = reads.extra
     if existing is not None:
         payout = _same_request(existing, fingerprint)
         if payout.status is PayoutStatus.IN_REVIEW:
             _start_review(svc, payout_id)  # a crash between the reserve and the start: start it now (once)
         return payout
-    request = validate_payout_request(address, amount_sat, priority, _network(svc))
+    if invalid is not None:
+        raise invalid
+    assert request is not None and send is not None
     # Before anything is reserved: a listed address is refused (403) and audited.
     screen_address(svc, request.address, actor=account_id, context=f"payout:{payout_id}")
-    amount_msat = request.amount_sat * MSAT_PER_SAT
-    assessed = risk.assess_send(svc, risk.Send(SubjectKind.PAYOUT, payout_id, account_id, DestinationKind.ONCHAIN,
-                                               request.address, amount_msat))
+    assessed = risk.assess_send(svc, send, reads)
     if assessed.decision is Decision.BLOCK:
         raise risk.refuse_blocked(svc, assessed)
     held = assessed.decision is Decision.REVIEW
@@ -65,7 +79,8 @@ def create_payout(svc: Services, principal: Principal, idempotency_key: str | No
         items = svc.payouts.new_payout_items(payout) + (risk.review_items(svc, assessed) if held
                                                         else risk.allow_items(svc, assessed))
         result = admit_with_retry(svc, account_id, amount_msat,
-                                  lambda extra: svc.ledger.execute(transfer, items + list(extra)))
+                                  lambda extra: svc.ledger.execute(transfer, items + list(extra)),
+                                  reads=reads, send_id=payout_id)
     except errors.TransferExistsWithDifferentFields as exc:  # a concurrent request with the same key
         raise errors.IdempotencyKeyReused("this Idempotency-Key was already used with a different request") from exc
     if result.replayed:
