@@ -15,19 +15,16 @@ from __future__ import annotations
 from aws_lambda_powertools import Logger
 
 from satflow import bootstrap
-from satflow.app import payments, risk, transfers, verdicts  # noqa: F401  (transfers, payments: verdict appliers)
+from satflow.app import risk, verdicts
 from satflow.domain.risk import SubjectKind
 
 logger = Logger(service="satflow")
 
-
-def _apply_payout_verdict(svc, payout_id, proceed, reason, extra):
-    from satflow.app.payouts import request  # on-chain modules load on the first payout verdict, not at import
-
-    return request.apply_risk_verdict(svc, payout_id, proceed, extra)
-
-
-verdicts.register(SubjectKind.PAYOUT, _apply_payout_verdict)
+# A verdict reaches its send through the send's own use case (app.verdicts); each is imported on its first verdict,
+# so a cold start of this function loads none of them (payouts would bring the on-chain modules).
+for _kind, _module in ((SubjectKind.TRANSFER, "satflow.app.transfers"), (SubjectKind.PAYMENT, "satflow.app.payments"),
+                       (SubjectKind.PAYOUT, "satflow.app.payouts")):
+    verdicts.register_lazy(_kind, _module)
 
 STEPS = {
     "assess_payment": lambda svc, e: risk.step_assess_payment(svc, e["payment_id"]),

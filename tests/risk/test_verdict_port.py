@@ -51,3 +51,21 @@ def test_a_verdict_without_an_applier_fails_loudly(monkeypatch):
     monkeypatch.setattr(verdicts, "_APPLIERS", {})
     with pytest.raises(RuntimeError, match="no risk verdict applier registered for payout"):
         verdicts.apply(None, SubjectKind.PAYOUT, "po_x", True, None, [])
+
+
+def test_a_lazy_applier_imports_its_use_case_on_the_first_verdict(monkeypatch, tmp_path):
+    (tmp_path / "lazy_send_use_case.py").write_text(
+        "from satflow.app import verdicts\n"
+        "from satflow.domain.risk import SubjectKind\n"
+        "verdicts.register(SubjectKind.PAYOUT, lambda svc, s, proceed, reason, extra: f'applied {s} {proceed}')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(verdicts, "_APPLIERS", {})
+    verdicts.register_lazy(SubjectKind.PAYOUT, "lazy_send_use_case")
+    import sys
+
+    assert "lazy_send_use_case" not in sys.modules  # nothing loaded at registration
+    assert verdicts.apply(None, SubjectKind.PAYOUT, "po_1", True, None, []) == "applied po_1 True"
+    assert verdicts.apply(None, SubjectKind.PAYOUT, "po_2", False, "RISK_REJECTED", []) == "applied po_2 False"
+    monkeypatch.delitem(sys.modules, "lazy_send_use_case")
+    verdicts.register_lazy(SubjectKind.PAYOUT, "satflow.app.payouts")  # already registered: kept
+    assert verdicts.apply(None, SubjectKind.PAYOUT, "po_3", True, None, []) == "applied po_3 True"

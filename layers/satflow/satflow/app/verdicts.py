@@ -25,6 +25,25 @@ def register(kind: SubjectKind, applier: ApplyVerdict) -> None:
     _APPLIERS[kind] = applier
 
 
+def register_lazy(kind: SubjectKind, module: str) -> None:
+    """Register ``module`` (a send's use case, e.g. ``satflow.app.payouts``) to be imported on the first verdict of
+    ``kind``: importing it registers its real applier, which then applies this verdict and all later ones. For
+    processes that apply verdicts but should not load every send's use case at a cold start. A kind whose applier
+    is already registered keeps it."""
+    if kind in _APPLIERS:
+        return
+
+    def load_then_apply(svc: Any, subject_id: str, proceed: bool, reason: str | None, extra: list) -> str:
+        import importlib
+
+        importlib.import_module(module)
+        if _APPLIERS.get(kind) is load_then_apply:
+            raise RuntimeError(f"{module} did not register a risk verdict applier for {kind.value} sends")
+        return apply(svc, kind, subject_id, proceed, reason, extra)
+
+    _APPLIERS[kind] = load_then_apply
+
+
 def apply(svc: Any, kind: SubjectKind, subject_id: str, proceed: bool, reason: str | None, extra: list) -> str:
     applier = _APPLIERS.get(kind)
     if applier is None:  # fail loudly: a verdict that silently went nowhere would leave the send held forever
@@ -32,4 +51,4 @@ def apply(svc: Any, kind: SubjectKind, subject_id: str, proceed: bool, reason: s
     return applier(svc, subject_id, proceed, reason, extra)
 
 
-__all__ = ["ApplyVerdict", "register", "apply"]
+__all__ = ["ApplyVerdict", "register", "register_lazy", "apply"]
