@@ -5,7 +5,7 @@ TOOLS  := .venv-tools
 PY     := $(VENV)/bin/python
 PORT   ?= 3000
 
-.PHONY: run test test-real regtest-build lint unit bench demo layer clean
+.PHONY: run test test-real regtest-build lint unit bench bench-routes demo layer clean
 
 # The real-node tier (btcd + two lnd on regtest, DynamoDB Local) needs go, java 17+ and mvn; without them
 # `make test` runs the simulated tier only and says so. SATFLOW_REALNODES=require turns a missing build into a
@@ -66,6 +66,10 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/cold_imports.py
 	$(PY) benchmarks/scan_block.py
 	$(PY) benchmarks/payout_vbytes.py
+
+## bench-routes: DynamoDB calls per money route (counted) and HTTP transfer latency vs the ledger op, DynamoDB Local
+bench-routes: $(VENV)/.installed regtest-build
+	$(PY) benchmarks/route_calls.py
 
 ## demo: two accounts, a funding adjustment and a transfer against a running `make run`
 demo: $(VENV)/.installed

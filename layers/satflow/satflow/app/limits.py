@@ -115,6 +115,8 @@ def admit_with_retry(svc: Services, account_id: str, amount_msat: int, execute: 
     ``send_id``: the send's id (its transfer id), recorded with its amount among the account's recent sends on the
     limit item, in the same update (a risk input: amount against history)."""
     store = _store(svc)
+    if reads is not None and reads.account_id != account_id:
+        raise ValueError(f"reads of {reads.account_id} passed to admit a send of {account_id}")
     limits = _account_limits(svc, account_id, reads)
     for attempt in range(1, attempts + 1):
         record = reads.limits if reads is not None and attempt == 1 else store.read_record(account_id)
