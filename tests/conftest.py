@@ -67,7 +67,14 @@ def build_services(client, table: str = TABLE, shards: int = SHARDS, audit_shard
                     admin_key=lambda: ADMIN_KEY, system_shards=shards, read_many=read_many,
                     lightning=DynamoLightningStore(client, models), limits=DynamoLimitStore(client, models),
                     sanctions=loaded_sanctions_store(DynamoSanctionsStore(client, table)),
-                    risk=DynamoRiskStore(client, models))
+                    risk=DynamoRiskStore(client, models), **_ecosystem_stores(client, table))
+
+
+def _ecosystem_stores(client, table: str) -> dict:
+    from satflow.adapters.dynamodb.ecosystem import DynamoKeyStore, DynamoLnurlStore, DynamoRateLimiter
+
+    return {"keys": DynamoKeyStore(client, table), "lnurl": DynamoLnurlStore(client, table),
+            "rate_limiter": DynamoRateLimiter(client, table)}
 
 
 @functools.lru_cache(maxsize=1)

@@ -13,7 +13,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from satflow import bootstrap
 from satflow.api.errors import error_body, status_for
 from satflow.api.requests import decode_body, json_object, query_int
-from satflow.domain.errors import SatflowError
+from satflow.domain.errors import SatflowError, ValidationError
 
 logger = Logger(service="satflow")
 app = APIGatewayHttpResolver()
@@ -80,9 +80,14 @@ def openapi():
 def create_account():
     principal = _principal()
     data = json_object(_body(), {"external_ref", "tier"})
-    account, api_key = accounts.create_account(bootstrap.services(), principal, data["external_ref"], data["tier"])
+    from satflow.app import keys  # idempotent with an Idempotency-Key: a retry returns a new key (issue 15)
+
+    created = keys.create_account(bootstrap.services(), principal, data["external_ref"], data["tier"],
+                                  app.current_event.headers.get("idempotency-key"))
+    account = created.account
     return _json(201, {"account_id": account.account_id, "external_ref": account.external_ref,
-                       "tier": account.tier, "status": account.status.value, "api_key": api_key})
+                       "tier": account.tier, "status": account.status.value, "api_key": created.api_key,
+                       "key_id": created.key_id, "replayed": created.replayed})
 
 
 @app.get("/v1/accounts/me")
@@ -366,6 +371,340 @@ def _history_view(h) -> dict:
     if h.pending_id:
         view["pending_id"] = h.pending_id
     return view
+
+
+# ===================================================================================== wallet ecosystem (issue 15)
+# Keys with scopes, Lightning Address + LNURL-pay/withdraw (public routes: throttled, LNURL error shape) and the
+# LndHub-compatible API (LndHub error shape). Use cases: app/keys.py, app/lnurl.py, app/lndhub.py.
+def _origin():
+    from satflow.app.lnurl import Origin
+
+    ctx = app.current_event.request_context
+    proto = (app.current_event.headers.get("x-forwarded-proto") or "https").split(",")[0].strip()
+    return Origin(f"{'http' if proto == 'http' else 'https'}://{ctx.domain_name}")
+
+
+def _client_ip() -> str | None:
+    return app.current_event.request_context.http.source_ip
+
+
+def _query() -> dict:
+    return app.current_event.query_string_parameters or {}
+
+
+def _key_view(issued) -> dict:
+    return {**issued.record.view(), "api_key": issued.api_key}
+
+
+@app.post("/v1/keys")
+def create_key():
+    from satflow.app import keys
+
+    principal = _principal()
+    data = json_object(_body(), {"scopes"}, {"label"})
+    return _json(201, _key_view(keys.issue_key(bootstrap.services(), principal, data["scopes"], data.get("label"))))
+
+
+@app.get("/v1/keys")
+def list_keys():
+    from satflow.app import keys
+
+    return _json(200, {"items": [k.view() for k in keys.list_keys(bootstrap.services(), _principal())]})
+
+
+@app.post("/v1/keys/<key_id>/rotate")
+def rotate_key(key_id: str):
+    from satflow.app import keys
+
+    return _json(201, _key_view(keys.rotate_key(bootstrap.services(), _principal(), key_id)))
+
+
+@app.delete("/v1/keys/<key_id>")
+def revoke_key(key_id: str):
+    from satflow.app import keys
+
+    return _json(200, keys.revoke_key(bootstrap.services(), _principal(), key_id).view())
+
+
+@app.post("/v1/admin/accounts/<account_id>/keys")
+def admin_create_key(account_id: str):
+    from satflow.app import keys
+
+    principal = _principal()
+    accounts.require_admin(principal)
+    data = json_object(_body(), {"scopes"}, {"label"})
+    issued = keys.issue_key(bootstrap.services(), principal, data["scopes"], data.get("label"), account_id=account_id)
+    return _json(201, _key_view(issued))
+
+
+@app.post("/v1/lightning-address")
+def claim_lightning_address():
+    from satflow.app import lnurl
+
+    principal = _principal()
+    data = json_object(_body(), {"username"})
+    view, created = lnurl.claim_address(bootstrap.services(), principal, data["username"], _origin())
+    return _json(201 if created else 200, view)
+
+
+@app.get("/v1/lightning-address")
+def get_lightning_address():
+    from satflow.app import lnurl
+
+    return _json(200, lnurl.get_address(bootstrap.services(), _principal(), _origin()))
+
+
+@app.put("/v1/admin/accounts/<account_id>/lightning-address")
+def admin_set_lightning_address(account_id: str):
+    from satflow.app import lnurl
+
+    principal = _principal()
+    accounts.require_admin(principal)
+    data = json_object(_body(), {"username"})
+    return _json(200, lnurl.admin_set_address(bootstrap.services(), principal, account_id, data["username"],
+                                              _origin()))
+
+
+@app.post("/v1/lnurl/withdraw-links")
+def create_withdraw_link():
+    from satflow.app import lnurl
+
+    principal = _principal()
+    data = json_object(_body(), {"min_withdrawable_msat", "max_withdrawable_msat"},
+                       {"uses", "expiry_s", "description"})
+    return _json(201, lnurl.create_withdraw_link(bootstrap.services(), principal, _origin(), **data))
+
+
+@app.get("/v1/lnurl/withdraw-links")
+def list_withdraw_links():
+    from satflow.app import lnurl
+
+    return _json(200, {"items": lnurl.list_withdraw_links(bootstrap.services(), _principal())})
+
+
+@app.delete("/v1/lnurl/withdraw-links/<link_id>")
+def disable_withdraw_link(link_id: str):
+    from satflow.app import lnurl
+
+    return _json(200, lnurl.disable_withdraw_link(bootstrap.services(), _principal(), link_id))
+
+
+def _lnurl_public(handler):
+    """LNURL routes answer errors as LUD-06 says: {"status": "ERROR", "reason": ...} (with the HTTP status of the
+    error; unknown addresses and links are all the same 404)."""
+    import functools
+
+    @functools.wraps(handler)
+    def wrapped(*args, **kwargs):
+        try:
+            return _json(200, handler(*args, **kwargs))
+        except SatflowError as exc:
+            status = status_for(exc)
+            if status >= 500:
+                logger.exception("server-side domain error", extra={"code": exc.code})
+            return _json(status, {"status": "ERROR", "reason": exc.message})
+
+    return wrapped
+
+
+@app.get("/.well-known/lnurlp/<username>")
+@_lnurl_public
+def lnurlp_request(username: str):
+    from satflow.app import lnurl
+
+    return lnurl.pay_request(bootstrap.services(), username, _origin(), _client_ip())
+
+
+@app.get("/lnurlp/<username>/callback")
+@_lnurl_public
+def lnurlp_callback(username: str):
+    from satflow.app import lnurl
+
+    q = _query()
+    return lnurl.pay_callback(bootstrap.services(), username, q.get("amount"), q.get("comment"), _origin(),
+                              _client_ip())
+
+
+@app.get("/lnurlw/<k1>")
+@_lnurl_public
+def lnurlw_request(k1: str):
+    from satflow.app import lnurl
+
+    return lnurl.withdraw_request(bootstrap.services(), k1, _origin(), _client_ip())
+
+
+@app.get("/lnurlw/<k1>/callback")
+@_lnurl_public
+def lnurlw_callback(k1: str):
+    from satflow.app import lnurl
+
+    return lnurl.withdraw_callback(bootstrap.services(), k1, _query().get("pr"), _client_ip())
+
+
+@app.get("/v1/invoices")
+def list_invoices():
+    from satflow.app import statements
+
+    principal = _principal()
+    q = _query()
+    page = statements.list_invoices(bootstrap.services(), principal, status=q.get("status"), since=q.get("from"),
+                                    until=q.get("to"), limit=q.get("limit"), cursor=q.get("cursor"))
+    return _json(200, {"items": [_invoice_view(i) for i in page.items], "next_cursor": page.next_cursor})
+
+
+@app.get("/v1/transactions/export")
+def export_transactions():
+    from satflow.app import statements
+
+    principal = _principal()
+    q = _query()
+    body, next_cursor = statements.export_transactions_csv(bootstrap.services(), principal, since=q.get("from"),
+                                                           until=q.get("to"), cursor=q.get("cursor"))
+    headers = {"Content-Disposition": 'attachment; filename="transactions.csv"'}
+    if next_cursor:
+        headers["X-Next-Cursor"] = next_cursor
+    return Response(status_code=200, content_type="text/csv; charset=utf-8", body=body, headers=headers)
+
+
+@app.post("/v1/lndhub")
+def create_lndhub_wallet():
+    from satflow.app import lndhub
+
+    principal = _principal()
+    data = json_object(_body() or "{}", set(), {"scopes"})
+    return _json(201, lndhub.create_wallet(bootstrap.services(), principal, _origin().base_url, data.get("scopes")))
+
+
+def _lndhub_body() -> dict:
+    """LndHub clients send JSON or a form; extra fields are tolerated (wallets send what they like)."""
+    from urllib.parse import parse_qsl
+
+    raw = _body() or ""
+    if len(raw) > 16 * 1024:
+        raise ValidationError("the body is too large")
+    if "application/x-www-form-urlencoded" in (app.current_event.headers.get("content-type") or ""):
+        return dict(parse_qsl(raw))
+    try:
+        data = json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        raise ValidationError("the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ValidationError("the body must be a JSON object")
+    return data
+
+
+def _lndhub(handler):
+    """LndHub's error shape {"error": true, "code": n, "message": ...}, with the HTTP status of the error (as
+    lndhub.go does); a failed payment is a 200 carrying code 10, as LndHub wallets expect."""
+    import functools
+
+    @functools.wraps(handler)
+    def wrapped(*args, **kwargs):
+        from satflow.app.lndhub import LndHubError, lndhub_error
+
+        try:
+            return _json(200, handler(*args, **kwargs))
+        except LndHubError as exc:
+            return _json(exc.status, exc.body())
+        except SatflowError as exc:
+            status = status_for(exc)
+            if status >= 500:
+                logger.exception("server-side domain error", extra={"code": exc.code})
+            err = lndhub_error(exc, status)
+            return _json(err.status, err.body())
+
+    return wrapped
+
+
+@app.post("/lndhub/auth")
+@_lndhub
+def lndhub_auth():
+    from satflow.app import lndhub
+
+    return lndhub.auth(bootstrap.services(), _query().get("type"), _lndhub_body(), _client_ip())
+
+
+@app.post("/lndhub/addinvoice")
+@_lndhub
+def lndhub_add_invoice():
+    from satflow.app import lndhub
+
+    principal = _principal()
+    return lndhub.add_invoice(bootstrap.services(), principal, _lndhub_body())
+
+
+@app.post("/lndhub/payinvoice")
+@_lndhub
+def lndhub_pay_invoice():
+    from satflow.app import lndhub
+
+    principal = _principal()
+    return lndhub.pay_invoice(bootstrap.services(), principal, _lndhub_body())
+
+
+@app.get("/lndhub/balance")
+@_lndhub
+def lndhub_balance():
+    from satflow.app import lndhub
+
+    return lndhub.balance(bootstrap.services(), _principal())
+
+
+@app.get("/lndhub/gettxs")
+@_lndhub
+def lndhub_get_txs():
+    from satflow.app import lndhub
+
+    q = _query()
+    return lndhub.get_txs(bootstrap.services(), _principal(), q.get("limit"), q.get("offset"))
+
+
+@app.get("/lndhub/getuserinvoices")
+@_lndhub
+def lndhub_get_user_invoices():
+    from satflow.app import lndhub
+
+    return lndhub.get_user_invoices(bootstrap.services(), _principal(), _query().get("limit"))
+
+
+@app.get("/lndhub/getpending")
+@_lndhub
+def lndhub_get_pending():
+    from satflow.app import lndhub
+
+    return lndhub.get_pending(bootstrap.services(), _principal())
+
+
+@app.get("/lndhub/decodeinvoice")
+@_lndhub
+def lndhub_decode_invoice():
+    from satflow.app import lndhub
+
+    return lndhub.decode_invoice(bootstrap.services(), _principal(), _query().get("invoice"))
+
+
+@app.get("/lndhub/checkpayment/<payment_hash>")
+@_lndhub
+def lndhub_check_payment(payment_hash: str):
+    from satflow.app import lndhub
+
+    return lndhub.check_payment(bootstrap.services(), _principal(), payment_hash)
+
+
+@app.get("/lndhub/getinfo")
+@_lndhub
+def lndhub_get_info():
+    from satflow.app import lndhub
+
+    return lndhub.get_info(bootstrap.services(), _principal())
+
+
+@app.get("/lndhub/getbtc")
+@_lndhub
+def lndhub_get_btc():
+    """On-chain deposits through LndHub are not offered (a GET must not derive addresses); /v1/addresses does."""
+    _principal()
+    return []
 
 
 @app.exception_handler(SatflowError)

@@ -46,7 +46,19 @@ API_ROUTES = {
     "GET /v1/admin/reviews",
     "POST /v1/admin/reviews/{review_id}/approve",
     "POST /v1/admin/reviews/{review_id}/reject",
-}
+} | {f"{m} {p}" for m, p in (
+    # Wallet ecosystem (issue 15)
+    ("POST", "/v1/keys"), ("GET", "/v1/keys"), ("POST", "/v1/keys/{key_id}/rotate"), ("DELETE", "/v1/keys/{key_id}"),
+    ("POST", "/v1/admin/accounts/{account_id}/keys"), ("POST", "/v1/lightning-address"),
+    ("GET", "/v1/lightning-address"), ("PUT", "/v1/admin/accounts/{account_id}/lightning-address"),
+    ("GET", "/.well-known/lnurlp/{username}"), ("GET", "/lnurlp/{username}/callback"),
+    ("POST", "/v1/lnurl/withdraw-links"), ("GET", "/v1/lnurl/withdraw-links"),
+    ("DELETE", "/v1/lnurl/withdraw-links/{link_id}"), ("GET", "/lnurlw/{k1}"), ("GET", "/lnurlw/{k1}/callback"),
+    ("GET", "/v1/invoices"), ("GET", "/v1/transactions/export"),
+    ("POST", "/v1/lndhub"), ("POST", "/lndhub/auth"), ("POST", "/lndhub/addinvoice"), ("POST", "/lndhub/payinvoice"),
+    ("GET", "/lndhub/balance"), ("GET", "/lndhub/gettxs"), ("GET", "/lndhub/getuserinvoices"),
+    ("GET", "/lndhub/getpending"), ("GET", "/lndhub/decodeinvoice"), ("GET", "/lndhub/checkpayment/{payment_hash}"),
+    ("GET", "/lndhub/getinfo"), ("GET", "/lndhub/getbtc"))}
 CONFIG_PY = ROOT / "layers" / "satflow" / "satflow" / "config.py"
 # Read by config.py but deliberately never set in AWS (documented as local-runtime only).
 LOCAL_ONLY_ENV = {"SATFLOW_ADMIN_KEY", "SATFLOW_WORKFLOW_WAIT_S", "SATFLOW_WEBHOOK_ALLOW_PRIVATE",

@@ -51,7 +51,7 @@ def test_health_needs_no_auth(api):
 
 def test_create_account_shape_and_key_shown_once(api, admin):
     body = new_account(api, admin, "tg:12345", tier=2)
-    assert set(body) == {"account_id", "external_ref", "tier", "status", "api_key"}
+    assert set(body) == {"account_id", "external_ref", "tier", "status", "api_key", "key_id", "replayed"}
     assert body["api_key"].startswith("sk_") and body["status"] == "active" and body["tier"] == 2
     status, me = api.call("GET", "/v1/accounts/me", key=body["api_key"])
     assert status == 200 and me == {k: body[k] for k in ("account_id", "external_ref", "tier", "status")}

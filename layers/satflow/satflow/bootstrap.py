@@ -109,7 +109,15 @@ def _build() -> Services:
         risk_policy=parse_risk_thresholds(s.risk_thresholds),
         start_review=_execution_starter(lambda: settings().review_state_machine_arn,
                                         "SATFLOW_REVIEW_STATE_MACHINE_ARN", "review_id"),
+        **_ecosystem_stores(client, s.table_name),
     )
+
+
+def _ecosystem_stores(client: Any, table_name: str) -> dict:
+    from .adapters.dynamodb.ecosystem import DynamoKeyStore, DynamoLnurlStore, DynamoRateLimiter
+
+    return {"keys": DynamoKeyStore(client, table_name), "lnurl": DynamoLnurlStore(client, table_name),
+            "rate_limiter": DynamoRateLimiter(client, table_name)}
 
 
 def _sanctions_fetcher(url: str, label: str) -> Any:

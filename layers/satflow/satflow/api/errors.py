@@ -80,6 +80,15 @@ HTTP_STATUS: dict[type[e.SatflowError], int] = {
     e.RiskBlocked: 422,
     e.ReviewNotFound: 404,
     e.ReviewAlreadyDecided: 409,
+    # Wallet ecosystem (keys, Lightning Address, LNURL, LndHub)
+    e.ApiKeyNotFound: 404,
+    e.TooManyApiKeys: 422,
+    e.UsernameTaken: 409,
+    e.LightningAddressExists: 409,
+    e.LightningAddressNotFound: 404,
+    e.WithdrawLinkNotFound: 404,
+    e.WithdrawAmountOutOfRange: 422,
+    e.RateLimited: 429,
 }
 
 

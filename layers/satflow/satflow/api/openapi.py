@@ -92,7 +92,7 @@ class Route:
     method: str
     path: str
     summary: str
-    auth: str  # "none" | "admin" | "read" | "send" (the scope an account key needs)
+    auth: str  # "none" | "admin" | "read" | "receive" | "send" (the scope an account key needs) | "full" (all)
     status: int = 200
     request: dict | None = None
     response: dict = field(default_factory=lambda: {"type": "object"})
@@ -106,8 +106,12 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/accounts", "Create an account (its API key is shown once)", "admin", 201,
           request={"type": "object", "required": ["external_ref", "tier"], "additionalProperties": False,
                    "properties": {"external_ref": _STR, "tier": {"type": "integer", "minimum": 0, "maximum": 3}}},
-          response={**_ACCOUNT, "required": _ACCOUNT["required"] + ["api_key"],
-                    "properties": {**_ACCOUNT["properties"], "api_key": _STR}}),
+          response={**_ACCOUNT, "required": _ACCOUNT["required"] + ["api_key", "key_id"],
+                    "properties": {**_ACCOUNT["properties"], "api_key": _STR, "key_id": _STR,
+                                   "replayed": {"type": "boolean", "description": "a retry under the same "
+                                                "Idempotency-Key: the same account, a new key, the earlier one "
+                                                "revoked"}}},
+          parameters=({**_IDEMPOTENCY, "required": False},)),
     Route("GET", "/v1/accounts/me", "The calling account", "read", response=_ACCOUNT),
     Route("GET", "/v1/balance", "Balances per asset", "read", response={
         "type": "object", "required": ["balances"],
@@ -209,7 +213,8 @@ ROUTES: tuple[Route, ...] = (
           request={"type": "object", "required": ["psbt"], "additionalProperties": False,
                    "properties": {"psbt": {"type": "string", "format": "byte"}}},
           parameters=(_path("batch_id"),)),
-    Route("POST", "/v1/webhooks", "Subscribe an https URL to events (the signing secret is shown once)", "read", 201,
+    Route("POST", "/v1/webhooks", "Subscribe an https URL to events (the signing secret is shown once); an account "
+          "key needs 'receive' or 'send' besides 'read'", "read", 201,
           request={"type": "object", "required": ["url", "events"], "additionalProperties": False,
                    "properties": {"url": {"type": "string", "format": "uri", "maxLength": 2048},
                                   "events": _EVENT_TYPES}},
@@ -262,6 +267,140 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
+# ------------------------------------------------------------------------------ wallet ecosystem (issue 15)
+_SCOPES = {"type": "array", "minItems": 1, "uniqueItems": True,
+           "items": {"type": "string", "enum": ["read", "receive", "send"]}}
+_KEY = {"type": "object", "required": ["key_id", "prefix", "scopes", "status", "created_at"],
+        "properties": {"key_id": _STR, "prefix": {"type": "string", "description": "the key's first 10 characters"},
+                       "scopes": _SCOPES, "label": {"type": "string", "nullable": True},
+                       "status": {"type": "string", "enum": ["active", "revoked"]}, "created_at": _STR,
+                       "revoked_at": {"type": "string", "nullable": True}}}
+_NEW_KEY = {**_KEY, "required": _KEY["required"] + ["api_key"],
+            "properties": {**_KEY["properties"], "api_key": {"type": "string", "description": "shown once"}}}
+_KEY_REQUEST = {"type": "object", "required": ["scopes"], "additionalProperties": False,
+                "properties": {"scopes": _SCOPES, "label": {"type": "string", "maxLength": 64}}}
+_ADDRESS = {"type": "object", "required": ["username", "address", "lnurl", "url"],
+            "properties": {"username": {"type": "string", "pattern": "^[a-z0-9_.-]{1,64}$"},
+                           "address": {"type": "string", "description": "username@domain (LUD-16)"},
+                           "lnurl": {"type": "string", "description": "bech32 LNURL of the pay request (LUD-01)"},
+                           "url": _STR}}
+_USERNAME = {"type": "object", "required": ["username"], "additionalProperties": False,
+             "properties": {"username": {"type": "string", "pattern": "^[a-zA-Z0-9_.-]{1,64}$"}}}
+_LNURL_ERROR = "LNURL routes answer errors as {\"status\": \"ERROR\", \"reason\"}; unknown = 404; throttled = 429."
+_LINK = {"type": "object", "required": ["link_id", "min_withdrawable_msat", "max_withdrawable_msat", "uses",
+                                        "remaining", "expires_at", "status"],
+         "properties": {"link_id": _STR, "min_withdrawable_msat": _INT, "max_withdrawable_msat": _INT,
+                        "uses": {"type": "integer"}, "remaining": {"type": "integer"}, "expires_at": _STR,
+                        "status": {"type": "string", "enum": ["active", "disabled"]}, "description": _STR,
+                        "lnurl": {"type": "string", "description": "only in the creation answer"},
+                        "k1": {"type": "string", "description": "only in the creation answer"}}}
+_LNDHUB = "LndHub protocol (BlueWallet/Zeus/Alby); errors as {\"error\": true, \"code\", \"message\"}."
+_TOKEN = "Bearer token from /lndhub/auth (the wallet's API key)."
+
+
+def _q(name: str, schema: dict | None = None, required: bool = False) -> dict:
+    return {"name": name, "in": "query", "required": required, "schema": schema or _STR}
+
+
+ROUTES = ROUTES + (
+    Route("POST", "/v1/keys", "Issue another API key of the caller's account with chosen scopes (shown once)",
+          "full", 201, request=_KEY_REQUEST, response=_NEW_KEY),
+    Route("GET", "/v1/keys", "The account's API keys: prefix, scopes, label, status (never the key)", "read",
+          response={"type": "object", "required": ["items"],
+                    "properties": {"items": {"type": "array", "items": _KEY}}}),
+    Route("POST", "/v1/keys/{key_id}/rotate", "Replace a key: a new one with the same scopes, the old revoked",
+          "full", 201, response=_NEW_KEY, parameters=(_path("key_id"),)),
+    Route("DELETE", "/v1/keys/{key_id}", "Revoke a key (it stops working at once)", "full", response=_KEY,
+          parameters=(_path("key_id"),)),
+    Route("POST", "/v1/admin/accounts/{account_id}/keys", "Issue a key for an account (recovery)", "admin", 201,
+          request=_KEY_REQUEST, response=_NEW_KEY, parameters=(_path("account_id"),)),
+    Route("POST", "/v1/lightning-address", "Claim a Lightning Address username (201; 200 if already this one's)",
+          "receive", 201, request=_USERNAME, response=_ADDRESS),
+    Route("GET", "/v1/lightning-address", "The account's Lightning Address and LNURL", "read", response=_ADDRESS),
+    Route("PUT", "/v1/admin/accounts/{account_id}/lightning-address",
+          "Set or change an account's username (the old one is retired, never reassigned; audited)", "admin",
+          request=_USERNAME, response=_ADDRESS, parameters=(_path("account_id"),)),
+    Route("GET", "/.well-known/lnurlp/{username}", f"LUD-16/LUD-06 pay request. {_LNURL_ERROR}", "none",
+          response={"type": "object", "required": ["tag", "callback", "minSendable", "maxSendable", "metadata"],
+                    "properties": {"tag": {"type": "string", "enum": ["payRequest"]}, "callback": _STR,
+                                   "minSendable": _INT, "maxSendable": _INT, "metadata": _STR,
+                                   "commentAllowed": {"type": "integer"}}},
+          parameters=(_path("username"),)),
+    Route("GET", "/lnurlp/{username}/callback",
+          f"LUD-06 callback: an invoice committing to sha256(metadata). {_LNURL_ERROR}", "none",
+          response={"type": "object", "required": ["pr", "routes"],
+                    "properties": {"pr": _STR, "routes": {"type": "array", "items": {}},
+                                   "successAction": {"type": "object"}}},
+          parameters=(_path("username"), _q("amount", {"type": "string", "pattern": "^[0-9]+$"}, True),
+                      _q("comment", {"type": "string", "maxLength": 140}))),
+    Route("POST", "/v1/lnurl/withdraw-links", "Create an LNURL-withdraw link (bounds, uses, expiry; shown once)",
+          "send", 201,
+          request={"type": "object", "required": ["min_withdrawable_msat", "max_withdrawable_msat"],
+                   "additionalProperties": False,
+                   "properties": {"min_withdrawable_msat": _AMOUNT, "max_withdrawable_msat": _AMOUNT,
+                                  "uses": {"type": "integer", "minimum": 1, "maximum": 1000},
+                                  "expiry_s": {"type": "integer", "minimum": 60, "maximum": 2592000},
+                                  "description": {"type": "string", "maxLength": 140}}},
+          response=_LINK),
+    Route("GET", "/v1/lnurl/withdraw-links", "The account's withdraw links", "read",
+          response={"type": "object", "properties": {"items": {"type": "array", "items": _LINK}}}),
+    Route("DELETE", "/v1/lnurl/withdraw-links/{link_id}", "Disable a withdraw link", "send", response=_LINK,
+          parameters=(_path("link_id"),)),
+    Route("GET", "/lnurlw/{k1}", f"LUD-03 withdraw request. {_LNURL_ERROR}", "none",
+          response={"type": "object", "required": ["tag", "callback", "k1", "minWithdrawable", "maxWithdrawable"],
+                    "properties": {"tag": {"type": "string", "enum": ["withdrawRequest"]}, "callback": _STR,
+                                   "k1": _STR, "minWithdrawable": _INT, "maxWithdrawable": _INT,
+                                   "defaultDescription": _STR}},
+          parameters=(_path("k1"),)),
+    Route("GET", "/lnurlw/{k1}/callback",
+          f"LUD-03 callback: pays pr through the payment workflow, once per invoice. {_LNURL_ERROR}", "none",
+          response={"type": "object", "properties": {"status": {"type": "string", "enum": ["OK", "ERROR"]},
+                                                     "reason": _STR}},
+          parameters=(_path("k1"), _q("pr", required=True))),
+    Route("GET", "/v1/invoices", "The caller's invoices, newest first, by status and creation time", "read",
+          response={"type": "object", "required": ["items", "next_cursor"],
+                    "properties": {"items": {"type": "array", "items": _INVOICE},
+                                   "next_cursor": {"type": "string", "nullable": True}}},
+          parameters=(_q("status", {"type": "string", "enum": ["OPEN", "SETTLED", "EXPIRED", "CANCELED"]}),
+                      _q("from", {"type": "string", "description": "UTC date or time, inclusive"}),
+                      _q("to", {"type": "string", "description": "UTC date or time, exclusive"}),
+                      _q("limit", {"type": "integer", "minimum": 1, "maximum": 100}), _q("cursor"))),
+    Route("GET", "/v1/transactions/export",
+          "The caller's transactions as CSV (text/csv), newest first; X-Next-Cursor when cut at 5,000 rows", "read",
+          response={"type": "string", "format": "binary"},
+          parameters=(_q("from", {"type": "string"}), _q("to", {"type": "string"}), _q("cursor"))),
+    Route("POST", "/v1/lndhub", "An lndhub:// URI for the caller's account, backed by a new key (shown once)",
+          "full", 201,
+          request={"type": "object", "additionalProperties": False, "properties": {"scopes": _SCOPES}},
+          response={"type": "object", "required": ["login", "password", "uri", "key_id"],
+                    "properties": {"login": _STR, "password": _STR, "uri": _STR, "url": _STR, "key_id": _STR}}),
+    Route("POST", "/lndhub/auth", f"{_LNDHUB} {{login, password}} or {{refresh_token}} -> tokens", "none",
+          request={"type": "object", "properties": {"login": _STR, "password": _STR, "refresh_token": _STR}},
+          response={"type": "object", "properties": {"access_token": _STR, "refresh_token": _STR}},
+          parameters=(_q("type", {"type": "string", "enum": ["auth", "refresh_token"]}),)),
+    Route("POST", "/lndhub/addinvoice", f"{_LNDHUB} {_TOKEN} {{amt (sat), memo}} -> invoice", "receive",
+          request={"type": "object", "properties": {"amt": {}, "memo": _STR, "description_hash": _HASH}}),
+    Route("POST", "/lndhub/payinvoice",
+          f"{_LNDHUB} {_TOKEN} Waits up to 10 s for the payment; status complete | pending (funds reserved)", "send",
+          request={"type": "object", "required": ["invoice"], "properties": {"invoice": _STR, "amount": {}}}),
+    Route("GET", "/lndhub/balance", f"{_LNDHUB} {_TOKEN} {{BTC: {{AvailableBalance: sat}}}}", "read"),
+    Route("GET", "/lndhub/gettxs", f"{_LNDHUB} {_TOKEN} Settled outgoing payments", "read",
+          response={"type": "array", "items": {"type": "object"}},
+          parameters=(_q("limit", {"type": "integer"}), _q("offset", {"type": "integer"}))),
+    Route("GET", "/lndhub/getuserinvoices", f"{_LNDHUB} {_TOKEN} The account's invoices", "read",
+          response={"type": "array", "items": {"type": "object"}}, parameters=(_q("limit", {"type": "integer"}),)),
+    Route("GET", "/lndhub/getpending", f"{_LNDHUB} {_TOKEN} Outgoing payments not final yet", "read",
+          response={"type": "array", "items": {"type": "object"}}),
+    Route("GET", "/lndhub/decodeinvoice", f"{_LNDHUB} {_TOKEN} A BOLT11 invoice decoded", "read",
+          parameters=(_q("invoice", required=True),)),
+    Route("GET", "/lndhub/checkpayment/{payment_hash}", f"{_LNDHUB} {_TOKEN} {{paid: bool}} of an own invoice",
+          "read", parameters=({"name": "payment_hash", "in": "path", "required": True, "schema": _HASH},)),
+    Route("GET", "/lndhub/getinfo", f"{_LNDHUB} {_TOKEN} The node's public info", "read"),
+    Route("GET", "/lndhub/getbtc", f"{_LNDHUB} {_TOKEN} Always [] (on-chain deposits: POST /v1/addresses)", "read",
+          response={"type": "array", "items": {"type": "object"}}),
+)
+
+
 def document() -> dict[str, Any]:
     paths: dict[str, dict] = {}
     for r in ROUTES:
@@ -274,7 +413,9 @@ def document() -> dict[str, Any]:
         if r.auth == "none":
             op["security"] = []
         else:
-            op["description"] = "Admin key required." if r.auth == "admin" else f"API key with the '{r.auth}' scope."
+            op["description"] = ("Admin key required." if r.auth == "admin" else
+                                 "API key with every scope (read, receive, send)." if r.auth == "full" else
+                                 f"API key with the '{r.auth}' scope.")
         if r.request:
             op["requestBody"] = {"required": True, "content": {"application/json": {"schema": r.request}}}
         if r.parameters:

@@ -96,3 +96,7 @@ class Services:
     risk: Any = None  # DynamoRiskStore: assessments, destination history, reviews
     risk_policy: Any = None  # satflow.domain.risk.RiskPolicy (None: the documented defaults)
     start_review: Callable[[str], None] | None = None  # starts the review workflow named by the review id
+    # Wallet ecosystem (app/keys.py, app/lnurl.py, app/lndhub.py)
+    keys: Any = None  # DynamoKeyStore: key records, account-creation idempotency markers
+    lnurl: Any = None  # DynamoLnurlStore: Lightning Address usernames, withdraw links
+    rate_limiter: Any = None  # DynamoRateLimiter: per-address windows for the public (unauthenticated) routes

@@ -68,6 +68,15 @@ def _owner(principal: Principal) -> str:
     return require_scope(principal, Scope.READ)
 
 
+def _manager(principal: Principal) -> str:
+    """Creating, deleting and replaying webhooks changes what leaves the system: a read-only key (handed to a
+    dashboard) may look at subscriptions but not manage them; it takes read plus receive or send."""
+    owner = _owner(principal)
+    if not principal.is_admin and not ({Scope.RECEIVE, Scope.SEND} & principal.scopes):
+        raise errors.Forbidden("managing webhooks needs a key with the 'receive' or 'send' scope besides 'read'")
+    return owner
+
+
 def _vetted_target(svc: Services, url: object):
     """The URL's syntax, then every address its host resolves to (a name that does not resolve is refused)."""
     target = parse_target(url, allow_private=svc.webhook_allow_private)
@@ -80,7 +89,7 @@ def _vetted_target(svc: Services, url: object):
 
 def create_webhook(svc: Services, principal: Principal, url: object, events: object) -> Subscription:
     """A new subscription; its secret is in the result this once (GET never shows it)."""
-    owner = _owner(principal)
+    owner = _manager(principal)
     types = validate_event_types(events)
     target, _ = _vetted_target(svc, url)
     if len(svc.webhooks.list_subscriptions(owner)) >= MAX_SUBSCRIPTIONS_PER_OWNER:
@@ -103,7 +112,7 @@ def get_webhook(svc: Services, principal: Principal, webhook_id: object) -> Subs
 
 
 def delete_webhook(svc: Services, principal: Principal, webhook_id: object) -> None:
-    owner = _owner(principal)
+    owner = _manager(principal)
     if not svc.webhooks.delete_subscription(owner, validate_subscription_id(webhook_id)):
         raise errors.WebhookNotFound(f"no webhook {webhook_id}")
 
@@ -224,6 +233,7 @@ def replay(svc: Services, principal: Principal, webhook_id: object, event_ids: o
     """Send events to this subscription again: the given ones, or (none given) every DEAD delivery (up to
     MAX_REPLAY_EVENTS per call). All-or-nothing: an event that is unknown, expired or not this subscription's is
     a 404 and nothing is sent. Returns the replayed event ids."""
+    _manager(principal)
     sub = get_webhook(svc, principal, webhook_id)
     if event_ids is None:
         dead, _ = svc.webhooks.deliveries(sub.subscription_id, status=DEAD, limit=MAX_REPLAY_EVENTS)

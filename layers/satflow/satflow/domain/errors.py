@@ -457,3 +457,52 @@ class ReviewAlreadyDecided(Conflict):
     """409: the review was already approved or rejected (by an admin or by its timeout) the other way."""
 
     code = "REVIEW_ALREADY_DECIDED"
+
+
+# --- Wallet ecosystem: keys, Lightning Address, LNURL, LndHub ------------------------------------------------------
+class ApiKeyNotFound(NotFound):
+    """404: no key with this id on the caller's account."""
+
+    code = "API_KEY_NOT_FOUND"
+
+
+class TooManyApiKeys(BusinessRejection):
+    """422: the account already holds the maximum number of active keys."""
+
+    code = "TOO_MANY_API_KEYS"
+
+
+class UsernameTaken(Conflict):
+    """409: the Lightning Address username belongs (or belonged) to another account."""
+
+    code = "USERNAME_TAKEN"
+
+
+class LightningAddressExists(Conflict):
+    """409: the account already has a different Lightning Address (only the admin changes it)."""
+
+    code = "LIGHTNING_ADDRESS_EXISTS"
+
+
+class LightningAddressNotFound(NotFound):
+    """404: no such Lightning Address (unknown, retired or its account closed: the same answer for all)."""
+
+    code = "LIGHTNING_ADDRESS_NOT_FOUND"
+
+
+class WithdrawLinkNotFound(NotFound):
+    """404: no usable withdraw link for this k1 (unknown, disabled, expired or used up: the same answer)."""
+
+    code = "WITHDRAW_LINK_NOT_FOUND"
+
+
+class WithdrawAmountOutOfRange(BusinessRejection):
+    """422: the invoice's amount is outside the withdraw link's bounds (or the invoice has no amount)."""
+
+    code = "WITHDRAW_AMOUNT_OUT_OF_RANGE"
+
+
+class RateLimited(SatflowError):
+    """429: too many requests to a public route from this address; retry later."""
+
+    code = "RATE_LIMITED"

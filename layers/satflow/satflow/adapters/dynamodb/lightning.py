@@ -33,9 +33,32 @@ class DynamoLightningStore:
                  memo=inv.memo, description_hash=inv.description_hash,
                  metadata_json=json.dumps(dict(inv.metadata)) if inv.metadata else None)
         index = K(*self._open_invoice_key(inv.payment_hash, inv.expires_at_unix), ref=inv.payment_hash)
-        cancelled = transact(self._client, [put(item, I.pk.does_not_exist(), "invoice"), put(index, None, "index")])
+        # The owner's index (newest first by created_at): listing an account's invoices (LndHub, GET /v1/invoices).
+        owner = K(f"INVOWNER#{inv.account_id}", f"{inv.created_at}#{inv.payment_hash}", ref=inv.payment_hash)
+        cancelled = transact(self._client, [put(item, I.pk.does_not_exist(), "invoice"), put(index, None, "index"),
+                                            put(owner, None, "owner_index")])
         if cancelled is not None:
             raise errors.Conflict(f"invoice {inv.payment_hash} already exists")
+
+    def invoices_of(self, account_id: str, limit: int, cursor: str | None = None, *, since: str | None = None,
+                    until: str | None = None) -> tuple[list[Invoice], str | None]:
+        """The account's invoices, newest first (from the owner index written with each invoice), created in
+        [since, until) when given (ISO-8601 UTC, compared as text), and the sort key to continue after (None: no
+        more)."""
+        pk = f"INVOWNER#{account_id}"
+        condition, values = "pk = :pk", {":pk": {"S": pk}}
+        if since or until:
+            condition += " AND sk BETWEEN :lo AND :hi"
+            values[":lo"] = {"S": since or "0"}  # "0" sorts before every ISO timestamp
+            values[":hi"] = {"S": until or "~"}  # "~" sorts after every ISO timestamp
+        params: dict[str, Any] = {"TableName": self._m.table_name, "KeyConditionExpression": condition,
+                                  "ExpressionAttributeValues": values, "ScanIndexForward": False, "Limit": limit}
+        if cursor:
+            params["ExclusiveStartKey"] = {"pk": {"S": pk}, "sk": {"S": cursor}}
+        resp = self._client.query(**params)
+        found = [inv for inv in (self.get_invoice(raw["ref"]["S"]) for raw in resp.get("Items", [])) if inv]
+        last = resp.get("LastEvaluatedKey")
+        return found, (last["sk"]["S"] if last else None)
 
     def get_invoice(self, payment_hash: str) -> Invoice | None:
         raw = self._get(f"INVOICE#{payment_hash}", "INVOICE")
