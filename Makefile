@@ -5,7 +5,7 @@ TOOLS  := .venv-tools
 PY     := $(VENV)/bin/python
 PORT   ?= 3000
 
-.PHONY: run test test-real regtest-build lint unit bench bench-routes demo layer clean
+.PHONY: run test test-real regtest-build lint unit bench bench-ledger bench-routes demo layer clean
 
 # The real-node tier (btcd + two lnd on regtest, DynamoDB Local) needs go, java 17+ and mvn; without them
 # `make test` runs the simulated tier only and says so. SATFLOW_REALNODES=require turns a missing build into a
@@ -66,6 +66,13 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/cold_imports.py
 	$(PY) benchmarks/scan_block.py
 	$(PY) benchmarks/payout_vbytes.py
+
+## bench-ledger: the ledger write path on DynamoDB Local (floor / raw adapter / as wired, 1-16 threads, hot
+## account, retries, sealer throughput), then the DynamoDB calls per money route and the HTTP transfer latency
+## against the ledger op (bench-routes); fetches DynamoDB Local first. ~3 min.
+bench-ledger: regtest-build
+	$(PY) benchmarks/ledger_bench.py
+	$(PY) benchmarks/route_calls.py
 
 ## bench-routes: DynamoDB calls per money route (counted) and HTTP transfer latency vs the ledger op, DynamoDB Local
 bench-routes: $(VENV)/.installed regtest-build

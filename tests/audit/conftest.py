@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from satflow.adapters.dynamodb.audit import AuditChainBroken, AuditHeadMoved, DynamoAuditStore
+from satflow.adapters.dynamodb.audit import DynamoAuditStore
 from satflow.adapters.dynamodb.models import build_models
 from satflow.domain.accounts import Account, AccountStatus, Scope
 from satflow.domain.templates import admin_adjustment
@@ -24,12 +24,26 @@ def add_account(svc, account_id: str, funds: int = 0, n: int = 0) -> str:
     return account_id
 
 
+class TickingClock:
+    """Wall clock that moves 1 ms per reading: entries written one after another sort in that order."""
+
+    def __init__(self) -> None:
+        import time
+
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        self.now += 0.001
+        return self.now
+
+
 def audit_services(client, table: str = TABLE, shards: int = AUDIT_SHARDS):
     """Services whose ledger is the RAW adapter: these tests drive ``with_audit`` by hand (the building block under
     app.recorded_ledger); tests/audit/test_recorded_ledger.py covers the wired ledger."""
     svc = build_services(client, table)
     svc.ledger = svc.ledger.inner
-    svc.audit = DynamoAuditStore(client, build_models(table, "us-east-1"), shards=shards)
+    svc.audit = DynamoAuditStore(client, build_models(table, "us-east-1"), shards=shards, clock=TickingClock(),
+                                 sleep=lambda s: None)
     return svc
 
 

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import pytest
 
+from satflow import bootstrap
+
+from tests.audit.helpers import seal_all
 from tests.handlers.test_api import fund, new_account
 
 
@@ -109,7 +112,8 @@ def test_a_retried_account_creation_returns_a_new_key_for_the_same_account(api, 
     assert api.call("GET", "/v1/balance", key=first["api_key"])[0] == 401  # the lost key is revoked
     _, listed = api.call("GET", "/v1/keys", key=again["api_key"])
     assert sorted(k["status"] for k in listed["items"]) == ["active", "revoked"]
-    # the audit chain records the creation and the reissue
+    # the audit chain records the creation and the reissue (sealed first, as the sealer function does)
+    seal_all(bootstrap.services())
     status, audit = api.call("GET", "/v1/admin/audit", key=admin, query={"limit": "100"})
     actions = [r["action"] for r in audit["items"] if first["account_id"] in r["subject_ids"]]
     assert "account.created" in actions and "api_key.reissued" in actions

@@ -12,6 +12,7 @@ from satflow import bootstrap
 from satflow.app import invoices, lnurl as lnurl_app
 from satflow.domain.ecosystem import lnurl_encode
 
+from tests.audit.helpers import seal_all
 from tests.handlers.test_api import balance, fund, new_account
 
 DOMAIN = "a1b2c3d4e5.execute-api.us-east-1.amazonaws.com"  # the sample events' API Gateway domain
@@ -101,6 +102,7 @@ def test_admin_changes_a_username_and_the_old_one_is_retired(api, admin):
     status, _ = api.call("PUT", f"/v1/admin/accounts/{alice['account_id']}/lightning-address",
                          key=alice["api_key"], body={"username": "x"}, route=route)
     assert status == 403
+    seal_all(bootstrap.services())  # what the audit sealer does from the stream
     _, audit = api.call("GET", "/v1/admin/audit", key=admin, query={"limit": "100"})
     changed = [r for r in audit["items"] if r["action"] == "lightning_address.changed"]
     assert changed and changed[0]["details"] == {"from": "alice", "to": "alice.w"}

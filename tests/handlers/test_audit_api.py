@@ -5,6 +5,7 @@ import pytest
 from satflow import bootstrap
 from satflow.adapters.dynamodb.audit import record_pk, seq_sk
 
+from tests.audit.helpers import seal_all
 from tests.conftest import TABLE
 from tests.handlers.test_api import fund, new_account, transfer
 
@@ -33,6 +34,7 @@ def trail(api, admin):
     status, _ = api.call("PATCH", f"/v1/admin/accounts/{bob['account_id']}", key=admin, body={"tier": 2},
                          route="PATCH /v1/admin/accounts/{account_id}")
     assert status == 200
+    seal_all(bootstrap.services())  # what the sealer function does from the stream
     return alice, bob
 
 

@@ -6,6 +6,7 @@ from satflow import bootstrap
 from satflow.adapters.dynamodb.models import build_models
 from satflow.adapters.dynamodb.payouts import DynamoPayoutStore
 
+from tests.audit.helpers import seal_all
 from tests.conftest import TABLE
 from tests.handlers.test_api import balance, fund, new_account
 
@@ -15,6 +16,7 @@ CLEAN_ADDRESS = "bcrt1q50rtrmj2f8vl9tem8qpfw36ylw5jg9j2dkku3w"
 
 def blocked_records():
     audit = bootstrap.services().audit
+    seal_all(audit)
     return [r for s in range(audit.shards) for r in audit.records(s, 0, 1000) if r.action == "sanctions.blocked"]
 
 

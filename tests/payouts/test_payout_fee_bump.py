@@ -34,8 +34,9 @@ def _sign_externally(exported: str) -> str:
 
 def batch_audit(flow, batch_id):
     """The admin actions on a batch, in chain order (a batch's records share one chain)."""
-    audit = flow.svc.audit
-    return [r for s in range(audit.shards) for r in audit.records(s, 0, 1000) if r.subject_ids[:1] == (batch_id,)]
+    from tests.audit.helpers import sealed_records
+
+    return [r for r in sealed_records(flow.svc) if r.subject_ids[:1] == (batch_id,)]
 
 
 def test_fee_bump_replaces_the_transaction_and_the_replacement_confirms(flow):

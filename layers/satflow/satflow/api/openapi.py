@@ -186,15 +186,27 @@ ROUTES: tuple[Route, ...] = (
             "properties": {"shard": {"type": "integer"}, "seq": {"type": "integer"}, "at": _STR, "actor": _STR,
                            "action": _STR, "subject_ids": {"type": "array", "items": _STR},
                            "amount_msat": {"type": "integer", "nullable": True}, "details": {"type": "object"},
-                           "prev_hash": _STR, "hash": _STR}}},
+                           "prev_hash": _STR, "hash": _STR, "entry_id": _STR, "written_at": _STR}}},
                        "next_cursor": {"type": "string", "nullable": True}}},
           parameters=({"name": "shard", "in": "query", "schema": {"type": "integer", "minimum": 0}},
                       {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
                       {"name": "cursor", "in": "query", "schema": _STR})),
-    Route("GET", "/v1/admin/audit/verify", "Verify every audit chain against its head", "admin", response={
-        "type": "object", "required": ["ok", "records", "shards"],
-        "properties": {"ok": {"type": "boolean"}, "records": {"type": "integer"},
-                       "shards": {"type": "array", "items": {"type": "object"}}}}),
+    Route("GET", "/v1/admin/audit/verify",
+          "One bounded step of incremental verification from each chain's checkpoint, then every chain's state "
+          "(complete=false: call again)", "admin", response={
+        "type": "object", "required": ["ok", "complete", "records", "shards"],
+        "properties": {"ok": {"type": "boolean"}, "complete": {"type": "boolean"}, "records": {"type": "integer"},
+                       "shards": {"type": "array", "items": {
+                           "type": "object",
+                           "required": ["shard", "ok", "problem", "first_bad_seq", "last_seq", "head_seq", "complete"],
+                           "properties": {
+                               "shard": {"type": "integer"}, "ok": {"type": "boolean"},
+                               "problem": {"type": "string", "nullable": True, "enum": [
+                                   "altered", "missing", "reordered", "broken_link", "unsealed", None]},
+                               "first_bad_seq": {"type": "integer", "nullable": True},
+                               "checked": {"type": "integer"}, "last_seq": {"type": "integer"},
+                               "head_seq": {"type": "integer"}, "complete": {"type": "boolean"},
+                               "oldest_unsealed_at": {"type": "string", "nullable": True}}}}}}),
     Route("POST", "/v1/payouts", "Queue an on-chain payout (batched; funds held until it confirms)", "send", 202,
           request={"type": "object", "required": ["address", "amount_sat"], "additionalProperties": False,
                    "properties": {"address": _STR, "amount_sat": {"type": "integer", "minimum": 1},

@@ -11,6 +11,7 @@ from satflow.domain.accounts import (
     Principal,
     Scope,
     hash_api_key,
+    require_admin,
     validate_account_id,
     looks_like_api_key,
     new_api_key,
@@ -44,11 +45,6 @@ def authenticate(svc: Services, authorization: str | None) -> Principal:
         raise errors.Unauthorized("invalid API key")
     account_id, scopes = found
     return Principal(account_id=account_id, scopes=scopes)
-
-
-def require_admin(principal: Principal) -> None:
-    if not principal.is_admin:
-        raise errors.Forbidden("this route needs the admin key")
 
 
 def require_scope(principal: Principal, scope: Scope) -> str:

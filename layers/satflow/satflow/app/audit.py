@@ -1,24 +1,34 @@
-"""Use cases: recording audit records with a mutation, listing and verifying the audit log (admin).
+"""Use cases: recording audit entries with a mutation, sealing them into their chains, listing and verifying the
+audit log (admin). Design and threat model: docs/audit.md.
 
-``svc.audit`` is a ``DynamoAuditStore`` (prepare / append / records / verify / verify_all, attribute ``shards``).
+``svc.audit`` is a ``DynamoAuditStore`` (prepare / append / seal / pending / records / verify_range / checkpoint,
+attribute ``shards``).
 """
 from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence, TypeVar
 
 from satflow.domain import errors
-from satflow.domain.accounts import Principal
-from satflow.domain.audit import AuditEntry, AuditRecord, backoff_s
+from satflow.domain.accounts import Principal, require_admin
+from satflow.domain.audit import GENESIS_HASH, AuditEntry, Checkpoint, PendingEntry, backoff_s, epoch_of, iso_us
 
 from .ports import Services
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 MAX_PAGE = 100
 DEFAULT_PAGE = 50
+SWEEP_GRACE_S = 60  # the sweeper seals entries the stream path has not sealed after this long
+UNSEALED_BOUND_S = 900  # an entry still unsealed after this long is a verification problem ("unsealed")
+ROUTE_VERIFY_BUDGET = 2_000  # records one GET /v1/admin/audit/verify may read (spread over the chains)
+JOB_VERIFY_BUDGET = 200_000  # records one scheduled verify run may read from the checkpoints on
+JOB_RESCAN_BUDGET = 200_000  # and from genesis (the re-verification behind the checkpoints)
 
 
 def _store(svc: Services) -> Any:
@@ -31,25 +41,17 @@ def _store(svc: Services) -> Any:
 def with_audit(svc: Services, entry: AuditEntry, execute: Callable[[Sequence[Any]], T], attempts: int = 5, *,
                shard: int | None = None, retry_on: tuple[type[BaseException], ...] = (errors.TransientError,),
                sleep: Callable[[float], None] = time.sleep) -> T:
-    """Run ``execute(extra)`` - ONE transaction that must include ``extra`` - with ``entry`` appended to its audit
-    chain inside it. On a retryable error (the chain head moved under a concurrent writer, a transaction conflict,
-    throttling) the record is prepared again on the new head and the whole transaction retried, at most
-    ``attempts`` times; the last error propagates.
+    """Run ``execute(extra)`` - ONE transaction that must include ``extra`` - with ``entry`` recorded inside it
+    (its pending entry: no read, sealed into the chain later). On a retryable error (throttling, a transaction
+    conflict) the whole transaction is retried with a fresh entry, at most ``attempts`` times; the last error
+    propagates.
 
-    ``execute`` must be idempotent across retries (ledger operations are: the transfer id is the key, and a
-    replay cancels the whole transaction, so it appends no second record). For a non-idempotent ``execute`` pass
-    ``retry_on=(AuditHeadMoved,)``: that one is raised only for a definitely cancelled transaction."""
-    return append_in_transaction(_store(svc), entry, execute, attempts, shard=shard, retry_on=retry_on, sleep=sleep)
-
-
-def append_in_transaction(store: Any, entry: AuditEntry, execute: Callable[[Sequence[Any]], T], attempts: int = 5, *,
-                          shard: int | None = None,
-                          retry_on: tuple[type[BaseException], ...] = (errors.TransientError,),
-                          sleep: Callable[[float], None] = time.sleep) -> T:
-    """:func:`with_audit` on an audit store itself (the recorded ledger holds the store, not the services)."""
+    ``execute`` must be idempotent across retries. For a non-idempotent ``execute`` pass a ``retry_on`` that only
+    names definite cancellations (e.g. ``(AuditHeadMoved,)``, which the write path no longer raises: no retry)."""
+    store = _store(svc)
     for attempt in range(1, attempts + 1):
         try:
-            _record, extra = store.prepare(entry, shard)
+            _pending, extra = store.prepare(entry, shard)
             return execute(extra)
         except retry_on:
             if attempt >= attempts:
@@ -58,11 +60,104 @@ def append_in_transaction(store: Any, entry: AuditEntry, execute: Callable[[Sequ
     raise AssertionError("unreachable")  # attempts >= 1
 
 
-def record_admin_action(svc: Services, entry: AuditEntry) -> AuditRecord:
-    """An admin action with no ledger transaction of its own (e.g. account.updated): appended on its own."""
+def record_admin_action(svc: Services, entry: AuditEntry) -> PendingEntry:
+    """An admin action with no transaction of its own (e.g. sanctions.blocked): its entry written on its own."""
     return _store(svc).append(entry)
 
 
+# ============================================================================================== sealing
+@dataclass
+class SealReport:
+    sealed: int = 0
+    duplicates: int = 0  # already sealed (stream redelivery, or the other path got there first)
+    changed: int = 0  # the stored entry was changed or deleted after its mutation committed (tampering)
+    refused: int = 0  # not intact (hash does not match content): left unsealed, reported by verify
+    broken_shards: list[int] = field(default_factory=list)  # a record beyond the head: sealing stopped there
+    failed: list[Any] = field(default_factory=list)  # the caller's ids of the first entry of each chain to retry
+    lag_s: float = 0.0  # the oldest sealed (stream) or still unsealed (sweep) entry's age, in seconds
+    head_retries: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sealed": self.sealed, "duplicates": self.duplicates, "changed": self.changed,
+                "refused": self.refused, "broken_shards": self.broken_shards, "failed": len(self.failed),
+                "lag_s": round(self.lag_s, 3), "head_retries": self.head_retries}
+
+
+def seal_entries(svc: Services, entries: Sequence[tuple[Any, PendingEntry]], *, from_stream: bool) -> SealReport:
+    """Seal pending entries, given in commit order with an id of the caller's (a stream sequence number), each
+    chain on its own: a chain that fails transiently reports its first entry's id in ``failed`` (the stream
+    retries from there; what was sealed meanwhile is skipped then as a duplicate); a broken chain is logged and
+    left (its entries stay pending: the lag alarm and verify report it)."""
+    store = _store(svc)
+    report = SealReport()
+    by_shard: dict[int, list[tuple[Any, PendingEntry]]] = {}
+    for ident, p in entries:
+        if isinstance(p.shard, int) and not isinstance(p.shard, bool) and 0 <= p.shard < store.shards:
+            by_shard.setdefault(p.shard, []).append((ident, p))
+        else:
+            report.refused += 1
+            log.error("audit entry on no chain of ours left unsealed", extra={"entry_id": p.entry_id})
+    now = store.clock()
+    for shard, group in sorted(by_shard.items()):
+        try:
+            outcome = store.seal(shard, [p for _, p in group], from_stream=from_stream)
+        except errors.AuditChainBroken as exc:
+            report.broken_shards.append(shard)
+            log.error("audit chain broken: sealing stopped", extra={"shard": shard, "error": str(exc)})
+            continue
+        except errors.TransientError as exc:
+            report.failed.append(group[0][0])
+            log.warning("audit sealing deferred", extra={"shard": shard, "error": str(exc)})
+            continue
+        report.sealed += len(outcome.sealed)
+        report.duplicates += len(outcome.duplicates)
+        report.changed += len(outcome.changed)
+        report.refused += len(outcome.refused)
+        report.head_retries += outcome.head_retries
+        for p in outcome.changed:
+            log.error("audit entry changed or deleted after commit; sealed as committed",
+                      extra={"shard": shard, "entry_id": p.entry_id})
+        for p in outcome.refused:
+            log.error("audit entry not intact; left unsealed", extra={"shard": shard, "entry_id": p.entry_id})
+        if outcome.sealed:
+            last = outcome.sealed[-1]
+            # The external anchor: a log line per sealed chunk holds the chain's new head (docs/audit.md).
+            log.info("audit chain sealed", extra={"shard": shard, "seq": last.seq, "hash": last.hash,
+                                                  "sealed": len(outcome.sealed)})
+            oldest = min((epoch_of(r.written_at) or now) for r in outcome.sealed)
+            report.lag_s = max(report.lag_s, now - oldest)
+    return report
+
+
+def sweep(svc: Services, grace_s: float = SWEEP_GRACE_S, limit_per_chain: int = 1_000) -> SealReport:
+    """The scheduled safety net: seal every entry written more than ``grace_s`` ago that the stream path has not
+    sealed (stream records dropped after retries, a sealer outage), oldest first. ``lag_s`` is then the age of the
+    oldest entry still unsealed in any chain (the AuditSealLagSeconds metric). ``grace_s=0`` seals everything
+    (tests)."""
+    store = _store(svc)
+    cutoff = iso_us(store.clock() - grace_s) if grace_s > 0 else None
+    report = SealReport()
+    for shard in range(store.shards):
+        while True:
+            batch = store.pending(shard, limit_per_chain, written_before=cutoff)
+            if not batch:
+                break
+            step = seal_entries(svc, [(p.entry_id, p) for p in batch], from_stream=False)
+            for name in ("sealed", "duplicates", "changed", "refused", "head_retries"):
+                setattr(report, name, getattr(report, name) + getattr(step, name))
+            report.broken_shards += step.broken_shards
+            report.failed += step.failed
+            if len(batch) < limit_per_chain or step.sealed + step.duplicates == 0:
+                break  # the end, or only entries this sweep cannot seal: the next sweep tries again
+    now = store.clock()
+    for shard in range(store.shards):
+        oldest = store.pending(shard, 1)
+        if oldest:
+            report.lag_s = max(report.lag_s, now - (epoch_of(oldest[0].written_at) or 0))
+    return report
+
+
+# ============================================================================================== reading
 @dataclass(frozen=True)
 class AuditPage:
     items: list[AuditRecord]
@@ -102,21 +197,82 @@ def list_audit(svc: Services, principal: Principal, shard: object = None, limit:
         current, after = current + 1, 0
 
 
-def verify_audit(svc: Services, principal: Principal) -> dict[str, Any]:
-    """Verify every chain against its head. ``ok`` is false when any chain shows an altered, missing, reordered
-    or unlinked record; each bad chain names its first bad seq."""
+def verify_audit(svc: Services, principal: Principal, budget: int = ROUTE_VERIFY_BUDGET) -> dict[str, Any]:
+    """GET /v1/admin/audit/verify: one bounded verification step from each chain's stored checkpoint (at most
+    ``budget`` records in all), then the stored state of every chain. ``complete`` is false while some chain is
+    not yet verified up to its head: call again (the scheduled job keeps checkpoints near the heads)."""
     require_admin(principal)
-    reports = _store(svc).verify_all()
-    shards = [{"shard": shard, **report.to_dict()} for shard, report in sorted(reports.items())]
-    return {"ok": all(r.ok for r in reports.values()), "records": sum(r.last_seq for r in reports.values()),
-            "shards": shards}
+    return verify_step(svc, budget)
 
 
-def require_admin(principal: Principal) -> None:
-    # app.accounts records its admin actions here, so this module cannot import it back.
-    from .accounts import require_admin as check
+def verify_step(svc: Services, budget: int, *, unsealed_bound_s: float = UNSEALED_BOUND_S,
+                rescan_budget: int = 0) -> dict[str, Any]:
+    """Advance every chain's verified checkpoint by at most ``budget // shards`` records (alteration, removal,
+    reordering, a broken link, a head behind its checkpoint), and report an entry left unsealed longer than
+    ``unsealed_bound_s``. A chain with a problem keeps its last good checkpoint and is verified again from there
+    on every step (a repaired chain clears). The checkpoint is published in the log (the external anchor).
 
-    check(principal)
+    ``rescan_budget`` (the scheduled job): also move each chain's from-genesis re-verification by at most
+    ``rescan_budget // shards`` records; arriving at the checkpoint, its hash must equal the checkpoint's, else the
+    history behind the checkpoint was rewritten. A problem it finds stays reported until a later pass is clean."""
+    store = _store(svc)
+    per_chain = max(1, budget // store.shards)
+    now = store.clock()
+    shards = []
+    for shard in range(store.shards):
+        cp = store.checkpoint(shard)
+        report, head = store.verify_range(shard, cp.seq, cp.hash, per_chain)
+        head_seq = head[0] if head is not None and isinstance(head[0], int) else 0
+        problem, first_bad = report.problem, report.first_bad_seq
+        new = cp
+        if report.ok:
+            new = Checkpoint(report.last_seq, report.last_hash, iso_us(now), None, None, cp.version)
+        rescan = _rescan(store, shard, new, rescan_budget // store.shards, now) if rescan_budget else \
+            store.checkpoint(shard, "RESCAN")
+        if report.ok and rescan.problem:
+            problem, first_bad = rescan.problem, rescan.first_bad_seq
+        oldest = store.pending(shard, 1)
+        oldest_at = oldest[0].written_at if oldest else None
+        if report.ok and oldest and now - (epoch_of(oldest_at) or 0) > unsealed_bound_s:
+            problem = "unsealed"
+        if problem:
+            new = Checkpoint(new.seq, new.hash, iso_us(now), problem, first_bad, cp.version)
+            log.error("audit chain verification failed", extra={"shard": shard, "problem": problem,
+                                                                "first_bad_seq": first_bad, "oldest_unsealed_at": oldest_at})
+        if new != cp and store.save_checkpoint(shard, new, cp):
+            log.info("audit checkpoint", extra={"shard": shard, "seq": new.seq, "hash": new.hash})
+        shards.append({"shard": shard, "ok": problem is None, "first_bad_seq": first_bad, "problem": problem,
+                       "checked": report.checked, "last_seq": new.seq, "head_seq": head_seq,
+                       "complete": problem is None and new.seq == head_seq, "oldest_unsealed_at": oldest_at})
+    return {"ok": all(s["ok"] for s in shards), "complete": all(s["complete"] for s in shards),
+            "records": sum(s["last_seq"] for s in shards), "shards": shards}
+
+
+def _rescan(store: Any, shard: int, checkpoint: Checkpoint, limit: int, now: float) -> Checkpoint:
+    """One bounded stretch of the from-genesis pass of one chain; returns its stored state."""
+    cursor = store.checkpoint(shard, "RESCAN")
+    if checkpoint.seq == 0 or limit < 1:
+        return cursor
+    start = cursor if cursor.seq < checkpoint.seq else Checkpoint(problem=cursor.problem,
+                                                                   first_bad_seq=cursor.first_bad_seq,
+                                                                   version=cursor.version)
+    upto = min(checkpoint.seq, start.seq + limit)
+    report = store.verify_segment(shard, start.seq, start.hash, upto)
+    if not report.ok:  # found behind the checkpoint: sticky until a clean pass
+        new = Checkpoint(0, GENESIS_HASH, iso_us(now),
+                         report.problem, report.first_bad_seq, cursor.version)
+        log.error("audit chain rewritten behind its checkpoint", extra={"shard": shard, "problem": report.problem,
+                                                                         "first_bad_seq": report.first_bad_seq})
+    elif upto == checkpoint.seq and report.last_hash != checkpoint.hash:
+        new = Checkpoint(0, GENESIS_HASH, iso_us(now), "broken_link", checkpoint.seq, cursor.version)
+        log.error("audit chain rewritten behind its checkpoint", extra={"shard": shard, "seq": checkpoint.seq})
+    elif upto == checkpoint.seq:  # a clean pass up to the checkpoint: start over, problem cleared
+        new = Checkpoint(0, GENESIS_HASH, iso_us(now), None, None, cursor.version)
+    else:
+        new = Checkpoint(report.last_seq, report.last_hash, iso_us(now), start.problem, start.first_bad_seq,
+                         cursor.version)
+    store.save_checkpoint(shard, new, cursor, "RESCAN")
+    return new
 
 
 def _parse_int(value: object, name: str, default: int) -> int:

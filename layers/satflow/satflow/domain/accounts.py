@@ -7,7 +7,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from .errors import ValidationError
+from .errors import Forbidden, ValidationError
 
 TIERS = range(0, 4)
 _REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:_.@\-]{0,127}$")
@@ -46,6 +46,13 @@ class Principal:
     account_id: str | None
     scopes: frozenset[Scope]
     is_admin: bool = False
+
+
+def require_admin(principal: Principal) -> None:
+    """The one admin check, here in the domain so any use case module can call it without importing another
+    (app.audit and app.accounts each need the other's code otherwise: an import cycle)."""
+    if not principal.is_admin:
+        raise Forbidden("this route needs the admin key")
 
 
 _ACCOUNT_ID_RE = re.compile(r"^acc_[a-z2-7]{26}$")

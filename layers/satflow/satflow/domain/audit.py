@@ -1,16 +1,18 @@
 """Hash-chained audit records (pure: no I/O).
 
-Every money mutation and every admin action appends one :class:`AuditRecord` to a chain. There are N independent
-chains (shards) so no single item is written by every operation (design rule 8); within a chain, record ``seq``
-n carries ``prev_hash`` = the hash of record n-1 (the first record of a chain carries :data:`GENESIS_HASH`).
+Every money mutation and every admin action writes one :class:`PendingEntry` in its own transaction, without
+reading anything (no chain head on the write path). A single writer per chain, the sealer, later appends pending
+entries to their chain IN ORDER as :class:`AuditRecord`: record ``seq`` n carries ``prev_hash`` = the hash of
+record n-1 (the first record of a chain carries :data:`GENESIS_HASH`). There are N independent chains (shards).
 
 ``hash = sha256(canonical JSON of every field except hash)``, the canonical JSON being sorted keys, no whitespace,
 ASCII escapes, integers only (a float anywhere is refused). ``seq``, ``shard`` and ``prev_hash`` are inside the
 hashed content, so an altered record, a removed one and a reordered pair each break the chain, and
-:func:`verify_chain` tells which.
+:func:`verify_chain` tells which. A pending entry older than the seal bound is the fifth problem, ``unsealed``
+(see docs/audit.md for the design and the threat model).
 
 Which chain: :func:`audit_shard` hashes the record's *chain key* (its first subject id, else its actor) into
-``0..shards-1``, so all records whose primary subject is one account stay in one chain, totally ordered by ``seq``.
+``0..shards-1``; ledger records are spread by transfer id instead (app.recorded_ledger).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import json
 import random
 import re
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator, Literal, Mapping
 
 from .errors import ValidationError
@@ -26,7 +29,7 @@ from .ledger import Transfer, shard_for
 from .money import BTC
 
 GENESIS_HASH = "0" * 64
-RECORD_VERSION = 1
+RECORD_VERSION = 2  # 2: the record names its pending entry (entry_id, written_at); version 1 records still verify
 SYSTEM_ACTOR, ADMIN_ACTOR = "system", "admin"
 
 MAX_DETAILS_BYTES = 2048
@@ -36,7 +39,7 @@ _INT_LIMIT = 2**63 - 1
 _ACTION_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 _HASH_RE = re.compile(r"^[0-9a-f]{64}$")
 
-Problem = Literal["altered", "missing", "reordered", "broken_link"]
+Problem = Literal["altered", "missing", "reordered", "broken_link", "unsealed"]
 
 
 # ------------------------------------------------------------------------------------------------ records
@@ -83,19 +86,115 @@ class AuditRecord:
     prev_hash: str
     hash: str
     version: int = RECORD_VERSION
+    entry_id: str = ""  # v2: the pending entry sealed here (a ledger record's is its transfer id)
+    written_at: str = ""  # v2: the wall clock when the entry was written with its mutation
 
     def hashed_fields(self) -> dict[str, Any]:
         """Every field except ``hash``: exactly what the hash covers."""
-        return {
+        fields = {
             "v": self.version, "shard": self.shard, "seq": self.seq, "at": self.at, "actor": self.actor,
             "action": self.action, "subject_ids": list(self.subject_ids), "amount_msat": self.amount_msat,
             "details": dict(self.details) if isinstance(self.details, Mapping) else self.details,
             "prev_hash": self.prev_hash,
         }
+        if self.version != 1:
+            fields.update(entry_id=self.entry_id, written_at=self.written_at)
+        return fields
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape of GET /v1/admin/audit."""
         return {**self.hashed_fields(), "hash": self.hash}
+
+
+@dataclass(frozen=True)
+class PendingEntry:
+    """An audit entry as written in its mutation's transaction: on its chain (``shard``) but not yet at a
+    position. ``entry_id`` is unique to the mutation (a ledger transfer's id; a fresh ``aud_`` id for an admin
+    action); ``written_at`` is the writer's wall clock (UTC ISO, µs), the sort key of the chain's unsealed index.
+    ``entry_hash`` covers everything else, so the sealer can tell an entry changed after it was written. Read back
+    without validation (a tampered entry must still be representable)."""
+
+    shard: int
+    entry_id: str
+    written_at: str
+    at: str
+    actor: str
+    action: str
+    subject_ids: tuple[str, ...]
+    amount_msat: int | None
+    details: Mapping[str, Any]
+    entry_hash: str = ""
+
+    def hashed_fields(self) -> dict[str, Any]:
+        return {
+            "shard": self.shard, "entry_id": self.entry_id, "written_at": self.written_at, "at": self.at,
+            "actor": self.actor, "action": self.action, "subject_ids": list(self.subject_ids),
+            "amount_msat": self.amount_msat,
+            "details": dict(self.details) if isinstance(self.details, Mapping) else self.details,
+        }
+
+    def intact(self) -> bool:
+        try:
+            return self.entry_hash == pending_hash(self)
+        except (ValueError, TypeError):
+            return False
+
+
+def pending_entry(entry: AuditEntry, *, shard: int, entry_id: str, written_at: str) -> PendingEntry:
+    """What ``entry`` is written as, on chain ``shard``, by the mutation's own transaction."""
+    if isinstance(shard, bool) or not isinstance(shard, int) or shard < 0:
+        raise ValueError("shard must be a non-negative integer")
+    if not _short_text(entry_id):
+        raise ValueError("entry_id must be a non-empty id of at most 200 characters")
+    if not _short_text(written_at):
+        raise ValueError("written_at must be a timestamp string")
+    unhashed = PendingEntry(shard=shard, entry_id=entry_id, written_at=written_at, at=entry.at, actor=entry.actor,
+                            action=entry.action, subject_ids=entry.subject_ids, amount_msat=entry.amount_msat,
+                            details=dict(entry.details))
+    return replace(unhashed, entry_hash=pending_hash(unhashed))
+
+
+def pending_hash(p: PendingEntry) -> str:
+    return hashlib.sha256(canonical_json(p.hashed_fields()).encode("ascii")).hexdigest()
+
+
+def seal_record(p: PendingEntry, *, seq: int, prev_hash: str) -> AuditRecord:
+    """The record pending entry ``p`` becomes at position ``seq`` of its chain after a record hashing to
+    ``prev_hash``. The content is taken as given: the sealer passes the entry as committed (the stream image)."""
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
+        raise ValueError("seq must be a positive integer")
+    if not isinstance(prev_hash, str) or not _HASH_RE.match(prev_hash):
+        raise ValueError("prev_hash must be 64 lower-case hex digits")
+    unhashed = AuditRecord(shard=p.shard, seq=seq, at=p.at, actor=p.actor, action=p.action,
+                           subject_ids=tuple(p.subject_ids), amount_msat=p.amount_msat, details=p.details,
+                           prev_hash=prev_hash, hash="", entry_id=p.entry_id, written_at=p.written_at)
+    return replace(unhashed, hash=record_hash(unhashed))
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """How far a chain is verified: record ``seq`` hashes to ``hash``. ``problem``/``first_bad_seq``: the last
+    verdict (None while intact). ``version``: an optimistic lock, so concurrent verifiers never move it back."""
+
+    seq: int = 0
+    hash: str = GENESIS_HASH
+    verified_at: str | None = None
+    problem: str | None = None
+    first_bad_seq: int | None = None
+    version: int = 0
+
+
+def iso_us(epoch_s: float) -> str:
+    """UTC ISO-8601 with microseconds (sorts as it reads): the unsealed index's time key, fine enough that one
+    process's successive writes never share a tick."""
+    return datetime.fromtimestamp(epoch_s, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def epoch_of(iso: str) -> float | None:
+    try:
+        return datetime.strptime(iso, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
+    except (TypeError, ValueError):
+        return None
 
 
 def canonical_json(value: Any) -> str:
@@ -110,7 +209,7 @@ def record_hash(record: AuditRecord) -> str:
 
 
 def chain_record(entry: AuditEntry, *, shard: int, seq: int, prev_hash: str) -> AuditRecord:
-    """The record ``entry`` becomes at position ``seq`` of chain ``shard`` after a record hashing to ``prev_hash``."""
+    """(Version 1, kept for the chain tests and old records.) The record ``entry`` becomes at position ``seq`` of chain ``shard`` after a record hashing to ``prev_hash``."""
     if isinstance(shard, bool) or not isinstance(shard, int) or shard < 0:
         raise ValueError("shard must be a non-negative integer")
     if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
@@ -119,7 +218,7 @@ def chain_record(entry: AuditEntry, *, shard: int, seq: int, prev_hash: str) -> 
         raise ValueError("prev_hash must be 64 lower-case hex digits")
     unhashed = AuditRecord(shard=shard, seq=seq, at=entry.at, actor=entry.actor, action=entry.action,
                            subject_ids=entry.subject_ids, amount_msat=entry.amount_msat, details=dict(entry.details),
-                           prev_hash=prev_hash, hash="")
+                           prev_hash=prev_hash, hash="", version=1)
     return replace(unhashed, hash=record_hash(unhashed))
 
 
@@ -212,7 +311,8 @@ def _check_json(value: Any, depth: int) -> None:
 
 
 def backoff_s(attempt: int) -> float:
-    """Retry delay before attempt ``attempt + 1`` on a moved chain head: full jitter, 20 ms doubling, <= 400 ms."""
+    """Retry delay before attempt ``attempt + 1`` (a sealer's moved chain head, a throttled or conflicting
+    transaction): full jitter, 20 ms doubling, <= 400 ms."""
     return random.uniform(0, min(0.02 * 2 ** (attempt - 1), 0.4))
 
 
@@ -224,6 +324,7 @@ class VerifyReport:
     problem: Problem | None = None
     checked: int = 0  # records examined before the verdict
     last_seq: int = 0  # the last good seq (the chain's length when ok)
+    last_hash: str = GENESIS_HASH  # the hash of record last_seq: with it, a checkpoint to verify onwards from
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "first_bad_seq": self.first_bad_seq, "problem": self.problem,
@@ -248,7 +349,7 @@ def verify_chain(records: Iterable[AuditRecord], *, head: tuple[int, str] | None
     expected, prev_hash, checked = start_seq, start_hash, 0
 
     def fail(problem: Problem, seq: int) -> VerifyReport:
-        return VerifyReport(False, seq, problem, checked, expected - 1)
+        return VerifyReport(False, seq, problem, checked, expected - 1, prev_hash)
 
     for r in it:
         checked += 1
@@ -279,7 +380,7 @@ def verify_chain(records: Iterable[AuditRecord], *, head: tuple[int, str] | None
             return fail("broken_link", head_seq + 1)  # records beyond the head: never written by append
         if head_hash != prev_hash:
             return fail("broken_link", last)
-    return VerifyReport(True, None, None, checked, last)
+    return VerifyReport(True, None, None, checked, last, prev_hash)
 
 
 def _self_consistent(r: AuditRecord) -> bool:
@@ -289,6 +390,6 @@ def _self_consistent(r: AuditRecord) -> bool:
         return False
 
 
-__all__ = ["AuditEntry", "AuditRecord", "VerifyReport", "GENESIS_HASH", "ADMIN_ACTOR", "SYSTEM_ACTOR",
-           "canonical_json", "record_hash", "backoff_s", "chain_record", "audit_shard", "transfer_entry", "verify_chain",
-           "validate_entry"]
+__all__ = ["AuditEntry", "AuditRecord", "PendingEntry", "VerifyReport", "Checkpoint", "iso_us", "epoch_of", "GENESIS_HASH", "ADMIN_ACTOR",
+           "SYSTEM_ACTOR", "canonical_json", "record_hash", "pending_hash", "pending_entry", "seal_record", "backoff_s",
+           "chain_record", "audit_shard", "transfer_entry", "verify_chain", "validate_entry"]
