@@ -183,3 +183,16 @@ def svc(ddb):
 @pytest.fixture
 def ledger(svc):
     return svc.ledger
+
+
+@pytest.fixture(autouse=True)
+def _aws_calls_are_declared():
+    """Every AWS call a function's code makes in any test must be declared in satflow/aws_calls.py (and
+    tests/contracts/test_iam.py checks template.yaml grants what is declared): moto enforces no IAM."""
+    from tests import aws_calls_recorder
+
+    aws_calls_recorder.install()
+    aws_calls_recorder.start()
+    yield
+    missing = aws_calls_recorder.undeclared()
+    assert not missing, "\n".join(missing)

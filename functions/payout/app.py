@@ -3,7 +3,7 @@ run twice. Exceptions propagate: their class names are the ASL Retry/Catch contr
 
 Events: {"step": "prepare" | "sign_hot" | "broadcast" | "abandon", "batch_id"}
         {"step": "await_signature", "batch_id", "task_token"}          (lambda:invoke.waitForTaskToken)
-        {"step": "check", "batch_id", "attempt", "max_checks", "confirmations"}
+        {"step": "check", "batch_id", "attempt", "max_checks"}   (the depth is configuration: SATFLOW_PAYOUT_CONFIRMATIONS)
         {"step": "post", "batch_id", "txid"}
 Every result carries "next" (the ASL's Route reads it) and "attempt".
 
@@ -33,7 +33,7 @@ def send_task_success(token: str, output: dict) -> None:
 
 def _check(svc, event: dict) -> dict:
     attempt = int(event.get("attempt") or 0)
-    result = payouts.step_check(svc, event["batch_id"], int(event.get("confirmations") or 1), attempt)
+    result = payouts.step_check(svc, event["batch_id"], attempt)
     if result.get("next") == "WAIT" and result["attempt"] >= int(event.get("max_checks") or DEFAULT_MAX_CHECKS):
         result["next"] = "RECONCILE"  # bounded: the batcher's recovery finishes it; nothing is undone
     return result

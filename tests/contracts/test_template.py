@@ -71,6 +71,8 @@ PER_FUNCTION_ENV = {
     "SATFLOW_SANCTIONS_LIST_URL": {"MonitorFunction"},
     "SATFLOW_SANCTIONS_EXTRA_URL": {"MonitorFunction"},
     "SATFLOW_REVIEW_STATE_MACHINE_ARN": {"ApiFunction", "MonitorFunction"},
+    # The WebSocket API's stage URL (@connections): only the functions that post to connections.
+    "SATFLOW_WEBSOCKET_ENDPOINT": {"WebSocketFunction", "WebSocketFanoutFunction"},
 }
 # What each SATFLOW_ variable must point at in the template.
 ENV_REFS = {

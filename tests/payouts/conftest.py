@@ -52,20 +52,21 @@ def external_address(seed: int, kind: str = "p2wpkh") -> str:
     return address
 
 
-class FakeChainStore:
-    """svc.chain's allocate_address(owner, chain) -> (index, address, script_pubkey_hex), from the test tpub."""
+class ChainStoreSpy:
+    """svc.chain: the real DynamoChainStore (addresses recorded by owner and script, as in production), noting
+    each allocate_address(owner, chain) for the tests."""
 
-    def __init__(self, deriver: DepositAddressDeriver) -> None:
-        self._deriver = deriver
-        self.next_index = {0: 0, 1: 0}
+    def __init__(self, store) -> None:
+        self._store = store
         self.allocated: list[tuple[str, int, int]] = []
 
-    def allocate_address(self, owner: str, chain: int) -> tuple[int, str, str]:
-        index = self.next_index[chain]
-        self.next_index[chain] += 1
-        derived = self._deriver.derive(index, chain)
+    def allocate_address(self, owner: str, chain: int, **kwargs) -> tuple[int, str, str]:
+        index, address, script = self._store.allocate_address(owner, chain, **kwargs)
         self.allocated.append((owner, chain, index))
-        return index, derived.address, derived.script_pubkey_hex
+        return index, address, script
+
+    def __getattr__(self, name: str):
+        return getattr(self._store, name)
 
 
 @pytest.fixture(scope="package")
@@ -92,7 +93,7 @@ class PayoutFlow:
     svc: Any
     sim: Any
     rpc: Any
-    chain: FakeChainStore
+    chain: ChainStoreSpy
     deriver: DepositAddressDeriver
     handler: Callable[[dict, Any], Any]
     wait_s: int = 0
@@ -111,7 +112,7 @@ class PayoutFlow:
         result = self.handler(event, LambdaContext(function_name="PayoutFunction",
                                                    invoked_function_arn=PAYOUT_FUNCTION_ARN))
         if event["step"] == "broadcast" and self.mine_after_broadcast and result.get("next") == "CHECK":
-            self.sim.mine(1)
+            self.confirm()
         hook = self.after_step.get(event["step"])
         if hook is not None:
             hook(event, result)
@@ -125,7 +126,7 @@ class PayoutFlow:
             self.moto.client("stepfunctions").start_execution(
                 stateMachineArn=self.state_machine_arn, name=batch_id,
                 input=json.dumps({"batch_id": batch_id, "wait_s": self.wait_s, "max_checks": self.max_checks,
-                                  "confirmations": 1, "signing_timeout_s": self.signing_timeout_s}))
+                                  "signing_timeout_s": self.signing_timeout_s}))
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "ExecutionAlreadyExists":
                 raise
@@ -134,6 +135,10 @@ class PayoutFlow:
         payouts.sfn_task_success_sender(self.moto.client("stepfunctions"))(token, output)
 
     # -- drivers
+    def confirm(self, blocks: int | None = None) -> None:
+        """Mine the configured payout depth (production's: the fixture never lowers it), or ``blocks``."""
+        self.sim.mine(self.svc.payout_confirmations if blocks is None else blocks)
+
     def new_account(self, funds_sat: int = 0) -> Principal:
         self._accounts += 1
         account, _key = accounts_app.create_account(self.svc, ADMIN, f"payout:user{self._accounts}", 1)
@@ -214,7 +219,9 @@ def flow(payout_moto, payout_state_machine, payout_module, monkeypatch):
     sim = ChainSimulator(seed=7, rbf=True, fee_estimates=FEE_ESTIMATES)
     rpc = BitcoinRpcClient("http://chain-sim:18443/", "satflow", "sim-password", transport=sim.transport())
     deriver = DepositAddressDeriver(TEST_ACCOUNT_TPUB, Network.REGTEST)
-    chain = FakeChainStore(deriver)
+    from satflow.adapters.dynamodb.chain import DynamoChainStore
+
+    chain = ChainStoreSpy(DynamoChainStore(client, models, account_key=TEST_ACCOUNT_TPUB, network=Network.REGTEST))
     ledger = recorded_ledger(client, models, SHARDS)
     svc = Services(ledger=ledger, audit=ledger.audit, webhooks=ledger.webhooks, accounts=DynamoAccounts(client, models),
                    admin_key=lambda: ADMIN_KEY, system_shards=SHARDS, network="regtest")

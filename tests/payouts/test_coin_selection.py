@@ -139,3 +139,18 @@ def test_every_selection_balances_and_pays_its_fee(values, amount, rate):
     usable = sum(v - INPUT_VBYTES * rate for v in values if v > INPUT_VBYTES * rate)
     if usable >= amount + estimate_tx_vbytes([P2WPKH] * 25, [P2WPKH]) * rate:
         assert select_coins(coins, amount_sat=amount, output_kinds=[P2WPKH], fee_rate=rate) is not None
+
+
+def test_a_successor_spends_every_required_input_then_adds_the_largest_others():
+    from satflow.domain.coin_selection import REQUIRED_FIRST, with_required_inputs
+
+    required = [utxo(60_000, 90), utxo(50_000, 91)]
+    others = pool(5_000, 200_000, 80_000)
+    enough = with_required_inputs(required, others, amount_sat=100_000, output_kinds=[P2WPKH], fee_rate=RATE)
+    assert enough.algorithm == REQUIRED_FIRST and enough.inputs == tuple(required)  # nothing else needed
+    _check_accounting(enough, 100_000)
+    more = with_required_inputs(required, others, amount_sat=150_000, output_kinds=[P2WPKH], fee_rate=RATE)
+    assert more.inputs[:2] == tuple(required) and more.inputs[2].value_sat == 200_000  # the largest other first
+    _check_accounting(more, 150_000)
+    assert with_required_inputs(required, [], amount_sat=150_000, output_kinds=[P2WPKH], fee_rate=RATE) is None
+    assert with_required_inputs([], others, amount_sat=1_000, output_kinds=[P2WPKH], fee_rate=RATE) is None

@@ -79,7 +79,7 @@ def test_no_cancel_once_broadcast_or_confirmed(flow):
     flow.wait_for(lambda: flow.get(p.payout_id).status is PayoutStatus.BROADCAST, what="BROADCAST")
     with pytest.raises(PayoutNotCancelable):
         _cancel(flow, user, p.payout_id)
-    flow.sim.mine(1)
+    flow.confirm()
     assert flow.wait(batch_id).final_state == "Done"
     with pytest.raises(PayoutNotCancelable):
         _cancel(flow, user, p.payout_id)
@@ -105,7 +105,9 @@ def test_signing_timeout_abandons_the_batch_and_requeues(flow):
     (batch_id,) = flow.started
     result = flow.wait(batch_id)
     assert "Abandon" in result.states and result.final_state == "Done", result
-    assert flow.batch(batch_id).status is BatchStatus.CANCELED
+    batch = flow.batch(batch_id)
+    assert batch.status is BatchStatus.ABANDONED  # the PSBT is with the signer: its inputs are never released
+    assert all(flow.svc.utxos.get(u.txid, u.vout).status is UtxoStatus.RESERVED for u in batch.inputs)
     again = flow.get(p.payout_id)
-    assert again.status is PayoutStatus.QUEUED and again.requeues == 1
+    assert again.status is PayoutStatus.QUEUED and again.requeues == 1 and again.must_spend_inputs_of == batch_id
     flow.assert_invariants()

@@ -49,10 +49,34 @@ def test_production_input_gets_the_defaults(payout_moto):
                     wait_input = json.loads(details["input"])
             time.sleep(0.02)
         assert wait_input is not None
-        assert (wait_input["wait_s"], wait_input["max_checks"], wait_input["confirmations"],
-                wait_input["signing_timeout_s"]) == (60, 1440, 3, 604800)
+        assert (wait_input["wait_s"], wait_input["max_checks"], wait_input["signing_timeout_s"]) == (60, 1440, 604800)
+        assert "confirmations" not in wait_input  # configuration, not workflow input (one source of truth)
         assert sfn.describe_execution(executionArn=execution)["status"] == "RUNNING"
     finally:
         sfn.stop_execution(executionArn=execution)
         payout_moto.functions.pop(STUB, None)
     assert [c["step"] for c in calls] == ["prepare"]
+
+
+def test_one_confirmation_depth_for_the_workflow_and_the_recovery():
+    """The depth lives in configuration only: the template's parameter feeds SATFLOW_PAYOUT_CONFIRMATIONS, config
+    defaults to the same constant Services does, and the ASL carries no depth of its own."""
+    from satflow import config
+    from satflow.app.ports import Services
+    from satflow.domain.onchain import PAYOUT_CONFIRMATIONS
+
+    from tests.contracts.conftest import load_template
+
+    template = load_template()
+    assert template["Parameters"]["PayoutConfirmations"]["Default"] == PAYOUT_CONFIRMATIONS
+    assert template["Globals"]["Function"]["Environment"]["Variables"]["SATFLOW_PAYOUT_CONFIRMATIONS"] == {
+        "Ref": "PayoutConfirmations"}
+    asl = json.loads(PAYOUT_ASL.read_text())
+    assert "confirmations" not in asl["States"]["Defaults"]["Result"]
+    assert "confirmations.$" not in asl["States"]["CheckConfirmations"]["Parameters"]
+    config.reset()
+    try:
+        assert config.settings().payout_confirmations == PAYOUT_CONFIRMATIONS
+    finally:
+        config.reset()
+    assert Services.__dataclass_fields__["payout_confirmations"].default == PAYOUT_CONFIRMATIONS >= 3

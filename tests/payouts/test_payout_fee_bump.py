@@ -60,7 +60,7 @@ def test_fee_bump_replaces_the_transaction_and_the_replacement_confirms(flow):
         flow.rpc.getrawtransaction(original.txid)
     assert {flow.get(p.payout_id).txid for p in ps} == {replacement.txid}
 
-    flow.sim.mine(1)
+    flow.confirm()
     assert flow.wait(batch_id).final_state == "Done"
     batch = flow.batch(batch_id)
     assert batch.status is BatchStatus.CONFIRMED and batch.confirmed_txid == replacement.txid
@@ -94,7 +94,7 @@ def test_fee_bump_above_the_hot_limit_waits_for_the_external_signer(flow):
     assert flow.sim.mempool_txids() == [replacement.txid]
     with pytest.raises(BatchNotAwaitingSignature):
         payouts.export_psbt(flow.svc, ADMIN, batch_id)
-    flow.sim.mine(1)
+    flow.confirm()
     assert flow.wait(batch_id).final_state == "Done"
     assert flow.batch(batch_id).confirmed_txid == replacement.txid
     flow.assert_invariants()
@@ -107,7 +107,7 @@ def test_the_original_confirming_before_a_pending_replacement_is_posted_with_its
     flow.svc.hot_sign_limit_sat = 1_000
     original = flow.batch(batch_id).current
     payouts.bump_fee(flow.svc, ADMIN, batch_id, 25)  # waits for a signature that never comes
-    flow.sim.mine(1)
+    flow.confirm()
     assert flow.wait(batch_id).final_state == "Done"
     batch = flow.batch(batch_id)
     assert batch.confirmed_txid == original.txid and batch.pending_replacement is None
@@ -123,7 +123,7 @@ def test_the_batcher_finishes_a_batch_whose_workflow_gave_up(flow):
     result = flow.wait(batch_id)
     assert result.final_state == "NeedsAttention"  # bounded: still BROADCAST, nothing undone
     assert flow.get(ps[0].payout_id).status is PayoutStatus.BROADCAST
-    flow.sim.mine(1)
+    flow.confirm()
     assert payouts.run_batcher(flow.svc, recover_after_s=3600)["recovered"] == 0  # too young to touch
     assert payouts.run_batcher(flow.svc, recover_after_s=0)["recovered"] == 1
     assert flow.batch(batch_id).status is BatchStatus.CONFIRMED
@@ -143,7 +143,7 @@ def test_admin_operations_through_the_payout_function(flow):
                         LambdaContext(function_name="PayoutFunction"))
     assert len(view["txids"]) == 2 and view["fee_rate_sat_per_vb"] == 12 and view["status"] == "BROADCAST"
     assert flow.sim.mempool_txids() == [view["txid"]]
-    flow.sim.mine(1)
+    flow.confirm()
     assert flow.wait(batch_id).final_state == "Done"
     assert flow.batch(batch_id).confirmed_txid == view["txid"]
     flow.assert_invariants()

@@ -42,7 +42,7 @@ def test_broadcast_and_fee_bump_announce_the_txid(wflow):
     assert {e.data["replaces_txid"] for e in replaced} == {original.txid}
     assert len({e.event_id for e in events}) == 4
 
-    wflow.sim.mine(1)
+    wflow.confirm()
     assert wflow.wait(batch_id).final_state == "Done"
     assert wflow.batch(batch_id).status is BatchStatus.CONFIRMED
     assert len(broadcast_events(wflow)) == 4  # confirmation is the ledger's payout.confirmed, not another broadcast

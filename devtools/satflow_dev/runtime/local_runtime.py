@@ -107,8 +107,11 @@ class LocalRuntime:
             self.dynamodb_local = DynamoDBLocal().start()
             self._stops.append(self.dynamodb_local.stop)
             dynamodb_endpoint = self.dynamodb_local.endpoint_url
+        from .connections_api import ConnectionsEndpoint  # WebSocket @connections (issue 16)
+
         self.moto_url, stop_moto = start_moto_server(self.host, self.moto_port, lambda_invoker=self._lambda_api,
-                                                     dynamodb_endpoint=dynamodb_endpoint)
+                                                     dynamodb_endpoint=dynamodb_endpoint,
+                                                     connections_api=ConnectionsEndpoint(self))
         self._stops.append(stop_moto)
         self.resources = create_resources(self.model, self.moto_url, self.environ)
 

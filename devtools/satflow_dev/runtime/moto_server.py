@@ -63,12 +63,15 @@ class _SerialisedMotoApp:
     """WSGI app: moto's domain dispatcher behind MOTO_LOCK, plus the optional Lambda Invoke interception."""
 
     def __init__(self, moto_app: Any, lambda_invoker: LambdaInvoker | None,
-                 dynamodb_endpoint: str | None = None) -> None:
+                 dynamodb_endpoint: str | None = None, connections_api: Any = None) -> None:
         self._moto_app = moto_app
         self._lambda_invoker = lambda_invoker
         self._dynamodb_endpoint = dynamodb_endpoint
+        self._connections_api = connections_api  # WebSocket @connections (connections_api.py), outside the lock
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if self._connections_api is not None and "/@connections/" in (environ.get("PATH_INFO") or ""):
+            return self._connections_api(environ, start_response)
         if self._dynamodb_endpoint and (environ.get("HTTP_X_AMZ_TARGET") or "").startswith(_DYNAMODB_TARGETS):
             return self._forward(self._dynamodb_endpoint, environ, start_response)
         if self._lambda_invoker is not None and environ.get("REQUEST_METHOD") == "POST":
@@ -161,6 +164,7 @@ def start_moto_server(
     lambda_invoker: LambdaInvoker | None = None,
     execute_state_machines: bool = True,
     dynamodb_endpoint: str | None = None,
+    connections_api: Any = None,
 ) -> tuple[str, Callable[[], None]]:
     """Serve moto on host:port (0 = a free port) in a daemon thread. Returns (base URL, stop).
 
@@ -169,7 +173,8 @@ def start_moto_server(
 
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-    app = _SerialisedMotoApp(DomainDispatcherApplication(create_backend_app), lambda_invoker, dynamodb_endpoint)
+    app = _SerialisedMotoApp(DomainDispatcherApplication(create_backend_app), lambda_invoker, dynamodb_endpoint,
+                             connections_api)
     server = make_server(host, port, app, threaded=True, request_handler=_quiet_request_handler())
     server.daemon_threads = True  # a hung client connection must not keep the process alive
     bound_port = server.server_address[1]

@@ -18,6 +18,8 @@ DEFAULT_SERVICE_FACTORIES (what `make run` starts, in this order):
 - sqs-poller  (sqs_poller.SqsPoller): every SQS event source, honouring ReportBatchItemFailures.
 - streams     (stream_poller.StreamPoller): every DynamoDB stream event source (filters, partial failures).
 - schedules   (schedules.ScheduleRunner): every Schedule/ScheduleV2 event, SATFLOW_SCHEDULE_SCALE, /_sim/schedules.
+- websocket   (websocket_gateway.WebSocketGateway): the template's WebSocket API on its own port
+              (SATFLOW_WEBSOCKET_PORT, default a free one), @connections on the AWS endpoint (connections_api.py).
 
 `--backend regtest` (`make run BACKEND=regtest`) starts regtest_service.RegtestService in place of `lightning`
 and `chain`: real btcd + two lnd, the same secrets and /_sim/lightning, /_sim/chain routes driving the external
@@ -89,6 +91,12 @@ def schedule_runner_factory(runtime: LocalRuntime) -> BackgroundService | None:
     return ScheduleRunner.from_runtime(runtime)
 
 
+def websocket_gateway_factory(runtime: LocalRuntime) -> BackgroundService | None:
+    from .websocket_gateway import WebSocketGateway
+
+    return WebSocketGateway.from_runtime(runtime)
+
+
 # Started by `python -m satflow_dev.runtime`, in this order.
 DEFAULT_SERVICE_FACTORIES: list[ServiceFactory] = [
     lightning_service_factory,
@@ -97,4 +105,5 @@ DEFAULT_SERVICE_FACTORIES: list[ServiceFactory] = [
     sqs_poller_factory,
     stream_poller_factory,
     schedule_runner_factory,
+    websocket_gateway_factory,
 ]

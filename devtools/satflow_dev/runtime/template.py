@@ -32,7 +32,10 @@ _FUNCTION_TYPES = {"AWS::Serverless::Function"}
 _STATE_MACHINE_TYPES = {"AWS::Serverless::StateMachine"}
 _HTTP_API_TYPES = {"AWS::Serverless::HttpApi"}
 # Types the runtime knows and deliberately does not create (no log line for these).
-_KNOWN_UNUSED_TYPES = {"AWS::Serverless::LayerVersion", "AWS::Logs::LogGroup"}
+_KNOWN_UNUSED_TYPES = {"AWS::Serverless::LayerVersion", "AWS::Logs::LogGroup",
+                       # the WebSocket API: served by websocket_gateway.py from the raw template
+                       "AWS::ApiGatewayV2::Api", "AWS::ApiGatewayV2::Integration", "AWS::ApiGatewayV2::Route",
+                       "AWS::ApiGatewayV2::Deployment", "AWS::ApiGatewayV2::Stage", "AWS::Lambda::Permission"}
 
 
 class TemplateError(ValueError):

@@ -56,6 +56,8 @@ def _build() -> Services:
     from .adapters.dynamodb.audit import DynamoAuditStore
     from .adapters.dynamodb.risk import DynamoRiskStore
     from .adapters.dynamodb.webhooks import DynamoWebhookStore
+    from .adapters.connections_api import ConnectionsApi, management_client_factory
+    from .adapters.dynamodb.realtime import DynamoRealtimeStore
     from .adapters.webhook_http import WebhookHttp
     from .adapters.webhook_queue import SqsWebhookQueue
     from .domain.bitcoin import Network
@@ -88,6 +90,7 @@ def _build() -> Services:
         deposit_account_key=s.deposit_account_key,
         deposit_policy=s.deposit_policy,
         hot_sign_limit_sat=s.hot_sign_limit_sat,
+        payout_confirmations=s.payout_confirmations,
         hot_signer_key=_secret_string(lambda: settings().signer_secret_id, "SATFLOW_SIGNER_SECRET_ID"),
         payouts=DynamoPayoutStore(client, models),
         limits=DynamoLimitStore(client, models),
@@ -109,6 +112,8 @@ def _build() -> Services:
         risk_policy=parse_risk_thresholds(s.risk_thresholds),
         start_review=_execution_starter(lambda: settings().review_state_machine_arn,
                                         "SATFLOW_REVIEW_STATE_MACHINE_ARN", "review_id"),
+        realtime=DynamoRealtimeStore(client, s.table_name),
+        connections=ConnectionsApi(management_client_factory(s.region, s.endpoint_url, s.websocket_endpoint)),
         **_ecosystem_stores(client, s.table_name),
     )
 

@@ -5,6 +5,8 @@ import functools
 import os
 from dataclasses import dataclass
 
+from .domain.onchain import PAYOUT_CONFIRMATIONS
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -37,6 +39,8 @@ class Settings:
     sanctions_cache_s: int  # how often a container re-reads the stored list's head
     risk_thresholds: str | None = None  # SATFLOW_RISK_THRESHOLDS: {"review": int, "block": int} (score 0-100)
     review_state_machine_arn: str | None = None  # SATFLOW_REVIEW_STATE_MACHINE_ARN: held transfers and payouts
+    websocket_endpoint: str | None = None  # SATFLOW_WEBSOCKET_ENDPOINT: the WebSocket API stage URL (@connections)
+    payout_confirmations: int = 3  # SATFLOW_PAYOUT_CONFIRMATIONS: depth before a payout batch is posted (>= 1)
 
 
 def _int(name: str, default: int) -> int:
@@ -49,6 +53,12 @@ def _choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
     return value
+
+
+def _confirmations(n: int) -> int:
+    if not 1 <= n <= 100:
+        raise ValueError("SATFLOW_PAYOUT_CONFIRMATIONS must be 1..100")
+    return n
 
 
 def _shards(n: int) -> int:
@@ -90,6 +100,8 @@ def settings() -> Settings:
         sanctions_cache_s=_int("SATFLOW_SANCTIONS_CACHE_S", 60),
         risk_thresholds=env.get("SATFLOW_RISK_THRESHOLDS") or None,
         review_state_machine_arn=env.get("SATFLOW_REVIEW_STATE_MACHINE_ARN") or None,
+        websocket_endpoint=env.get("SATFLOW_WEBSOCKET_ENDPOINT") or None,
+        payout_confirmations=_confirmations(_int("SATFLOW_PAYOUT_CONFIRMATIONS", PAYOUT_CONFIRMATIONS)),
     )
 
 

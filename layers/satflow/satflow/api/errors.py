@@ -52,6 +52,7 @@ HTTP_STATUS: dict[type[e.SatflowError], int] = {
     e.PayoutBatchNotFound: 404,
     e.BatchNotAwaitingSignature: 409,
     e.PayoutNotCancelable: 422,
+    e.PayoutToOwnAddress: 422,
     e.FeeBumpRejected: 422,
     e.InvalidAddress: 400,
     e.WrongNetworkAddress: 400,

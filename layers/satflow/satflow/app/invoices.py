@@ -9,7 +9,7 @@ from satflow.domain import errors
 from satflow.domain.accounts import Principal, Scope
 from satflow.domain.invoices import Invoice, InvoiceStatus, credited_amount, validate_invoice_request
 from satflow.domain.lightning import InvoiceState, validate_hash_hex
-from satflow.domain.templates import invoice_settled, validate_memo
+from satflow.domain.templates import invoice_settled, invoice_settled_again, validate_memo
 
 from .accounts import require_scope
 from .ports import Services, iso_from_unix
@@ -66,6 +66,8 @@ def credit_settled_invoice(svc: Services, *, payment_hash: str, amount_paid_msat
     if invoice is None:
         log.warning("settled invoice %s is not ours; ignored", payment_hash)
         return CreditResult("ignored")
+    if invoice.status is InvoiceStatus.SETTLED and invoice.settled_by == "lnd":
+        return _credit_further_settlement(svc, invoice, amount_paid_msat)
     transfer = invoice_settled(payment_hash=payment_hash, account_id=invoice.account_id,
                                amount_msat=credited_amount(invoice, amount_paid_msat), created_at=svc.clock(),
                                shards=svc.system_shards)
@@ -79,6 +81,25 @@ def credit_settled_invoice(svc: Services, *, payment_hash: str, amount_paid_msat
         log.error("external settlement of invoice %s that is already %s: funds on the node are unattributed",
                   payment_hash, exc.details.get("settled_by"))
         return CreditResult("conflict")
+    return CreditResult("duplicate" if result.replayed else "credited", transfer.id)
+
+
+def _credit_further_settlement(svc: Services, invoice: Invoice, amount_paid_msat: int) -> CreditResult:
+    """The node settled this invoice before and reports it paid again (AMP/keysend to an invoice: several
+    payments of one hash; LND's amount paid is their growing total). The owner received that money: credit the
+    increase, once per new total. A replayed or older event (total not above what we credited) credits nothing.
+    Before this, a second settlement went to the dead-letter queue (different amount) or was taken for a
+    duplicate (same amount): money on the node attributed to nobody."""
+    previous = invoice.amount_received_msat or 0
+    if amount_paid_msat <= previous:
+        return CreditResult("duplicate")
+    transfer = invoice_settled_again(payment_hash=invoice.payment_hash, account_id=invoice.account_id,
+                                     amount_msat=amount_paid_msat - previous, total_paid_msat=amount_paid_msat,
+                                     created_at=svc.clock(), shards=svc.system_shards)
+    result = svc.ledger.execute(transfer, svc.lightning.add_settlement_items(invoice, previous_msat=previous,
+                                                                            total_msat=amount_paid_msat))
+    log.warning("invoice %s settled again by the node: %d msat more credited to its owner", invoice.payment_hash,
+                amount_paid_msat - previous)
     return CreditResult("duplicate" if result.replayed else "credited", transfer.id)
 
 

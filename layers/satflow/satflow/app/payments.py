@@ -112,16 +112,27 @@ def _pay_internal(svc: Services, payment: Payment, invoice) -> Payment:
     extra = (svc.lightning.settle_invoice_items(invoice, amount_received_msat=payment.amount_msat,
                                                 settled_at=payment.created_at, settled_by=payment.payment_id)
              + svc.lightning.new_payment_items(done) + risk.allow_items(svc, assessed))
+    # The node has cancelled the invoice: from here the payment completes, or our record says CANCELED too.
+    # admit_with_retry already retries the ledger's plain transient errors (same transfer id: a replay is safe).
     try:
         admit_with_retry(svc, payment.account_id, payment.amount_msat,
                          lambda limit_items: svc.ledger.execute(transfer, extra + list(limit_items)),
                          send_id=payment.payment_id)
-    except errors.SatflowError as exc:
-        if not isinstance(exc, errors.TransientError):
-            # Refused after the node-side cancel: say so in our record too rather than leave it "OPEN".
-            svc.lightning.close_invoice(invoice, InvoiceStatus.CANCELED)
+    except errors.SatflowError as exc:  # refused, or still failing: transient or not, the node has cancelled it
+        _follow_the_node(svc, invoice, exc)
         raise
     return done
+
+
+def _follow_the_node(svc: Services, invoice, cause: Exception) -> None:
+    """The payee's invoice is cancelled on the node but the payment did not commit: our record must say CANCELED,
+    not OPEN (a no-op if the payment did commit after all: the invoice is SETTLED and stays so). The payer's
+    retry then gets 422 INVOICE_NOT_PAYABLE; nothing moved."""
+    try:
+        svc.lightning.close_invoice(invoice, InvoiceStatus.CANCELED)
+    except Exception:  # the store is unreachable too: say so loudly, the error the payer sees is the first one
+        log.error("invoice %s is cancelled on the node but still OPEN in satflow (payment failed: %s)",
+                  invoice.payment_hash, cause, exc_info=True)
 
 
 def _assess_internal(svc: Services, payment: Payment, payee_id: str) -> risk.Assessed:

@@ -8,6 +8,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 from satflow.domain.accounts import Account, AccountStatus, Scope
 from satflow.domain.ledger import Balance, InvariantReport, Transfer
+from satflow.domain.onchain import PAYOUT_CONFIRMATIONS
 
 
 def _default_tier_limits():
@@ -73,6 +74,7 @@ class Services:
     deposit_account_key: str | None = None
     hot_signer_key: Callable[[], str] | None = None  # -> account private key (Secrets Manager), on first use
     hot_sign_limit_sat: int = 10_000_000
+    payout_confirmations: int = PAYOUT_CONFIRMATIONS  # the depth before a payout batch is posted (one source)
     deposit_policy: str = "1000000:1,10000000:3,*:6"
     start_payout: Callable[[str], None] | None = None  # starts the payout workflow named by the batch id
     # Audit: the hash-chained audit store (the ledger is wrapped by app.recorded_ledger.RecordedLedger with it)
@@ -96,6 +98,9 @@ class Services:
     risk: Any = None  # DynamoRiskStore: assessments, destination history, reviews
     risk_policy: Any = None  # satflow.domain.risk.RiskPolicy (None: the documented defaults)
     start_review: Callable[[str], None] | None = None  # starts the review workflow named by the review id
+    # Real-time updates over WebSocket (app/realtime.py)
+    realtime: Any = None  # DynamoRealtimeStore: connections, topics, the per-account replay feed
+    connections: Any = None  # ConnectionsApi: post(connection_id, data), close(connection_id) via @connections
     # Wallet ecosystem (app/keys.py, app/lnurl.py, app/lndhub.py)
     keys: Any = None  # DynamoKeyStore: key records, account-creation idempotency markers
     lnurl: Any = None  # DynamoLnurlStore: Lightning Address usernames, withdraw links

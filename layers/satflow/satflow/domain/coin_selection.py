@@ -41,6 +41,7 @@ LONG_TERM_FEE_RATE = 10
 BNB = "bnb"
 LOWEST_LARGER = "lowest_larger"
 LARGEST_FIRST = "largest_first"
+REQUIRED_FIRST = "required_first"  # a successor of an abandoned batch: all its inputs, then the largest others
 
 
 @dataclass(frozen=True)
@@ -238,6 +239,27 @@ def selection_candidates(utxos: Sequence[Utxo], *, amount_sat: int, output_kinds
                   long_term_fee_rate=long_term_fee_rate, max_inputs=max_inputs)
     found = [branch_and_bound(utxos, **kwargs), fallback(utxos, **kwargs)]
     return [s for s in found if s is not None]
+
+
+def with_required_inputs(required: Sequence[Utxo], utxos: Sequence[Utxo], *, amount_sat: int,
+                         output_kinds: Sequence[AddressKind], fee_rate: int,
+                         long_term_fee_rate: int = LONG_TERM_FEE_RATE, max_inputs: int = 50) -> Selection | None:
+    """Every input of ``required`` (an abandoned batch's: the successor must spend them all, so the two
+    transactions conflict and at most one confirms), then the largest of ``utxos`` until the payouts and the fee
+    are covered; change whenever it is not dust. None if even that cannot pay them."""
+    p = _params(amount_sat, output_kinds, fee_rate, long_term_fee_rate, max_inputs)
+    if not required or len(required) > p.max_inputs:
+        return None
+    taken = {u.outpoint for u in required}
+    chosen = list(required)
+    extra = [u for u in _ordered(utxos, p) if u.outpoint not in taken]
+    while True:
+        found = _with_change(p, REQUIRED_FIRST, chosen)
+        if found is not None:
+            return found
+        if not extra or len(chosen) >= p.max_inputs:
+            return None
+        chosen.append(extra.pop(0))
 
 
 def select_coins(utxos: Sequence[Utxo], **kwargs) -> Selection | None:

@@ -318,6 +318,14 @@ class PayoutNotCancelable(BusinessRejection):
     code = "PAYOUT_NOT_CANCELABLE"
 
 
+class PayoutToOwnAddress(BusinessRejection):
+    """422: the address is one of ours (a deposit address of an account, or our change): a transfer moves the
+    money instantly and free; an on-chain round trip would only pay a network fee (and our change chain is no
+    deposit address at all)."""
+
+    code = "PAYOUT_TO_OWN_ADDRESS"
+
+
 class BatchNotAwaitingSignature(Conflict):
     """409: export/submit of a batch with nothing waiting for the external signer."""
 

@@ -38,6 +38,7 @@ class SystemAccount(str, enum.Enum):
     LND_NODE = "sys:lnd_node"  # asset: what our Lightning node holds
     ONCHAIN_HOT_WALLET = "sys:onchain_hot_wallet"  # asset: what our on-chain wallet holds
     ROUTING_FEE_EXPENSE = "sys:routing_fee_expense"
+    ONCHAIN_FEE_EXPENSE = "sys:onchain_fee_expense"  # network fee a payout's reserve did not cover (we pay it)
     FEE_INCOME = "sys:fee_income"
     OWNER_EQUITY = "sys:owner_equity"
 

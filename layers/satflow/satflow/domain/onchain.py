@@ -7,10 +7,15 @@ from dataclasses import dataclass
 
 HOT_WALLET_OWNER = "sys:onchain_hot_wallet"
 
+# Confirmations before a payout batch is posted (final on the ledger). The one default: config reads
+# SATFLOW_PAYOUT_CONFIRMATIONS (template parameter PayoutConfirmations) with it; the workflow's check and post
+# steps and the batcher's recovery all read svc.payout_confirmations, the ASL carries none.
+PAYOUT_CONFIRMATIONS = 3
+
 
 class UtxoStatus(str, enum.Enum):
     AVAILABLE = "AVAILABLE"  # confirmed at the wallet's spend depth, ours, not in any batch
-    RESERVED = "RESERVED"  # an input of a batch that is not yet confirmed
+    RESERVED = "RESERVED"  # an input of a batch that is not yet confirmed (or of an abandoned one: never released)
     SPENT = "SPENT"  # its spending batch confirmed
 
 

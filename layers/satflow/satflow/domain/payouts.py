@@ -44,6 +44,7 @@ from .errors import (  # noqa: F401  (re-exported: defined with every other type
     PayoutNotFound,
     PayoutBatchNotFound,
     PayoutNotCancelable,
+    PayoutToOwnAddress,
     BatchNotAwaitingSignature,
     InvalidPsbt,
     SignedPsbtMismatch,
@@ -51,7 +52,7 @@ from .errors import (  # noqa: F401  (re-exported: defined with every other type
 )
 from .ids import derive_id
 from .money import SAT_PER_BTC
-from .onchain import PayoutStatus, Priority, Utxo
+from .onchain import PAYOUT_CONFIRMATIONS, PayoutStatus, Priority, Utxo  # noqa: F401
 
 # ---------------------------------------------------------------------------------------------------- errors
 # HTTP statuses suggested for satflow.api.errors.HTTP_STATUS are in each docstring.
@@ -144,6 +145,10 @@ class Payout:
     batch_id: str | None = None
     txid: str | None = None  # the broadcast transaction (the latest replacement; the confirmed one at the end)
     fee_sat: int | None = None  # its share of the batch fee (planned while batched, final when confirmed)
+    # An ABANDONED batch whose signed transaction may still be broadcast (its PSBT went to the external signer):
+    # the payout's next transaction must spend all that batch's inputs, so at most one of the two can confirm.
+    # While set the payout cannot be cancelled (a signed transaction paying it may exist outside satflow).
+    must_spend_inputs_of: str | None = None
 
     @property
     def kind(self) -> AddressKind:
@@ -166,7 +171,13 @@ class BatchStatus(str, enum.Enum):
     SIGNED = "SIGNED"  # a fully signed transaction is recorded: no longer cancelable
     BROADCAST = "BROADCAST"  # sent; tracked until one of its variants (original or replacements) confirms
     CONFIRMED = "CONFIRMED"  # payouts posted, inputs SPENT
-    CANCELED = "CANCELED"  # cancelled before signing completed: inputs released, payouts re-queued
+    CANCELED = "CANCELED"  # cancelled before its PSBT left satflow (BUILT): inputs released, payouts re-queued
+    # The external signer did not answer in time, but the PSBT is out there and may still be signed and
+    # broadcast: the inputs are NOT released (they pass to the successor batch, which spends them all), the payouts
+    # are re-queued bound to this batch (Payout.must_spend_inputs_of). Stays in the open index: the batcher's
+    # recovery watches the node for its transaction (and adopts it if it confirms).
+    ABANDONED = "ABANDONED"
+    SUPERSEDED = "SUPERSEDED"  # abandoned, and a transaction spending its inputs confirmed: it can never confirm
 
 
 @dataclass(frozen=True)
@@ -210,6 +221,7 @@ class Batch:
     pending_replacement: TxVariant | None = None  # a fee bump waiting for the external signer
     confirmed_txid: str | None = None
     selection: str | None = None  # coin-selection algorithm that built it
+    supersedes: str | None = None  # the ABANDONED batch whose inputs this one spends (all of them)
 
     @property
     def current(self) -> TxVariant:

@@ -79,6 +79,19 @@ def invoice_settled(*, payment_hash: str, account_id: str, amount_msat: int, cre
     )
 
 
+def invoice_settled_again(*, payment_hash: str, account_id: str, amount_msat: int, total_paid_msat: int,
+                          created_at: str, shards: int, asset: str = BTC) -> Transfer:
+    """A further settlement of an invoice the node had settled before (AMP: one invoice, several payments; LND
+    reports the growing total paid): the owner is credited the increase. Keyed by the new total, which only
+    grows, so each settlement credits once and a replayed or older event credits nothing."""
+    return new_transfer(
+        transfer_id=f"inv_{payment_hash}:paid:{total_paid_msat}", kind=TransferKind.POSTED,
+        debit=LedgerAccount(SystemAccount.LND_NODE.value, asset), credit=LedgerAccount(account_id, asset),
+        amount=amount_msat, template="invoice_settled_again", created_at=created_at, shards=shards,
+        metadata={"payment_hash": payment_hash, "total_paid_msat": str(total_paid_msat)},
+    )
+
+
 def payment_reserved(*, payment_id: str, account_id: str, amount_msat: int, fee_reserve_msat: int,
                      payment_hash: str, created_at: str, shards: int, asset: str = BTC) -> Transfer:
     """Outbound Lightning: hold amount + fee reserve until the node says SUCCEEDED (post) or FAILED (void)."""
@@ -159,6 +172,19 @@ def deposit_reversed(*, outpoint: str, account_id: str, amount_sat: int, created
         debit=LedgerAccount(account_id, asset), credit=LedgerAccount(HOT_WALLET, asset),
         amount=amount_sat * MSAT_PER_SAT, template="deposit_reversed", created_at=created_at, shards=shards,
         metadata={"outpoint": outpoint}, operator=True, overdraft=overdraft,
+    )
+
+
+def payout_fee_overrun(*, payout_id: str, amount_sat: int, created_at: str, shards: int,
+                       asset: str = BTC) -> Transfer:
+    """A payout's share of its confirmed transaction's fee is above its reserve (the batcher and fee bumps never
+    plan it so): the user is charged only the reserve, the excess is our expense, and the hot wallet still shows
+    everything that left it. Keyed by the payout, like Lightning's ``routing_fee_overrun``."""
+    return new_transfer(
+        transfer_id=f"{payout_id}:fee_overrun", kind=TransferKind.POSTED,
+        debit=LedgerAccount(SystemAccount.ONCHAIN_FEE_EXPENSE.value, asset), credit=LedgerAccount(HOT_WALLET, asset),
+        amount=amount_sat * MSAT_PER_SAT, template="payout_fee_overrun", created_at=created_at, shards=shards,
+        metadata={"payout_id": payout_id},
     )
 
 

@@ -83,6 +83,18 @@ class DynamoLightningStore:
             delete(K(*self._open_invoice_key(inv.payment_hash, inv.expires_at_unix)), None, "invoice_index"),
         ]
 
+    def add_settlement_items(self, inv: Invoice, *, previous_msat: int, total_msat: int) -> list[TxItem]:
+        """A further node settlement of a SETTLED invoice (AMP): the received total grows from ``previous_msat``
+        (the condition: two settlements processed at once cannot both build on the same total)."""
+        I = self._m.Invoice
+
+        def moved(old: dict | None) -> errors.SatflowError:
+            return errors.TransientError(f"invoice {inv.payment_hash} received total changed meanwhile")
+
+        return [update(I(f"INVOICE#{inv.payment_hash}", "INVOICE"), [I.amount_received_msat.set(total_msat)],
+                       (I.status == InvoiceStatus.SETTLED.value) & (I.settled_by == "lnd")
+                       & (I.amount_received_msat == previous_msat), "invoice", moved)]
+
     def close_invoice(self, inv: Invoice, status: InvoiceStatus) -> bool:
         """OPEN -> EXPIRED or CANCELED. False when it was no longer OPEN (e.g. settled meanwhile)."""
         I, K = self._m.Invoice, self._m.Marker

@@ -40,7 +40,7 @@ from .paging import all_items
 from .transaction import TxItem, delete, put, run_or_raise, update
 
 INDEX_SHARDS = 8
-_TERMINAL_BATCH = (BatchStatus.CONFIRMED, BatchStatus.CANCELED)
+_TERMINAL_BATCH = (BatchStatus.CONFIRMED, BatchStatus.CANCELED, BatchStatus.SUPERSEDED)
 
 
 def _models(table_name: str, region: str, host: str | None) -> dict[str, type]:
@@ -61,6 +61,7 @@ def _models(table_name: str, region: str, host: str | None) -> dict[str, type]:
         batch_id = UnicodeAttribute(null=True)
         txid = UnicodeAttribute(null=True)
         fee_sat = NumberAttribute(null=True)
+        must_spend_inputs_of = UnicodeAttribute(null=True)
 
     class PayoutIndexItem(BaseItem):
         Meta = model_meta(table_name, region, host)
@@ -163,13 +164,16 @@ class DynamoPayoutStore:
                                 lambda old, pid=p.payout_id: errors.Conflict(f"payout {pid} changed meanwhile")))
         return items
 
-    def requeue_items(self, batch: Batch, payouts: Iterable[Payout], now: str) -> list[TxItem]:
-        """A cancelled batch's payouts go back to QUEUED (their next batch gets a new id: requeues + 1)."""
+    def requeue_items(self, batch: Batch, payouts: Iterable[Payout], now: str, *,
+                      must_spend_inputs_of: str | None = None) -> list[TxItem]:
+        """A cancelled (or abandoned) batch's payouts go back to QUEUED (their next batch gets a new id: requeues +
+        1); an abandoned batch binds them: their next transaction must spend its inputs."""
         P = self._P
+        bind = [P.must_spend_inputs_of.set(must_spend_inputs_of)] if must_spend_inputs_of else []
         return [
             update(P(f"PAYOUT#{p.payout_id}", "PAYOUT"),
                    [P.status.set(PayoutStatus.QUEUED.value), P.requeues.set(p.requeues + 1), P.updated_at.set(now),
-                    P.batch_id.remove(), P.txid.remove(), P.fee_sat.remove()],
+                    P.batch_id.remove(), P.txid.remove(), P.fee_sat.remove()] + bind,
                    (P.batch_id == batch.batch_id)
                    & P.status.is_in(PayoutStatus.BATCHED.value, PayoutStatus.SIGNING.value),
                    f"payout:{p.payout_id}",
@@ -195,6 +199,8 @@ class DynamoPayoutStore:
         if fee_sat is not None:
             actions.append(P.fee_sat.set(fee_sat))
         condition = P.status.is_in(*[s.value for s in from_])
+        if to is PayoutStatus.CANCELED:  # never refund a payout that a signed transaction may still pay
+            condition = condition & P.must_spend_inputs_of.does_not_exist()
 
         def failed(old: dict | None) -> errors.SatflowError:
             status = (old or {}).get("status", {}).get("S")
@@ -228,9 +234,10 @@ class DynamoPayoutStore:
             put(I(*self._batch_open_key(batch.batch_id), ref=batch.batch_id), None, "batch_index"),
         ]
 
-    def save_batch_items(self, new: Batch, expected: Batch) -> list[TxItem]:
+    def save_batch_items(self, new: Batch, expected: Batch, tag: str = "batch") -> list[TxItem]:
         """Replace the batch as ``expected`` was read (same version and status); the stored version goes up by one.
-        A terminal status also removes it from the open-batch index."""
+        A terminal status also removes it from the open-batch index. ``tag`` names the items when one transaction
+        saves several batches."""
         B, I = self._B, self._I
         stored = self._batch_model(new, version=expected.version + 1)
         condition = (B.version == expected.version) & (B.status == expected.status.value)
@@ -240,9 +247,9 @@ class DynamoPayoutStore:
             return errors.Conflict(f"batch {new.batch_id} changed meanwhile (now {status})",
                                    batch_id=new.batch_id, status=status)
 
-        items = [put(stored, condition, "batch", changed)]
+        items = [put(stored, condition, tag, changed)]
         if new.status in _TERMINAL_BATCH:
-            items.append(delete(I(*self._batch_open_key(new.batch_id)), None, "batch_index"))
+            items.append(delete(I(*self._batch_open_key(new.batch_id)), None, f"{tag}_index"))
         return items
 
     @staticmethod
@@ -257,6 +264,7 @@ class DynamoPayoutStore:
             "variants": [_variant_json(v) for v in b.variants],
             "pending_replacement": _variant_json(b.pending_replacement) if b.pending_replacement else None,
             "selection": b.selection,
+            "supersedes": b.supersedes,
         }
         return self._B(f"PAYOUTBATCH#{b.batch_id}", "BATCH", batch_id=b.batch_id, status=b.status.value,
                        priority=b.priority.value, version=b.version if version is None else version,
@@ -277,7 +285,7 @@ class DynamoPayoutStore:
             amount_sat=int(m.amount_sat), fee_reserve_sat=int(m.fee_reserve_sat), priority=Priority(m.priority),
             request_hash=m.request_hash, status=PayoutStatus(m.status), created_at=m.created_at,
             updated_at=m.updated_at, requeues=int(m.requeues or 0), batch_id=m.batch_id, txid=m.txid,
-            fee_sat=None if m.fee_sat is None else int(m.fee_sat))
+            fee_sat=None if m.fee_sat is None else int(m.fee_sat), must_spend_inputs_of=m.must_spend_inputs_of)
 
     def _batch(self, raw: dict) -> Batch:
         m = self._B.from_raw_data(raw)
@@ -291,7 +299,7 @@ class DynamoPayoutStore:
             status=BatchStatus(m.status), variants=tuple(_variant_from(v) for v in body["variants"]),
             created_at=m.created_at, updated_at=m.updated_at, version=int(m.version), task_token=m.task_token,
             pending_replacement=_variant_from(pending) if pending else None, confirmed_txid=m.confirmed_txid,
-            selection=body.get("selection"))
+            selection=body.get("selection"), supersedes=body.get("supersedes"))
 
     # ------------------------------------------------------------------ reads of a batch (batch.read_many)
     def payout_read(self, payout_id: str) -> ItemRead[Payout | None]:

@@ -61,6 +61,15 @@ class DynamoUtxoStore:
                        (U.status == UtxoStatus.RESERVED.value) & (U.reserved_by == batch_id), f"utxo:{u.outpoint}")
                 for u in utxos]
 
+    def handover_items(self, utxos: Iterable[Utxo], from_batch: str, to_batch: str) -> list[TxItem]:
+        """An abandoned batch's inputs pass to its successor without ever being AVAILABLE: the successor spends
+        them all, so the abandoned transaction and the successor cannot both confirm."""
+        U = self._m.Utxo
+        return [update(self._model(u.txid, u.vout), [U.reserved_by.set(to_batch)],
+                       (U.status == UtxoStatus.RESERVED.value) & (U.reserved_by == from_batch), f"utxo:{u.outpoint}",
+                       lambda old, o=u.outpoint: errors.Conflict(f"output {o} is no longer held by {from_batch}"))
+                for u in utxos]
+
     def spend_items(self, utxos: Iterable[Utxo], batch_id: str) -> list[TxItem]:
         U = self._m.Utxo
         return [update(self._model(u.txid, u.vout), [U.status.set(UtxoStatus.SPENT.value)],

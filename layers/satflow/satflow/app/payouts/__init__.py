@@ -23,9 +23,9 @@ from satflow.domain.payouts import MAX_BATCH_PAYOUTS  # noqa: F401
 from .admin import batch_view, bump_fee, export_psbt, get_batch, list_open_batches, submit_signed_psbt  # noqa: F401
 from .batcher import MAX_BATCHES_PER_RUN, run_batcher  # noqa: F401
 from .common import (  # noqa: F401
-    ALIVE, CHANGE_CHAIN, DEFAULT_CONFIRMATIONS, IN_BATCH, RECOVER_AFTER_S, SendTaskSuccess, sfn_task_success_sender,
+    ALIVE, CHANGE_CHAIN, IN_BATCH, RECOVER_AFTER_S, SendTaskSuccess, sfn_task_success_sender,
 )
 from .request import apply_risk_verdict, cancel_payout, create_payout, get_payout, payout_view  # noqa: F401
 from .workflow import (  # noqa: F401
-    step_abandon, step_await_signature, step_broadcast, step_check, step_post, step_prepare, step_sign_hot,
+    adopt_abandoned_transaction, on_our_input_spent, step_abandon, step_await_signature, step_broadcast, step_check, step_post, step_prepare, step_sign_hot,
 )

@@ -3,6 +3,7 @@ signer, and RBF fee bumps."""
 from __future__ import annotations
 
 from dataclasses import replace
+import logging
 from typing import Any
 
 from satflow.domain import errors
@@ -21,6 +22,8 @@ from ..ports import Services
 from .common import SendTaskSuccess, _keys, _load_batch, _route
 from .workflow import _broadcast_outbox, _sign_hot
 
+log = logging.getLogger(__name__)
+
 
 def get_batch(svc: Services, principal: Principal, batch_id: object) -> Batch:
     require_admin(principal)
@@ -35,7 +38,8 @@ def list_open_batches(svc: Services, principal: Principal) -> list[Batch]:
 
 def batch_view(b: Batch) -> dict[str, Any]:
     current = b.current
-    awaiting = b.status is BatchStatus.SIGNING or b.pending_replacement is not None
+    awaiting = b.status is BatchStatus.SIGNING or (b.pending_replacement is not None
+                                                   and b.pending_replacement.signed_hex is None)
     return {"batch_id": b.batch_id, "status": b.status.value, "priority": b.priority.value,
             "value_sat": b.value_sat, "payout_ids": list(b.payout_ids), "txid": current.txid,
             "txids": list(b.txids), "fee_sat": current.fee_sat, "fee_rate_sat_per_vb": current.fee_rate,
@@ -97,6 +101,8 @@ def bump_fee(svc: Services, principal: Principal, batch_id: object, sat_per_vb: 
         raise FeeBumpRejected(f"only a broadcast, unconfirmed batch can be bumped (this one is {batch.status.value})")
     if len(batch.variants) >= 10:
         raise FeeBumpRejected("this batch was bumped too often already")
+    if batch.pending_replacement is not None and batch.pending_replacement.signed_hex is not None:
+        raise FeeBumpRejected("a replacement is being broadcast; try again when the batch shows it")
     payouts = svc.payouts.get_payouts(batch.payout_ids)
     plan = plan_replacement(batch, payouts, sat_per_vb)
     built = build_psbt(batch.inputs, payouts, batch.change, plan.change_sat, _keys(svc))
@@ -123,33 +129,65 @@ def _run_admin_action(svc: Services, action: str, batch: Batch, details: dict, i
 
 def _replace_transaction(svc: Services, batch: Batch, variant: TxVariant,
                          audit: tuple[str, dict] | None = None) -> Batch:
-    """Record the signed replacement (payouts now show its txid and shares), then broadcast it. Recorded first:
-    whatever happens after, the check step knows the txid (and rebroadcasts it if nothing is in the mempool). A
-    definite refusal by the node removes it again."""
-    now = svc.clock()
-    payouts = [p for p in svc.payouts.get_payouts(batch.payout_ids) if p.batch_id == batch.batch_id]
-    if variant.txid not in batch.txids:
-        recorded = replace(batch, variants=batch.variants + (variant,), pending_replacement=None, updated_at=now)
-        action, details = audit or ("payout_batch.replacement_submitted", {"txid": variant.txid})
-        _run_admin_action(svc, action, recorded, details,
-                          svc.payouts.save_batch_items(recorded, batch)
-                          + svc.payouts.move_payouts_items(batch, payouts, PayoutStatus.BROADCAST,
-                                                           [PayoutStatus.BROADCAST], now, txid=variant.txid,
-                                                           shares=dict(variant.shares))
-                          + _broadcast_outbox(svc, payouts, variant.txid, now, replaces=batch.current.txid))
-        recorded = replace(recorded, version=batch.version + 1)
-    else:
-        recorded = batch
+    """Submit a signed replacement. Announce and audit only what happened:
+
+    1. record it as *submitting* (``pending_replacement`` with its signature; no event, no audit record), so a
+       crash after the broadcast is recoverable: ``step_check`` finds it on the node and records it, or
+       rebroadcasts it when the node knows no variant;
+    2. ``sendrawtransaction``;
+    3. accepted: the variant, the payouts' txid and shares, the ``payout.broadcast`` events and the audit record in
+       ONE transaction (:func:`record_replacement`). Refused (e.g. the original just confirmed): the submitting
+       mark is removed and the refusal audited; nothing announced names the refused transaction."""
+    action, details = audit or ("payout_batch.replacement_submitted", {"txid": variant.txid})
+    if variant.txid in batch.txids:  # recorded before: a repeated submit only (re)broadcasts
+        _broadcast_known(svc, variant)
+        return batch
+    submitting = replace(batch, pending_replacement=variant, updated_at=svc.clock())
+    svc.payouts.run(svc.payouts.save_batch_items(submitting, batch))
+    submitting = replace(submitting, version=batch.version + 1)
     try:
         svc.bitcoind().sendrawtransaction(variant.signed_hex, variant.txid)
     except TransactionRejected as exc:
-        previous = recorded.variants[-2] if recorded.variants[-1].txid == variant.txid else recorded.current
-        rolled = replace(recorded, variants=tuple(v for v in recorded.variants if v.txid != variant.txid),
-                         updated_at=svc.clock())
-        svc.payouts.run(svc.payouts.save_batch_items(rolled, recorded)
-                        + svc.payouts.move_payouts_items(recorded, payouts, PayoutStatus.BROADCAST,
-                                                         [PayoutStatus.BROADCAST], svc.clock(), txid=previous.txid,
-                                                         shares=dict(previous.shares)))
-        raise FeeBumpRejected(f"the node refused the replacement: {exc.details.get('reject_reason', exc.message)}",
-                              txid=variant.txid) from exc
-    return recorded
+        reason = exc.details.get("reject_reason", exc.message)
+        withdraw_replacement(svc, submitting, reason)
+        raise FeeBumpRejected(f"the node refused the replacement: {reason}", txid=variant.txid) from exc
+    return record_replacement(svc, submitting, (action, details))
+
+
+def record_replacement(svc: Services, batch: Batch, audit: tuple[str, dict] | None = None) -> Batch:
+    """The node has the submitting replacement (``batch.pending_replacement``, signed): record it as the batch's
+    current variant with its events and audit record, in one transaction. ``step_check`` calls it too, after a
+    crash between the broadcast and this write. Returns the batch as stored."""
+    variant = batch.pending_replacement
+    assert variant is not None and variant.signed_hex is not None
+    action, details = audit or ("payout_batch.replacement_broadcast",
+                                {"txid": variant.txid, "replaces": batch.current.txid, "fee_sat": variant.fee_sat})
+    now = svc.clock()
+    payouts = [p for p in svc.payouts.get_payouts(batch.payout_ids) if p.batch_id == batch.batch_id]
+    recorded = replace(batch, variants=batch.variants + (replace(variant, broadcast_at=now),),
+                       pending_replacement=None, updated_at=now)
+    _run_admin_action(svc, action, recorded, details,
+                      svc.payouts.save_batch_items(recorded, batch)
+                      + svc.payouts.move_payouts_items(batch, payouts, PayoutStatus.BROADCAST,
+                                                       [PayoutStatus.BROADCAST], now, txid=variant.txid,
+                                                       shares=dict(variant.shares))
+                      + _broadcast_outbox(svc, payouts, variant.txid, now, replaces=batch.current.txid))
+    return replace(recorded, version=batch.version + 1)
+
+
+def withdraw_replacement(svc: Services, batch: Batch, reason: str) -> Batch:
+    """The node refused the submitting replacement: it is removed (audited as refused); nothing was announced."""
+    variant = batch.pending_replacement
+    assert variant is not None
+    withdrawn = replace(batch, pending_replacement=None, updated_at=svc.clock())
+    _run_admin_action(svc, "payout_batch.fee_bump_refused", withdrawn,
+                      {"txid": variant.txid, "replaces": batch.current.txid, "reason": reason},
+                      svc.payouts.save_batch_items(withdrawn, batch))
+    return replace(withdrawn, version=batch.version + 1)
+
+
+def _broadcast_known(svc: Services, variant: TxVariant) -> None:
+    try:
+        svc.bitcoind().sendrawtransaction(variant.signed_hex, variant.txid)
+    except TransactionRejected as exc:  # recorded earlier; confirmed or replaced since: nothing to undo
+        log.info("rebroadcast of recorded replacement %s refused: %s", variant.txid, exc.message)

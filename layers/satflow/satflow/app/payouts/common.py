@@ -17,7 +17,6 @@ log = logging.getLogger(__name__)
 SendTaskSuccess = Callable[[str, dict], None]
 
 CHANGE_CHAIN = 1
-DEFAULT_CONFIRMATIONS = 1  # keep equal to the ASL's Defaults.confirmations (the batcher's recovery uses it)
 RECOVER_AFTER_S = 900  # the batcher finishes batches a workflow left untouched this long
 MAX_BATCHES_PER_RUN = 10  # bounds one run's work (coin selection, transactions); the rest waits for the next run
 IN_BATCH = (PayoutStatus.BATCHED, PayoutStatus.SIGNING)
@@ -34,7 +33,8 @@ def _route_for(svc: Services, batch: Batch) -> dict[str, Any]:
         nxt = "HOT" if batch.value_sat <= svc.hot_sign_limit_sat else "EXTERNAL"
     else:
         nxt = {BatchStatus.SIGNING: "EXTERNAL", BatchStatus.SIGNED: "BROADCAST", BatchStatus.BROADCAST: "CHECK",
-               BatchStatus.CONFIRMED: "DONE", BatchStatus.CANCELED: "DONE"}[status]
+               BatchStatus.CONFIRMED: "DONE", BatchStatus.CANCELED: "DONE", BatchStatus.ABANDONED: "DONE",
+               BatchStatus.SUPERSEDED: "DONE"}[status]
     return _route(batch.batch_id, nxt, status=status.value)
 
 

@@ -9,7 +9,9 @@ from satflow.domain.ids import derive_id, request_fingerprint
 from satflow.domain.ledger import void_pending
 from satflow.domain.money import MSAT_PER_SAT
 from satflow.domain.onchain import PayoutStatus
-from satflow.domain.payouts import BatchStatus, Payout, PayoutNotCancelable, PayoutNotFound, validate_payout_request
+from satflow.domain.payouts import (
+    BatchStatus, Payout, PayoutNotCancelable, PayoutNotFound, PayoutToOwnAddress, validate_payout_request,
+)
 from satflow.domain.templates import payout_reserved
 
 from .. import risk, verdicts
@@ -60,6 +62,7 @@ def create_payout(svc: Services, principal: Principal, idempotency_key: str | No
     if invalid is not None:
         raise invalid
     assert request is not None and send is not None
+    _refuse_own_address(svc, request.script_pubkey_hex)
     # Before anything is reserved: a listed address is refused (403) and audited.
     screen_address(svc, request.address, actor=account_id, context=f"payout:{payout_id}")
     assessed = risk.assess_send(svc, send, reads)
@@ -90,6 +93,17 @@ def create_payout(svc: Services, principal: Principal, idempotency_key: str | No
     if held:
         _start_review(svc, payout_id)
     return payout
+
+
+def _refuse_own_address(svc: Services, script_pubkey_hex: str) -> None:
+    """A payout to an address we issued (an account's deposit address, or our change) is refused before anything
+    is reserved: between accounts a transfer is instant and free, and our change chain is not a deposit address
+    (the chain monitor would record the output as our UTXO and credit nobody)."""
+    if svc.chain is None:
+        return
+    owner = svc.chain.owners([script_pubkey_hex]).get(script_pubkey_hex)
+    if owner is not None:
+        raise PayoutToOwnAddress("this address belongs to satflow: use a transfer to pay another account")
 
 
 def _start_review(svc: Services, payout_id: str) -> None:
@@ -148,7 +162,9 @@ def cancel_payout(svc: Services, principal: Principal, payout_id: object, *,
     """Cancel before signing: the whole reservation returns. A BATCHED payout's batch is cancelled first (its
     other payouts go back to QUEUED) while the batch is still BUILT. Once the batch is with the external signer
     (SIGNING) or signed: 422 PAYOUT_NOT_CANCELABLE — a signed transaction may exist outside satflow, and releasing
-    its inputs could pay and refund the same payout (and pay the co-batched ones twice)."""
+    its inputs could pay and refund the same payout (and pay the co-batched ones twice). For the same reason a
+    payout re-queued from an ABANDONED batch (its PSBT went to the signer) is not cancelable: a signed transaction
+    paying it may still be broadcast; its next transaction spends the same inputs instead."""
     account_id = require_scope(principal, Scope.SEND)
     for _ in range(4):
         payout = _own_payout(svc, account_id, payout_id)
@@ -156,12 +172,15 @@ def cancel_payout(svc: Services, principal: Principal, payout_id: object, *,
             return payout
         if payout.status in (PayoutStatus.BROADCAST, PayoutStatus.CONFIRMED):
             raise PayoutNotCancelable(f"the payout is {payout.status.value.lower()}", payout_id=payout.payout_id)
+        if payout.must_spend_inputs_of is not None:
+            raise PayoutNotCancelable("a transaction signed for this payout may still be broadcast; it will be paid "
+                                      "by a transaction spending the same coins", payout_id=payout.payout_id)
         if payout.status in IN_BATCH:
             batch = svc.payouts.get_batch(payout.batch_id) if payout.batch_id else None
-            if batch is None or batch.status not in (BatchStatus.BUILT, BatchStatus.CANCELED):
+            if batch is None or batch.status not in (BatchStatus.BUILT, BatchStatus.CANCELED, BatchStatus.ABANDONED):
                 raise PayoutNotCancelable("the payout's transaction is with the signer or already signed",
                                           payout_id=payout.payout_id)
-            if batch.status is not BatchStatus.CANCELED:  # CANCELED: being re-queued by another writer
+            if batch.status is BatchStatus.BUILT:  # CANCELED/ABANDONED: being re-queued by another writer
                 try:
                     _cancel_batch(svc, batch, send_task_success, reason=f"payout {payout.payout_id} cancelled")
                 except errors.Conflict:
