@@ -12,8 +12,8 @@ Budgets (synchronous calls, the single write included), and why:
   POST /v1/transfers (to an external_ref)  4: + the REF# lookup, which must precede the destination read
   POST /v1/payments (external invoice)     3: API key; one BatchGetItem (payment id, the invoice by hash,
                                               account, limit window); the reserve transaction
-  POST /v1/payouts                         3: API key; one BatchGetItem (payout id + the send inputs); the
-                                              reserve transaction
+  POST /v1/payouts                         3: API key; one BatchGetItem (payout id, is the address ours?, the
+                                              send inputs); the reserve transaction
   POST /v1/admin/adjustments               1: the ledger transaction (the admin key is not a DynamoDB read)
   POST /v1/invoices                        2: API key; the invoice transaction
 """
@@ -23,6 +23,7 @@ import pytest
 
 from satflow import bootstrap
 from satflow.adapters.dynamodb.models import build_models
+from satflow.adapters.dynamodb.chain import DynamoChainStore
 from satflow.adapters.dynamodb.payouts import DynamoPayoutStore
 from satflow_dev.ddb_calls import counting
 
@@ -45,6 +46,8 @@ BUDGETS = {
 def accounts(api, admin):
     svc = bootstrap.services()
     svc.payouts = DynamoPayoutStore(svc.ledger._client, build_models(TABLE, "us-east-1"))
+    # as deployed: a payout to one of our own addresses is refused, from the same batch read
+    svc.chain = DynamoChainStore(svc.ledger._client, build_models(TABLE, "us-east-1"))
     alice = new_account(api, admin, "tg:alice")
     bob = new_account(api, admin, "tg:bob")
     fund(api, admin, alice["account_id"], 100_000_000)

@@ -52,8 +52,9 @@ def create_payout(svc: Services, principal: Principal, idempotency_key: str | No
         amount_msat = request.amount_sat * MSAT_PER_SAT
         send = risk.Send(SubjectKind.PAYOUT, payout_id, account_id, DestinationKind.ONCHAIN, request.address,
                          amount_msat)
-        reads = risk.load_reads(svc, send, extra=[svc.payouts.payout_read(payout_id)])
-        (existing,) = reads.extra
+        own = [svc.chain.owner_read(request.script_pubkey_hex)] if svc.chain is not None else []
+        reads = risk.load_reads(svc, send, extra=[svc.payouts.payout_read(payout_id), *own])
+        existing = reads.extra[0]
     if existing is not None:
         payout = _same_request(existing, fingerprint)
         if payout.status is PayoutStatus.IN_REVIEW:
@@ -61,8 +62,8 @@ def create_payout(svc: Services, principal: Principal, idempotency_key: str | No
         return payout
     if invalid is not None:
         raise invalid
-    assert request is not None and send is not None
-    _refuse_own_address(svc, request.script_pubkey_hex)
+    assert request is not None and send is not None and reads is not None
+    _refuse_own_address(svc, request.script_pubkey_hex, reads.extra[1] if len(reads.extra) > 1 else _UNREAD)
     # Before anything is reserved: a listed address is refused (403) and audited.
     screen_address(svc, request.address, actor=account_id, context=f"payout:{payout_id}")
     assessed = risk.assess_send(svc, send, reads)
@@ -95,13 +96,19 @@ def create_payout(svc: Services, principal: Principal, idempotency_key: str | No
     return payout
 
 
-def _refuse_own_address(svc: Services, script_pubkey_hex: str) -> None:
+_UNREAD = object()
+
+
+def _refuse_own_address(svc: Services, script_pubkey_hex: str, owner: object = _UNREAD) -> None:
     """A payout to an address we issued (an account's deposit address, or our change) is refused before anything
     is reserved: between accounts a transfer is instant and free, and our change chain is not a deposit address
     (the chain monitor would record the output as our UTXO and credit nobody)."""
     if svc.chain is None:
         return
-    owner = svc.chain.owners([script_pubkey_hex]).get(script_pubkey_hex)
+    # ``owner``: read with the request's batch (create_payout); the address index is only ever added to, so the
+    # record read there is as good as a fresh one.
+    if owner is _UNREAD:
+        owner = svc.chain.owners([script_pubkey_hex]).get(script_pubkey_hex)
     if owner is not None:
         raise PayoutToOwnAddress("this address belongs to satflow: use a transfer to pay another account")
 
