@@ -363,6 +363,63 @@ def admin_verify_audit():
     return _json(200, audit.verify_audit(bootstrap.services(), _principal()))
 
 
+# --- Solvency: checks, the send breaker, suspense items (admin) --------------------------------------------------
+@app.get("/v1/admin/solvency")
+def admin_solvency():
+    from satflow.app import solvency
+
+    principal = _principal()
+    q = app.current_event.query_string_parameters or {}
+    return _json(200, solvency.solvency_view(bootstrap.services(), principal, query_int(q.get("limit"), "limit"),
+                                             q.get("cursor")))
+
+
+@app.post("/v1/admin/solvency/resume")
+def admin_solvency_resume():
+    from satflow.app import solvency
+
+    principal = _principal()
+    accounts.require_admin(principal)
+    data = json_object(_body(), {"reason"})
+    state = solvency.resume(bootstrap.services(), principal, data["reason"])
+    logger.warning("solvency breaker resumed by admin", extra={"reason": data["reason"]})
+    return _json(200, {"breaker": state.to_dict()})
+
+
+@app.post("/v1/admin/solvency/capital")
+def admin_solvency_capital():
+    from satflow.app import solvency
+
+    principal = _principal()
+    accounts.require_admin(principal)
+    data = json_object(_body(), {"source", "amount_msat", "direction", "reason"})
+    t = solvency.book_capital(bootstrap.services(), principal, app.current_event.headers.get("idempotency-key"),
+                              data["source"], data["amount_msat"], data["direction"], data["reason"])
+    return _json(201, {"transfer_id": t.id, "source": data["source"], "direction": data["direction"],
+                       "amount_msat": t.amount, "reason": t.memo, "created_at": t.created_at})
+
+
+@app.get("/v1/admin/suspense")
+def admin_list_suspense():
+    from satflow.app import solvency
+
+    principal = _principal()
+    q = app.current_event.query_string_parameters or {}
+    items = solvency.list_suspense(bootstrap.services(), principal, q.get("status"))
+    return _json(200, {"items": [i.to_dict() for i in items]})
+
+
+@app.post("/v1/admin/suspense/<suspense_id>/assign")
+def admin_assign_suspense(suspense_id: str):
+    from satflow.app import solvency
+
+    principal = _principal()
+    accounts.require_admin(principal)
+    data = json_object(_body(), {"to", "reason"})
+    item = solvency.assign_suspense(bootstrap.services(), principal, suspense_id, data["to"], data["reason"])
+    return _json(200, item.to_dict())
+
+
 def _history_view(h) -> dict:
     status = {"POSTED": "SETTLED", "PENDING": "PENDING", "POST_PENDING": "SETTLED", "VOID_PENDING": "VOIDED"}
     view = {"transfer_id": h.transfer_id, "type": h.template, "direction": h.direction,

@@ -34,6 +34,7 @@ def _chain_scan(svc) -> dict:
                         ("utxo_conflicts", "ReorgedReservedUtxos"), ("unattributed", "UnattributedDeposits")):
         if result.get(key):
             metrics.add_metric(name=metric, unit=MetricUnit.Count, value=result[key])
+    _chain_scan_metrics(result)
     return result
 
 
@@ -60,6 +61,29 @@ def _review_sweeper(svc) -> dict:
     return counts
 
 
+def _solvency_check(svc) -> dict:
+    from satflow.app import solvency
+
+    check = solvency.run_check(svc)
+    result = {"check_id": check.check_id, "ok": check.ok, "breaches": len(check.breaches)}
+    for s in check.sources:
+        result[f"{s.source}_unexplained_msat"] = None if s.error else s.unexplained_msat
+        result[f"{s.source}_foreign_msat"] = None if s.error else s.foreign_msat
+    return result
+
+
+def _ledger_invariants(svc) -> dict:
+    from satflow.app import solvency
+
+    summary = solvency.run_invariants(svc)
+    return {k: summary[k] for k in ("ok", "violation_count", "balance_items", "segments", "duration_ms")}
+
+
+def _chain_scan_metrics(result: dict) -> None:
+    if result.get("foreign_spends"):  # our coins spent by a transaction satflow did not make: an alarm
+        metrics.add_metric(name="ForeignSpends", unit=MetricUnit.Count, value=result["foreign_spends"])
+
+
 JOBS = {
     "chain_scan": _chain_scan,
     "payout_batcher": lambda svc: payouts.run_batcher(svc),
@@ -68,6 +92,8 @@ JOBS = {
     "payment_reconciler": _payment_reconciler,
     "sanctions_refresh": _sanctions_refresh,
     "review_sweeper": _review_sweeper,
+    "solvency_check": _solvency_check,
+    "ledger_invariants": _ledger_invariants,
 }
 # Options a job reads from an operator's manual invocation (schedules send only {"job": ...}); booleans only.
 JOB_OPTIONS = {"sanctions_refresh": ("accept_shrink",)}

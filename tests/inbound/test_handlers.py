@@ -18,7 +18,7 @@ from .conftest import assert_invariants, available, credits
 
 EVENTS = ROOT / "events"
 MONITOR_JOBS = ("invoice_catchup", "invoice_expiry", "payment_reconciler", "chain_scan", "payout_batcher",
-                "sanctions_refresh", "review_sweeper")
+                "sanctions_refresh", "review_sweeper", "solvency_check", "ledger_invariants")
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
 

@@ -132,6 +132,38 @@ class LocalRuntime:
         self.gateway.start()
         if self.admin_key and self.write_admin_key_file:
             self._write_admin_key(self.admin_key)
+        self._book_opening_capital()
+
+    def _book_opening_capital(self) -> None:
+        """The solvency runbook's first step, done for the developer: the Lightning node's own funds (the
+        simulator's channel balance, or the regtest master node's channels and wallet) are the operator's capital,
+        booked with POST /v1/admin/solvency/capital. Without it the first solvency_check (5 minutes in) would
+        see the whole node as drift and pause sends."""
+        import json
+        import urllib.request
+
+        held = None
+        try:
+            for service in self.services:
+                if service.name == "lightning":
+                    sim = service.simulator  # type: ignore[attr-defined]
+                    held = sim.our_balance_msat + sim.wallet_sat * 1000
+                elif service.name == "regtest" and getattr(service, "stack", None) is not None:
+                    with service.stack.master.client() as client:  # type: ignore[attr-defined]
+                        held = client.node_balances().held_msat
+            if not held or not self.admin_key:
+                return
+            body = json.dumps({"source": "lightning", "amount_msat": held, "direction": "in",
+                               "reason": "local runtime: the node's funds at start"}).encode()
+            request = urllib.request.Request(
+                f"{self.url}/v1/admin/solvency/capital", data=body, method="POST",
+                headers={"authorization": f"Bearer {self.admin_key}", "content-type": "application/json",
+                         "idempotency-key": "local-runtime-opening-capital"})
+            with urllib.request.urlopen(request, timeout=30) as response:
+                log.info("opening capital booked: %s", response.read().decode()[:200])
+        except Exception:  # a development convenience: never stop the runtime over it
+            log.warning("could not book the node's opening capital; POST /v1/admin/solvency/capital by hand",
+                        exc_info=True)
 
     def _load_sanctions_list(self) -> None:
         """Run the sanctions refresh job once before serving: a deployed stack loads its list on schedule (and by

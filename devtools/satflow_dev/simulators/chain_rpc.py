@@ -69,6 +69,7 @@ class ChainRpc:
             "getblock": (2, self._getblock),
             "getrawtransaction": (3, self._getrawtransaction),
             "getrawmempool": (2, self._getrawmempool),
+            "gettxout": (3, self._gettxout),
             "estimatesmartfee": (2, self._estimatesmartfee),
             "testmempoolaccept": (2, self._testmempoolaccept),
             "sendrawtransaction": (3, self._sendrawtransaction),
@@ -210,6 +211,28 @@ class ChainRpc:
         result["time"] = block.time
         result["blocktime"] = block.time
         return result
+
+    def _gettxout(self, params: _Params) -> Any:
+        """Core's gettxout: an unspent output (null when spent or unknown); include_mempool (default true) counts
+        mempool spends as spent and mempool outputs as unspent with 0 confirmations."""
+        txid = params.get(0, "txid", str)
+        n = params.get(1, "n", int)
+        include_mempool = params.get(2, "include_mempool", bool, True)
+        sim = self._sim
+        with sim._lock:
+            key = (txid, n)
+            if include_mempool and key in sim._mempool_spends:
+                return None
+            coin = sim._utxos.get(key)
+            confirmations = 0
+            if coin is not None:
+                confirmations = sim.height - (coin.height or 0) + 1
+            elif include_mempool:
+                coin = sim._spendable_coin(key)
+            if coin is None:
+                return None
+            return {"bestblock": sim.tip_hash, "confirmations": confirmations, "value": sat_to_btc(coin.value_sat),
+                    "scriptPubKey": {"hex": coin.script_pubkey.hex()}, "coinbase": coin.is_coinbase}
 
     def _getrawmempool(self, params: _Params) -> Any:
         """Core's getrawmempool: txids, or (verbose) a map txid -> entry with the fields satflow may read."""

@@ -261,7 +261,13 @@ class LightningSimulator:
             ("POST", re.compile(r"^/v2/router/send$"), self._send_payment, True),
             ("GET", re.compile(r"^/v2/router/track/(?P<payment_hash>[^/]+)$"), self._track_payment, True),
             ("GET", re.compile(r"^/v1/payreq/(?P<pay_req>[^/]+)$"), self._decode_pay_req, False),
+            ("GET", re.compile(r"^/v1/balance/channels$"), self._channel_balance, False),
+            ("GET", re.compile(r"^/v1/balance/blockchain$"), self._wallet_balance, False),
+            ("GET", re.compile(r"^/v1/channels$"), self._list_channels, False),
+            ("GET", re.compile(r"^/v1/payments$"), self._list_payments, False),
+            ("POST", re.compile(r"^/v1/channels/transactions$"), self._send_payment_sync, False),
         ]
+        self.wallet_sat = 0  # the node's own on-chain wallet (lnd /v1/balance/blockchain): operator funds
 
     # --- wiring ------------------------------------------------------------------------------------------------
     def secret(self, base_url: str = SIM_BASE_URL) -> dict[str, Any]:
@@ -399,6 +405,89 @@ class LightningSimulator:
             self._expire_invoices()
             invoice = self._our_invoices.get(payment_hash.lower()) or self._external_invoices.get(payment_hash.lower())
             return invoice.state if invoice else None
+
+    def foreign_pay(self, amount_msat: int, memo: str = "foreign") -> str:
+        """Somebody pays out of OUR node without satflow (lncli payinvoice on the real node): an external invoice
+        paid at once, recorded in the node's payment list. Returns the payment hash."""
+        payment_request = self.external_invoice(amount_msat, memo)
+        self.handle("POST", "/v1/channels/transactions", body=json.dumps({"payment_request": payment_request}).encode())
+        return self.payment_hash_of(payment_request)
+
+    # --- balances (the solvency check's view of the node) ------------------------------------------------------
+    def _htlcs_out_msat(self) -> int:
+        return sum(p.reserved_msat for p in self._payments.values() if p.status == "IN_FLIGHT")
+
+    @staticmethod
+    def _amount(msat: int) -> dict[str, str]:
+        return {"sat": str(msat // 1000), "msat": str(msat)}
+
+    def _channel_balance(self, request: _Request) -> SimResponse:
+        with self._lock:
+            out = self._htlcs_out_msat()
+            zero = self._amount(0)
+            return self._ok({
+                "balance": str(self._balance_msat // 1000), "pending_open_balance": "0",
+                "local_balance": self._amount(self._balance_msat), "remote_balance": zero,
+                "unsettled_local_balance": self._amount(out), "unsettled_remote_balance": zero,
+                "pending_open_local_balance": zero, "pending_open_remote_balance": zero})
+
+    def _wallet_balance(self, request: _Request) -> SimResponse:
+        with self._lock:
+            return self._ok({"total_balance": str(self.wallet_sat), "confirmed_balance": str(self.wallet_sat),
+                             "unconfirmed_balance": "0", "locked_balance": "0",
+                             "reserved_balance_anchor_chan": "0", "account_balance": {}})
+
+    def _list_channels(self, request: _Request) -> SimResponse:
+        """One channel to the external network holding our whole balance (HTLC amounts in sat, as lnd shows)."""
+        with self._lock:
+            htlcs = [{"incoming": False, "amount": str(p.reserved_msat // 1000),
+                      "hash_lock": base64.b64encode(bytes.fromhex(p.payment_hash)).decode(),
+                      "expiration_height": self.block_height + 40, "htlc_index": str(p.payment_index),
+                      "forwarding_channel": "0", "forwarding_htlc_index": "0"}
+                     for p in self._payments.values() if p.status == "IN_FLIGHT" and p.reserved_msat]
+            return self._ok({"channels": [{
+                "active": True, "remote_pubkey": self.external_node.pubkey_hex, "chan_id": "1",
+                "capacity": str(2 * self._balance_msat // 1000), "local_balance": str(self._balance_msat // 1000),
+                "remote_balance": str(self._balance_msat // 1000), "commit_fee": "0",
+                "unsettled_balance": str(self._htlcs_out_msat() // 1000), "pending_htlcs": htlcs}]})
+
+    def _send_payment_sync(self, request: _Request) -> SimResponse:
+        """lnd's SendPaymentSync (what ``lncli payinvoice`` does): a payment on our node that satflow may not know
+        about. Errors come back in ``payment_error`` with HTTP 200, as lnd answers."""
+        payment_request = str(request.body.get("payment_request") or "")
+        decoded = self._decoded_for_send(payment_request)
+        with self._lock:
+            self._refuse_duplicate(str(decoded.payment_hash))
+            amount = self._send_amount(decoded, _int_field(request.body, "amt_msat"))
+            script = self._scripts.get(str(decoded.payment_hash), self._default_script)
+            payment = self._start_payment(payment_request, decoded, amount, 10**15, script)
+            ok = payment.status == "SUCCEEDED"
+            return self._ok({"payment_error": "" if ok else payment.failure_reason,
+                             "payment_preimage": base64.b64encode(bytes.fromhex(payment.preimage)).decode() if ok
+                             else "", "payment_hash": base64.b64encode(bytes.fromhex(payment.payment_hash)).decode()})
+
+    def _list_payments(self, request: _Request) -> SimResponse:
+        """lnd's ListPayments: index_offset (exclusive), max_payments, reversed=false, include_incomplete."""
+        try:
+            offset = int(request.query.get("index_offset", "0") or 0)
+            limit = int(request.query.get("max_payments", "100") or 100)
+        except ValueError as exc:
+            raise _RpcError(lnd_json.GRPC_INVALID_ARGUMENT, "index_offset and max_payments are integers") from exc
+        incomplete = request.query.get("include_incomplete", "true") == "true"
+        newest_first = request.query.get("reversed", "false") == "true"
+        with self._lock:
+            payments = [p for p in sorted(self._payments.values(), key=lambda p: p.payment_index)
+                        if incomplete or p.status == "SUCCEEDED"]
+            if newest_first:  # lnd: the page BEFORE index_offset (0: the end), still listed oldest first
+                before = [p for p in payments if offset == 0 or p.payment_index < offset]
+                chosen = before[-limit:] if limit else []
+            else:
+                chosen = [p for p in payments if p.payment_index > offset][:limit]
+            listed = [self._payment_json(p) for p in chosen]
+            return self._ok({"payments": listed,
+                             "first_index_offset": str(chosen[0].payment_index if chosen else 0),
+                             "last_index_offset": str(chosen[-1].payment_index if chosen else offset),
+                             "total_num_payments": "0"})
 
     # --- the external network ----------------------------------------------------------------------------------
     def external_invoice(

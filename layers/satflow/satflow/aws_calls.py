@@ -46,6 +46,7 @@ FUNCTION_CALLS: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "MonitorFunction": {
         **_ledger(*_READ, *_WRITE),
+        "dynamodb:Scan": LEDGER,  # ledger_invariants: the daily full check, parallel segments (no request path)
         "secretsmanager:GetSecretValue": ("LndSecret", "BitcoindSecret"),
         "states:StartExecution": ("PayoutStateMachine", "ReviewStateMachine"),
         "sqs:SendMessage": ("InvoiceEventsQueue",),

@@ -55,6 +55,8 @@ def _build() -> Services:
     from .adapters.dynamodb.utxos import DynamoUtxoStore
     from .adapters.dynamodb.audit import DynamoAuditStore
     from .adapters.dynamodb.risk import DynamoRiskStore
+    from .adapters.dynamodb.solvency import DynamoSolvencyStore
+    from .domain.solvency import parse_thresholds
     from .adapters.dynamodb.webhooks import DynamoWebhookStore
     from .adapters.connections_api import ConnectionsApi, management_client_factory
     from .adapters.dynamodb.realtime import DynamoRealtimeStore
@@ -112,6 +114,10 @@ def _build() -> Services:
         risk_policy=parse_risk_thresholds(s.risk_thresholds),
         start_review=_execution_starter(lambda: settings().review_state_machine_arn,
                                         "SATFLOW_REVIEW_STATE_MACHINE_ARN", "review_id"),
+        solvency=DynamoSolvencyStore(client, s.table_name),
+        solvency_thresholds_sat=parse_thresholds(s.solvency_thresholds),
+        solvency_max_check_age_s=s.solvency_max_check_age_s,
+        breaker_cache_s=s.breaker_cache_s,
         realtime=DynamoRealtimeStore(client, s.table_name),
         connections=ConnectionsApi(management_client_factory(s.region, s.endpoint_url, s.websocket_endpoint)),
         **_ecosystem_stores(client, s.table_name),

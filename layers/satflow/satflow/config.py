@@ -39,6 +39,9 @@ class Settings:
     sanctions_cache_s: int  # how often a container re-reads the stored list's head
     risk_thresholds: str | None = None  # SATFLOW_RISK_THRESHOLDS: {"review": int, "block": int} (score 0-100)
     review_state_machine_arn: str | None = None  # SATFLOW_REVIEW_STATE_MACHINE_ARN: held transfers and payouts
+    solvency_thresholds: str | None = None  # SATFLOW_SOLVENCY_THRESHOLDS_SAT: {"lightning": sat, "onchain": sat}
+    solvency_max_check_age_s: int = 1_800  # SATFLOW_SOLVENCY_MAX_CHECK_AGE_S: no successful check longer -> pause
+    breaker_cache_s: float = 10.0  # SATFLOW_BREAKER_CACHE_S: a container reuses its breaker read this long
     websocket_endpoint: str | None = None  # SATFLOW_WEBSOCKET_ENDPOINT: the WebSocket API stage URL (@connections)
     payout_confirmations: int = 3  # SATFLOW_PAYOUT_CONFIRMATIONS: depth before a payout batch is posted (>= 1)
 
@@ -100,6 +103,9 @@ def settings() -> Settings:
         sanctions_cache_s=_int("SATFLOW_SANCTIONS_CACHE_S", 60),
         risk_thresholds=env.get("SATFLOW_RISK_THRESHOLDS") or None,
         review_state_machine_arn=env.get("SATFLOW_REVIEW_STATE_MACHINE_ARN") or None,
+        solvency_thresholds=env.get("SATFLOW_SOLVENCY_THRESHOLDS_SAT") or None,
+        solvency_max_check_age_s=_int("SATFLOW_SOLVENCY_MAX_CHECK_AGE_S", 1_800),
+        breaker_cache_s=float(env.get("SATFLOW_BREAKER_CACHE_S") or 10),
         websocket_endpoint=env.get("SATFLOW_WEBSOCKET_ENDPOINT") or None,
         payout_confirmations=_confirmations(_int("SATFLOW_PAYOUT_CONFIRMATIONS", PAYOUT_CONFIRMATIONS)),
     )

@@ -210,6 +210,15 @@ class BitcoinRpcClient:
             raise ValueError("getblock supports verbosity=2 only; use call() for other shapes")
         return _parse("getblock", _block, self.call("getblock", block_hash, 2))
 
+    def gettxout(self, txid: str, vout: int, include_mempool: bool = True) -> int | None:
+        """The value (sat) of an unspent output, None when it is spent (or never existed). With
+        ``include_mempool`` a spend waiting in the mempool counts as spent. Bitcoin Core and btcd alike."""
+        _require_int(vout, "vout", minimum=0)
+        result = self.call("gettxout", _hash(txid), vout, bool(include_mempool))
+        if result is None:
+            return None
+        return _parse("gettxout", lambda r: _sat(r["value"]), result)
+
     def getrawmempool(self) -> list[str]:
         """The txids in the node's mempool (non-verbose: the chain monitor fetches the few it has not seen yet)."""
         return _parse("getrawmempool", _txid_list, self.call("getrawmempool", False))

@@ -335,6 +335,52 @@ class LndRestClient:
         data = self._call("get_info", "GET", "/v1/getinfo")
         return _parsed("get_info", _node_info, data)
 
+    # --- solvency (read-only figures) ---------------------------------------------------------------------------
+    def node_balances(self) -> "NodeBalances":
+        """Channel local balances, outgoing/incoming HTLCs and the node's on-chain wallet (three GETs)."""
+        from satflow.domain.solvency import NodeBalances
+
+        channels = self._call("channel_balance", "GET", "/v1/balance/channels")
+        wallet = self._call("wallet_balance", "GET", "/v1/balance/blockchain")
+        listed = self._call("list_channels", "GET", "/v1/channels")
+
+        def msat(amount: object) -> int:
+            if not isinstance(amount, Mapping):
+                return 0
+            return _int(amount.get("msat")) or _int(amount.get("sat")) * 1000
+
+        htlcs_in = htlcs_out = commit_fee = 0
+        for channel in listed.get("channels") or []:
+            commit_fee += _int(channel.get("commit_fee")) * 1000
+            for htlc in channel.get("pending_htlcs") or []:
+                if htlc.get("incoming"):
+                    htlcs_in += _int(htlc.get("amount")) * 1000
+                else:
+                    htlcs_out += _int(htlc.get("amount")) * 1000
+        # unsettled_local_balance is the node's own sum of outgoing HTLCs; the per-HTLC list is in whole sat.
+        unsettled = msat(channels.get("unsettled_local_balance"))
+        return NodeBalances(
+            local_msat=msat(channels.get("local_balance")),
+            pending_open_local_msat=msat(channels.get("pending_open_local_balance")),
+            htlcs_out_msat=unsettled or htlcs_out, htlcs_in_msat=htlcs_in,
+            wallet_msat=_int(wallet.get("total_balance")) * 1000, commit_fee_msat=commit_fee)
+
+    def list_payments(self, index_offset: int = 0, max_payments: int = 100,
+                      newest_first: bool = False) -> tuple[list["NodePayment"], int]:
+        """Payments after ``index_offset`` in index order (incomplete ones included); returns (payments, the last
+        index offset of the page). ``newest_first`` with offset 0: the latest payments (lnd's ``reversed``)."""
+        from satflow.domain.solvency import NodePayment
+
+        data = self._call("list_payments", "GET", "/v1/payments", params={
+            "include_incomplete": "true", "index_offset": str(int(index_offset)),
+            "max_payments": str(int(max_payments)), "reversed": "true" if newest_first else "false"})
+        out = [NodePayment(payment_hash=str(p.get("payment_hash") or ""), status=str(p.get("status") or ""),
+                           value_msat=_int(p.get("value_msat")), fee_msat=_int(p.get("fee_msat")),
+                           payment_index=_int(p.get("payment_index")),
+                           creation_time_ns=_int(p.get("creation_time_ns")))
+               for p in data.get("payments") or []]
+        return out, _int(data.get("last_index_offset"))
+
     def add_invoice(
         self,
         value_msat: int | None,

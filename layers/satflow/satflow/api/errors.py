@@ -81,6 +81,10 @@ HTTP_STATUS: dict[type[e.SatflowError], int] = {
     e.RiskBlocked: 422,
     e.ReviewNotFound: 404,
     e.ReviewAlreadyDecided: 409,
+    # Solvency
+    e.SendsPaused: 503,
+    e.SuspenseNotFound: 404,
+    e.SuspenseAlreadyAssigned: 409,
     # Wallet ecosystem (keys, Lightning Address, LNURL, LndHub)
     e.ApiKeyNotFound: 404,
     e.TooManyApiKeys: 422,

@@ -75,9 +75,38 @@ _WEBHOOK = {
     "properties": {"id": _STR, "url": _STR, "events": {"type": "array", "items": _STR},
                    "created_at": {"type": "string", "format": "date-time"}},
 }
+_BREAKER = {"type": "object", "required": ["sends", "reasons"], "properties": {
+    "sends": {"type": "string", "enum": ["open", "paused"]}, "reasons": {"type": "array", "items": _STR},
+    "changed_at": {"type": "string", "nullable": True}, "last_success_at": {**_INT, "nullable": True},
+    "resumed_at": {**_INT, "nullable": True}, "resumed_by": {"type": "string", "nullable": True},
+    "reason": {"type": "string", "nullable": True},
+    "blocked_because": {"type": "string", "nullable": True,
+                        "description": "why sends may not start now (paused, or the last success is too old)"}}}
+_SOURCE = {"type": "object", "required": ["source"], "properties": {
+    "source": {"type": "string", "enum": ["lightning", "onchain"]}, "ledger_msat": _INT, "node_msat": _INT,
+    "difference_msat": _INT, "explained": {"type": "object", "additionalProperties": _INT},
+    "unexplained_msat": _INT, "foreign_msat": _INT, "at_risk_msat": _INT, "details": {"type": "object"},
+    "error": {"type": "string", "description": "the source could not be read (the check failed)"}}}
+_CHECK = {"type": "object", "required": ["check_id", "at", "ok", "sources", "liabilities_msat"], "properties": {
+    "check_id": _STR, "at": _STR, "ok": {"type": "boolean"}, "liabilities_msat": _INT,
+    "system_accounts": {"type": "object", "additionalProperties": _INT},
+    "sources": {"type": "array", "items": _SOURCE}, "breaches": {"type": "array", "items": _STR}}}
+_SUSPENSE = {"type": "object", "required": ["id", "kind", "source", "direction", "amount_msat", "status"],
+             "properties": {
+                 "id": _STR, "kind": {"type": "string", "enum": ["closed_account_deposit", "invoice_settled_twice",
+                                                                 "foreign_payment", "foreign_spend"]},
+                 "source": {"type": "string", "enum": ["lightning", "onchain"]},
+                 "direction": {"type": "string", "enum": ["in", "out"]}, "amount_msat": _INT, "reference": _STR,
+                 "transfer_id": _STR, "created_at": _STR, "details": {"type": "object"},
+                 "status": {"type": "string", "enum": ["open", "assigned"]},
+                 "assigned_to": {"type": "string", "nullable": True},
+                 "assigned_by": {"type": "string", "nullable": True},
+                 "assigned_at": {"type": "string", "nullable": True}, "reason": {"type": "string", "nullable": True},
+                 "assign_transfer_id": {"type": "string", "nullable": True}}}
 _EVENT_TYPES = {"type": "array", "minItems": 1, "items": {"type": "string", "enum": [
     "transfer.settled", "invoice.settled", "payment.succeeded", "payment.failed", "deposit.confirmed",
-    "deposit.credited", "payout.broadcast", "payout.confirmed", "review.required"]}}
+    "deposit.credited", "payout.broadcast", "payout.confirmed", "review.required", "solvency.breaker_tripped",
+    "solvency.sends_resumed"]}}
 
 
 def _path(name: str) -> dict:
@@ -276,6 +305,41 @@ ROUTES: tuple[Route, ...] = (
           request=_NOTE, response=_DECISION, parameters=(_path("review_id"),)),
     Route("POST", "/v1/admin/reviews/{review_id}/reject", "Reject a held send (its reservation is voided)", "admin",
           request=_NOTE, response=_DECISION, parameters=(_path("review_id"),)),
+    # --- solvency ---
+    Route("GET", "/v1/admin/solvency",
+          "The send breaker, the latest solvency check and its history (newest first), the last invariant run",
+          "admin", response={
+              "type": "object", "required": ["breaker", "latest", "history", "next_cursor", "ledger_invariants"],
+              "properties": {"breaker": _BREAKER, "latest": {**_CHECK, "nullable": True},
+                             "history": {"type": "array", "items": _CHECK},
+                             "next_cursor": {"type": "string", "nullable": True},
+                             "thresholds_sat": {"type": "object", "additionalProperties": _INT},
+                             "max_check_age_s": _INT,
+                             "ledger_invariants": {"type": "object", "nullable": True}}},
+          parameters=({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+                      {"name": "cursor", "in": "query", "schema": _STR})),
+    Route("POST", "/v1/admin/solvency/resume", "Resume outbound sends paused by the breaker (audited)", "admin",
+          request={"type": "object", "required": ["reason"], "additionalProperties": False,
+                   "properties": {"reason": {"type": "string", "minLength": 1, "maxLength": 280}}},
+          response={"type": "object", "required": ["breaker"], "properties": {"breaker": _BREAKER}}),
+    Route("POST", "/v1/admin/solvency/capital",
+          "Book the operator's own funds entering or leaving a source, against owner equity (audited)", "admin", 201,
+          request={"type": "object", "required": ["source", "amount_msat", "direction", "reason"],
+                   "additionalProperties": False,
+                   "properties": {"source": {"type": "string", "enum": ["lightning", "onchain"]},
+                                  "amount_msat": _AMOUNT, "direction": {"type": "string", "enum": ["in", "out"]},
+                                  "reason": {"type": "string", "minLength": 1, "maxLength": 280}}},
+          parameters=({**_IDEMPOTENCY, "required": True},)),
+    Route("GET", "/v1/admin/suspense", "Money booked against the suspense account, newest first", "admin",
+          response={"type": "object", "required": ["items"],
+                    "properties": {"items": {"type": "array", "items": _SUSPENSE}}},
+          parameters=({"name": "status", "in": "query", "schema": {"type": "string", "enum": ["open", "assigned"]}},)),
+    Route("POST", "/v1/admin/suspense/{suspense_id}/assign",
+          "Assign a suspense item to an account, equity or expense (a ledger entry, audited)", "admin",
+          request={"type": "object", "required": ["to", "reason"], "additionalProperties": False,
+                   "properties": {"to": {"type": "string", "description": "equity | expense | an account id"},
+                                  "reason": {"type": "string", "minLength": 1, "maxLength": 280}}},
+          response=_SUSPENSE, parameters=(_path("suspense_id"),)),
 )
 
 

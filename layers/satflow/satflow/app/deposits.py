@@ -29,8 +29,9 @@ same outpoint (new pending, new credit).
 
 Gaps (named): a reorg that removes a deposit or change output already RESERVED by a payout batch leaves the UTXO
 record in place and logs an error: the batch spends an output that no longer exists and must be rebuilt by the
-payout engine; a deposit to an address of a closed account is logged as an error and not recorded (the coins sit
-unattributed in the hot wallet until an operator refunds them); a reorg deeper than REORG_WINDOW stops the monitor
+payout engine; a deposit to an address of a closed account is not recorded as a deposit: it is booked against the SUSPENSE account
+at its first confirmation, with its output tracked, until an admin assigns it (``POST /v1/admin/suspense/{id}/
+assign``; a reorg of that block does not undo the booking: the operator sees the outpoint in the item); a reorg deeper than REORG_WINDOW stops the monitor
 (ReorgBeyondWindow) for an operator; mempool watching is per-container and bounded per run (MEMPOOL_TX_PER_RUN):
 on mainnet it belongs to a long-lived ZMQ ``rawtx`` listener like the invoice listener - confirmed deposits never
 depend on it.
@@ -118,6 +119,7 @@ class _ChainScan:
         self.rpc = svc.bitcoind()
         self.policy = DepositPolicy.parse(svc.deposit_policy)
         self.counts: Counter[str] = Counter()
+        self._tracked: dict[str, Utxo] | None = None  # our outputs, loaded on the first block with inputs
 
     # -------------------------------------------------------------------------------------------- blocks
     def sync_blocks(self, max_blocks: int) -> tuple[ChainTip, bool]:
@@ -160,6 +162,7 @@ class _ChainScan:
             return False
 
     def _connect(self, tip: ChainTip, block: Block) -> bool:
+        self._foreign_spends(block)
         matches = self._match(tx for tx in block.transactions if not tx.is_coinbase)
         existing = self.chain.deposits(m.outpoint for m in matches if not is_system_owner(m.owner.owner))
         deposits, change = [], []
@@ -190,6 +193,41 @@ class _ChainScan:
         log.error("deposit %s is recorded in block %s but was found in block %s at height %d; left as recorded",
                   m.outpoint, existing.block_hash, block.hash, block.height)
         return False
+
+    def _foreign_spends(self, block: Block) -> None:
+        """An input spending one of OUR tracked outputs in a transaction satflow did not make (not a variant of the
+        batch that reserved it): booked against SUSPENSE at once (hot wallet credited, the output SPENT), metric
+        ``ForeignSpends``, visible in GET /v1/admin/suspense. Keyed by outpoint: a rescan books nothing twice."""
+        if self.svc.solvency is None:
+            return
+        spends = [(tx, str(inp)) for tx in block.transactions if not tx.is_coinbase for inp in tx.inputs]
+        if not spends:
+            return
+        if self._tracked is None:
+            self._tracked = {u.outpoint: u for u in self.svc.solvency.tracked_utxos()}
+        from .solvency import book_suspense
+        from satflow.domain.solvency import SUSPENSE_FOREIGN_SPEND
+
+        for tx, outpoint in spends:
+            utxo = self._tracked.get(outpoint)
+            if utxo is None:
+                continue
+            if utxo.reserved_by and self.svc.payouts is not None:
+                batch = self.svc.payouts.get_batch(utxo.reserved_by)
+                if batch is not None and tx.txid in batch.txids:
+                    continue  # our own payout batch (or one of its fee bumps)
+            log.error("FOREIGN SPEND: our output %s (%d sat) spent by %s in block %d, which satflow did not make",
+                      outpoint, utxo.value_sat, tx.txid, block.height)
+            try:
+                booked = book_suspense(
+                    self.svc, kind=SUSPENSE_FOREIGN_SPEND, reference=outpoint, amount_msat=utxo.value_sat * 1000,
+                    at=self.svc.clock(), details={"outpoint": outpoint, "spending_txid": tx.txid,
+                                                  "height": block.height, "was": utxo.status.value},
+                    extra=[self.svc.solvency.foreign_spend_item(utxo, tx.txid)])
+            except errors.Conflict:
+                booked = 0  # the output changed meanwhile (another run booked it)
+            self._tracked.pop(outpoint, None)
+            self.counts["foreign_spends"] += booked
 
     def _record_change(self, m: _Match, height: int) -> None:
         utxo = Utxo(txid=m.tx.txid, vout=m.output.n, value_sat=m.output.value_sat,
@@ -322,6 +360,8 @@ class _ChainScan:
             log.error("deposit %s of %d sat to %s cannot be recorded (%s): coins unattributed in the hot wallet",
                       m.outpoint, m.output.value_sat, account_id, exc.code)
             self.counts["unattributed"] += 1
+            if height is not None:
+                self._book_unattributed(m, height, account_id, exc.code)
             return False
         except errors.TransferExistsWithDifferentFields:
             log.error("deposit %s: a different transfer %s exists", m.outpoint, transfer.id)
@@ -332,6 +372,25 @@ class _ChainScan:
         if not result.replayed:
             self.counts["deposits_seen"] += 1
         return True
+
+    def _book_unattributed(self, m: _Match, height: int, account_id: str, code: str) -> None:
+        """A confirmed deposit nobody can be credited with (the account is closed): no silent money. The coins are
+        booked against SUSPENSE (hot wallet debited) and their output tracked, in one transaction, for an admin to
+        assign (refund to the account, or equity). Booked at its first confirmation, not from the mempool."""
+        if self.svc.solvency is None:
+            return
+        from .solvency import book_suspense
+        from satflow.domain.solvency import SUSPENSE_CLOSED_ACCOUNT_DEPOSIT
+
+        utxo = Utxo(txid=m.tx.txid, vout=m.output.n, value_sat=m.output.value_sat,
+                    script_pubkey_hex=m.output.script_pubkey_hex, chain=m.owner.chain, index=m.owner.index,
+                    height=height)
+        extra = self.svc.utxos.add_items(utxo) if self.svc.utxos.get(m.tx.txid, m.output.n) is None else []
+        self.counts["suspense_booked"] += book_suspense(
+            self.svc, kind=SUSPENSE_CLOSED_ACCOUNT_DEPOSIT, reference=m.outpoint,
+            amount_msat=m.output.value_sat * 1000, at=self.svc.clock(), extra=extra,
+            details={"outpoint": m.outpoint, "account_id": account_id, "address": m.owner.address, "reason": code,
+                     "height": height})
 
     def advance_deposits(self, tip: ChainTip, mempool: set[str], decide: bool) -> None:
         for d in self.chain.watched_deposits():

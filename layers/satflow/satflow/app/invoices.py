@@ -78,8 +78,17 @@ def credit_settled_invoice(svc: Services, *, payment_hash: str, amount_paid_msat
     except errors.InvoiceNotPayable as exc:
         # Settled internally first, yet the node also received a payment for it. The cancel-before-settle order
         # of internal payments makes this unreachable unless LND misbehaves; never credit twice, shout instead.
-        log.error("external settlement of invoice %s that is already %s: funds on the node are unattributed",
+        log.error("external settlement of invoice %s that is already %s: booked against SUSPENSE",
                   payment_hash, exc.details.get("settled_by"))
+        if svc.solvency is not None:  # no silent money: the node holds it, an admin assigns it
+            from satflow.domain.solvency import SUSPENSE_DOUBLE_SETTLEMENT
+
+            from .solvency import book_suspense
+
+            book_suspense(svc, kind=SUSPENSE_DOUBLE_SETTLEMENT, reference=payment_hash,
+                          amount_msat=amount_paid_msat, at=transfer.created_at,
+                          details={"payment_hash": payment_hash, "account_id": invoice.account_id,
+                                   "settled_by": str(exc.details.get("settled_by"))})
         return CreditResult("conflict")
     return CreditResult("duplicate" if result.replayed else "credited", transfer.id)
 

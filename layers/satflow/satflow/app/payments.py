@@ -28,6 +28,7 @@ from .accounts import require_scope
 from .limits import admit_with_retry, precheck, release_with_retry
 from .ports import Services
 from .sanctions import screen_node
+from .solvency import require_sends_open
 from .transfers import validate_idempotency_key
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ def create_payment(svc: Services, principal: Principal, idempotency_key: str | N
     )
     if invoice is not None:
         return _pay_internal(svc, payment, invoice)
+    require_sends_open(svc)  # the solvency breaker: 503 SENDS_PAUSED before anything is reserved (internal pays above)
     reserve(svc, payment, reads)  # synchronous: insufficient funds or a hash in use is a 4xx now, not a FAILED later
     svc.start_payment(payment_id)
     return payment

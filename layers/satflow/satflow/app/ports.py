@@ -98,6 +98,11 @@ class Services:
     risk: Any = None  # DynamoRiskStore: assessments, destination history, reviews
     risk_policy: Any = None  # satflow.domain.risk.RiskPolicy (None: the documented defaults)
     start_review: Callable[[str], None] | None = None  # starts the review workflow named by the review id
+    # Solvency (app/solvency.py): checks, the send breaker, suspense items. Without a store sends are never paused.
+    solvency: Any = None  # DynamoSolvencyStore
+    solvency_thresholds_sat: dict = field(default_factory=lambda: {"lightning": 10_000, "onchain": 10_000})
+    solvency_max_check_age_s: int = 1_800  # no successful check for longer: sends pause
+    breaker_cache_s: float = 10.0  # how long a container reuses its read of the breaker item
     # Real-time updates over WebSocket (app/realtime.py)
     realtime: Any = None  # DynamoRealtimeStore: connections, topics, the per-account replay feed
     connections: Any = None  # ConnectionsApi: post(connection_id, data), close(connection_id) via @connections

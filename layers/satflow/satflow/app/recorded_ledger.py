@@ -21,7 +21,7 @@ _USER_INITIATED = frozenset({"internal_transfer", "payment_reserved", "payout_re
 def audit_entry_for(t: Transfer) -> AuditEntry:
     """``ledger.<template>.<kind>`` by the account that asked for it, the admin, or the system (workflows,
     monitors, inbound credits)."""
-    if t.template.startswith("adjustment_"):
+    if t.template.startswith("adjustment_") or t.template in ("suspense_assigned", "capital_in", "capital_out"):
         actor = ADMIN_ACTOR
     elif (t.template in _USER_INITIATED and t.kind in (TransferKind.POSTED, TransferKind.PENDING)
           and not t.debit.is_system):

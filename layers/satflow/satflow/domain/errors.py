@@ -467,6 +467,25 @@ class ReviewAlreadyDecided(Conflict):
     code = "REVIEW_ALREADY_DECIDED"
 
 
+# --- Solvency ------------------------------------------------------------------------------------------------------
+class SendsPaused(SatflowError):
+    """503: the solvency breaker paused outbound Lightning sends and on-chain payouts (unexplained drift between the
+    ledger and the node or chain, or no successful solvency check for too long). Nothing was reserved; internal
+    transfers still work; an admin resumes with POST /v1/admin/solvency/resume."""
+
+    code = "SENDS_PAUSED"
+
+
+class SuspenseNotFound(NotFound):
+    """404: no suspense item with this id."""
+
+    code = "SUSPENSE_NOT_FOUND"
+
+
+class SuspenseAlreadyAssigned(Conflict):
+    """409: the suspense item was already assigned (to another target, or with another reason)."""
+
+    code = "SUSPENSE_ALREADY_ASSIGNED"
 # --- Wallet ecosystem: keys, Lightning Address, LNURL, LndHub ------------------------------------------------------
 class ApiKeyNotFound(NotFound):
     """404: no key with this id on the caller's account."""

@@ -41,6 +41,11 @@ class SystemAccount(str, enum.Enum):
     ONCHAIN_FEE_EXPENSE = "sys:onchain_fee_expense"  # network fee a payout's reserve did not cover (we pay it)
     FEE_INCOME = "sys:fee_income"
     OWNER_EQUITY = "sys:owner_equity"
+    # Money that moved without a business event we can attribute (a deposit to a closed account, a node payment or
+    # a spend of our coins satflow did not make): booked here at once, never silently, until an admin assigns it.
+    SUSPENSE = "sys:suspense"
+    # Losses an operator writes off (a suspense item assigned to "expense", e.g. a theft that will not be recovered).
+    LOSS_EXPENSE = "sys:loss_expense"
 
 
 def is_system_owner(owner: str) -> bool:

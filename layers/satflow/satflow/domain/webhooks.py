@@ -39,8 +39,12 @@ DEPOSIT_CREDITED = "deposit.credited"
 PAYOUT_BROADCAST = "payout.broadcast"
 PAYOUT_CONFIRMED = "payout.confirmed"
 REVIEW_REQUIRED = "review.required"
+# Operator events (account_id "sys:solvency": delivered to admin subscriptions only)
+SOLVENCY_BREAKER_TRIPPED = "solvency.breaker_tripped"
+SOLVENCY_SENDS_RESUMED = "solvency.sends_resumed"
 EVENT_TYPES = (TRANSFER_SETTLED, INVOICE_SETTLED, PAYMENT_SUCCEEDED, PAYMENT_FAILED, DEPOSIT_CONFIRMED,
-               DEPOSIT_CREDITED, PAYOUT_BROADCAST, PAYOUT_CONFIRMED, REVIEW_REQUIRED)
+               DEPOSIT_CREDITED, PAYOUT_BROADCAST, PAYOUT_CONFIRMED, REVIEW_REQUIRED, SOLVENCY_BREAKER_TRIPPED,
+               SOLVENCY_SENDS_RESUMED)
 
 ADMIN_OWNER = "admin"  # owner of subscriptions created with the admin key: they receive every account's events
 MAX_SUBSCRIPTIONS_PER_OWNER = 10

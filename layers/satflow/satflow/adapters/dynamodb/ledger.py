@@ -287,6 +287,17 @@ class DynamoLedger:
             yield Balance(LedgerAccount(b.owner, b.asset), int(b.available or 0), int(b.pending_out or 0),
                           int(b.pending_in or 0))
 
+    def balance_segment(self, segment: int, total_segments: int) -> Iterable[Balance]:
+        """The balance items of one parallel Scan segment (the daily invariant job reads all segments at once)."""
+        kwargs: dict[str, Any] = dict(
+            TableName=self._m.table_name, FilterExpression="begins_with(pk, :p)",
+            ExpressionAttributeValues={":p": {"S": "BAL#"}}, Segment=segment, TotalSegments=total_segments,
+        )
+        for raw in all_items(self._client.scan, **kwargs):
+            b = self._m.Balance.from_raw_data(raw)
+            yield Balance(LedgerAccount(b.owner, b.asset), int(b.available or 0), int(b.pending_out or 0),
+                          int(b.pending_in or 0))
+
     def check_invariants(self) -> InvariantReport:
         return check_invariants(self.all_balances())
 

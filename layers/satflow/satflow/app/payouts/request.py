@@ -19,6 +19,7 @@ from ..accounts import require_scope
 from ..limits import admit_with_retry, release_with_retry
 from ..ports import Services
 from ..sanctions import screen_address
+from ..solvency import require_sends_open
 from ..transfers import validate_idempotency_key
 from .common import IN_BATCH, SendTaskSuccess, _network
 from .workflow import _cancel_batch
@@ -60,6 +61,7 @@ def create_payout(svc: Services, principal: Principal, idempotency_key: str | No
         if payout.status is PayoutStatus.IN_REVIEW:
             _start_review(svc, payout_id)  # a crash between the reserve and the start: start it now (once)
         return payout
+    require_sends_open(svc)  # the solvency breaker: 503 SENDS_PAUSED before anything is reserved
     if invalid is not None:
         raise invalid
     assert request is not None and send is not None and reads is not None
