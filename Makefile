@@ -1,28 +1,54 @@
 # satflow developer entry points. Every target creates what it needs on a fresh machine.
-PYTHON ?= python3
-VENV   := .venv
-TOOLS  := .venv-tools
-PY     := $(VENV)/bin/python
-PORT   ?= 3000
+VENV    := .venv
+TOOLS   := .venv-tools
+CHECKOV := .venv-checkov
+PY      := $(VENV)/bin/python
+PORT    ?= 3000
 
-.PHONY: run test test-real regtest-build lint unit bench bench-ledger bench-routes demo layer clean
+# Lambda runs python$(LAMBDA_PYTHON) (template.yaml, Globals.Function.Runtime; a contract test keeps them equal). The
+# venvs use the same minor when this machine has it - on PATH or under ~/.pyenv/versions (pyenv's shims answer only
+# for the selected version, so each candidate is run once) - else python3, with a note. PYTHON=... overrides.
+LAMBDA_PYTHON := 3.12
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(shell for p in python$(LAMBDA_PYTHON) $(HOME)/.pyenv/versions/$(LAMBDA_PYTHON).*/bin/python$(LAMBDA_PYTHON); do \
+            "$$p" -c "" >/dev/null 2>&1 && { command -v "$$p"; break; }; done)
+ifeq ($(PYTHON),)
+PYTHON := python3
+$(info note: python$(LAMBDA_PYTHON) (the Lambda runtime) not found on PATH or in ~/.pyenv/versions; using $(shell python3 -V 2>&1))
+endif
+endif
+PY_MINOR := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+
+.PHONY: run test test-real regtest-build lint unit bench bench-ledger bench-routes demo layer build clean print-python
+
+## print-python: the interpreter the venvs are made with
+print-python:
+	@echo $(PYTHON)
 
 # The real-node tier (btcd + two lnd on regtest, DynamoDB Local) needs go, java 17+ and mvn; without them
 # `make test` runs the simulated tier only and says so. SATFLOW_REALNODES=require turns a missing build into a
 # failure instead of a skip.
 HAVE_REAL_TOOLCHAIN := $(shell command -v go >/dev/null 2>&1 && command -v java >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1 && echo yes)
 
-$(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+# Each venv records the Python minor it was made with (.python-X.Y); made by another one, it is rebuilt from scratch.
+$(VENV)/.python-$(PY_MINOR) $(TOOLS)/.python-$(PY_MINOR) $(CHECKOV)/.python-$(PY_MINOR):
+	rm -rf $(@D)
+	$(PYTHON) -m venv $(@D)
+	$(@D)/bin/python -m pip install -q --upgrade pip
+	touch $@
+
+$(VENV)/.installed: pyproject.toml $(VENV)/.python-$(PY_MINOR)
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
 # aws-sam-cli pins an older pydantic than the layer uses, so it lives in its own venv.
-$(TOOLS)/.installed: requirements-tools.txt
-	$(PYTHON) -m venv $(TOOLS)
-	$(TOOLS)/bin/pip install -q --upgrade pip
+$(TOOLS)/.installed: requirements-tools.txt $(TOOLS)/.python-$(PY_MINOR)
 	$(TOOLS)/bin/pip install -q -r requirements-tools.txt
+	touch $@
+
+# checkov pins its own boto3, cfn-lint-free dependency set and more: a third venv, so neither side moves the other.
+$(CHECKOV)/.installed: requirements-checkov.txt $(CHECKOV)/.python-$(PY_MINOR)
+	$(CHECKOV)/bin/pip install -q -r requirements-checkov.txt
 	touch $@
 
 ## run: the local runtime on 127.0.0.1:$(PORT) (moto in-process, no AWS, no Docker)
@@ -54,9 +80,14 @@ regtest-build: $(VENV)/.installed
 test-real: regtest-build
 	SATFLOW_REALNODES=require $(PY) -m pytest -m realnodes
 
-lint: $(VENV)/.installed $(TOOLS)/.installed
+## lint: sam validate --lint, cfn-lint, and checkov gated by infra/checkov-accepted.yaml (every accepted finding
+## has its reason there; a new finding, or an acceptance that no longer matches, fails)
+lint: $(VENV)/.installed $(TOOLS)/.installed $(CHECKOV)/.installed
 	$(TOOLS)/bin/sam validate --lint --template template.yaml --region us-east-1
 	$(VENV)/bin/cfn-lint template.yaml
+	@mkdir -p .build
+	$(CHECKOV)/bin/checkov --quiet --skip-download -f template.yaml --framework cloudformation -o json > .build/checkov.json || test -s .build/checkov.json
+	$(PY) infra/checkov_gate.py .build/checkov.json infra/checkov-accepted.yaml
 
 unit: $(VENV)/.installed
 	$(PY) -m pytest tests/unit
@@ -86,5 +117,9 @@ demo: $(VENV)/.installed
 layer: $(VENV)/.installed
 	$(PY) infra/build_layer.py --arch $${ARCH:-arm64} --out .build/layer
 
+## build: sam build (functions and layer) with python$(LAMBDA_PYTHON) first on PATH, as SAM's Python builder wants
+build: $(TOOLS)/.installed
+	PATH="$(abspath $(dir $(shell command -v $(PYTHON)))):$$PATH" $(TOOLS)/bin/sam build --template template.yaml
+
 clean:
-	rm -rf $(VENV) $(TOOLS) .build .aws-sam
+	rm -rf $(VENV) $(TOOLS) $(CHECKOV) .build .aws-sam

@@ -8,7 +8,7 @@ optionally OUT.zip.
 
 How:
   1. `pip install --no-deps --only-binary=:all: --platform manylinux2014_<arch> --implementation cp
-     --python-version 3.11 --target OUT/python -r layers/satflow/requirements.txt`.
+     --python-version <the template's runtime> --target OUT/python -r layers/satflow/requirements.txt`.
      --no-deps because pynamodb / aws-xray-sdk depend on botocore, which the Lambda runtime already provides;
      requirements.txt is therefore the complete, pinned closure (step 4 checks that it is).
      A requirement published only as an sdist (embit) is built into a wheel on this machine first and used
@@ -17,7 +17,7 @@ How:
   3. Remove prebuilt native libraries for other platforms (embit ships libsecp256k1 for seven) and
      the console scripts pip put in OUT/python/bin.
   4. Verify: boto3/botocore/s3transfer are absent, and every installed distribution's requirements
-     (markers evaluated for Linux/<arch>/CPython 3.11) are installed or provided by the Lambda runtime.
+     (markers evaluated for Linux/<arch>/CPython of the template's runtime) are installed or provided by the Lambda runtime.
   5. Print size (MB) and file count; --zip writes OUT.zip next to OUT.
 """
 from __future__ import annotations
@@ -38,7 +38,18 @@ LAYER_SRC = REPO / "layers" / "satflow"
 REQUIREMENTS = LAYER_SRC / "requirements.txt"
 PACKAGE = LAYER_SRC / "satflow"
 
-PY_VERSION = "3.11"
+
+
+def _template_runtime_version() -> str:
+    """The Python minor of template.yaml's Globals.Function.Runtime ("python3.12" -> "3.12"): one place to change."""
+    text = (REPO / "template.yaml").read_text()
+    found = re.search(r"^Globals:\n(?:[ #].*\n|\n)*?\s+Runtime:\s*python(\d+\.\d+)\s*$", text, re.M)
+    if found is None:
+        sys.exit("error: template.yaml has no Globals.Function.Runtime pythonX.Y")
+    return found.group(1)
+
+
+PY_VERSION = _template_runtime_version()
 ARCHES = {  # --arch value -> (pip platform tag, platform.machine() on Lambda)
     "arm64": ("manylinux2014_aarch64", "aarch64"),
     "aarch64": ("manylinux2014_aarch64", "aarch64"),

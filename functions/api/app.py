@@ -494,6 +494,15 @@ def admin_create_key(account_id: str):
     return _json(201, _key_view(issued))
 
 
+@app.delete("/v1/admin/accounts/<account_id>/keys/<key_id>")
+def admin_revoke_key(account_id: str, key_id: str):
+    from satflow.app import keys
+
+    principal = _principal()
+    accounts.require_admin(principal)
+    return _json(200, keys.revoke_key(bootstrap.services(), principal, key_id, account_id=account_id).view())
+
+
 @app.post("/v1/lightning-address")
 def claim_lightning_address():
     from satflow.app import lnurl

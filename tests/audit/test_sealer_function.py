@@ -11,6 +11,7 @@ import pytest
 
 from satflow import bootstrap
 from satflow.adapters.dynamodb.audit import queue_pk
+from satflow.app import audit
 from satflow.app.accounts import ADMIN, create_account
 from satflow.domain import errors
 from satflow.domain.templates import admin_adjustment, internal_transfer
@@ -112,9 +113,10 @@ def test_the_sweep_and_verify_jobs(handler, svc):
     swept = handler.lambda_handler({"job": "sweep"}, Context())
     assert swept["job"] == "sweep" and swept["sealed"] == 0  # within the grace period the stream path owns them
     now = svc.audit.clock()
-    svc.audit.clock = lambda: now + 61
+    svc.audit.clock = lambda: now + audit.SWEEP_GRACE_S + 1
     swept = handler.lambda_handler({"job": "sweep"}, Context())
-    assert swept["sealed"] == 7 and swept["lag_s"] == 0
+    # lag: what the sweeper had to seal had waited past the grace (the stream path missed it)
+    assert swept["sealed"] == 7 and swept["lag_s"] > audit.SWEEP_GRACE_S
     verified = handler.lambda_handler({"job": "verify"}, Context())
     assert verified["ok"] and verified["complete"] and verified["records"] == 7
     with pytest.raises(ValueError):

@@ -2,11 +2,14 @@
 afterwards in order, and tampering (or an entry never sealed) found in DynamoDB."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from satflow.adapters.dynamodb.audit import AuditChainBroken, head_pk, marker_pk, queue_pk, queue_sk, record_pk, seq_sk
 from satflow.app.accounts import ADMIN
-from satflow.app.audit import UNSEALED_BOUND_S, list_audit, record_admin_action, verify_audit, verify_step, with_audit
+from satflow.app.audit import (UNSEALED_BOUND_S, list_audit, record_admin_action, sweep, verify_audit, verify_step,
+                               with_audit)
 from satflow.domain import errors
 from satflow.domain.accounts import Principal, Scope
 from satflow.domain.audit import GENESIS_HASH, AuditEntry, transfer_entry
@@ -120,7 +123,8 @@ def test_an_entry_deleted_before_sealing_is_still_sealed_from_the_stream_image(s
 
 def test_an_entry_rewritten_before_sealing_is_sealed_as_committed(store, ddb):
     """The attacker changes the amount and recomputes the entry hash: the stream image (what the mutation
-    committed) is what gets sealed; the rewritten copy is then cleared as a stray of a sealed entry."""
+    committed) is what gets sealed; the rewritten copy is evidence: its id's record is not it, so every sweep reports
+    it as changed and leaves it for the operator (never sealed, never deleted)."""
     from satflow.domain.audit import pending_hash
 
     p = store.append(entry(1), shard=1)
@@ -129,8 +133,10 @@ def test_an_entry_rewritten_before_sealing_is_sealed_as_committed(store, ddb):
     put_raw(ddb, {**item, "amount_msat": {"N": "1"}, "entry_hash": {"S": pending_hash(forged)}})
     outcome = store.seal(1, [p], from_stream=True)
     assert outcome.changed == [p] and [r.amount_msat for r in store.records(1)] == [100]
-    seal_all(store)  # the sweeper meets the rewritten copy: already sealed under its id, so it is removed
-    assert store.pending(1) == [] and [r.amount_msat for r in store.records(1)] == [100] and store.verify(1).ok
+    swept = sweep(SimpleNamespace(audit=store), grace_s=0)  # the sweeper meets the rewritten copy: sealed under its id as other content
+    assert swept.changed == 1 and swept.sealed == 0 and swept.duplicates == 0
+    assert [p.amount_msat for p in store.pending(1)] == [1] and [r.amount_msat for r in store.records(1)] == [100]
+    assert store.verify(1).ok
 
 
 def test_the_sweeper_refuses_an_altered_entry_and_verify_reports_it_unsealed(asvc, ddb):

@@ -35,6 +35,24 @@ def function_env(template: dict[str, Any], fn: dict[str, Any]) -> dict[str, Any]
     return {**glob, **own}
 
 
+def function_statements(template: dict[str, Any], fn: dict[str, Any]) -> list[dict[str, Any]]:
+    """The IAM statements a function's code runs with: its inline ``Policies`` statements, or, for a function with
+    its own ``Role: !GetAtt <X>Role.Arn`` (the event-source functions, see template.yaml), that role's inline
+    policies. Conditional statements (``Fn::If``) are left out."""
+    props = fn.get("Properties", {})
+    role = props.get("Role")
+    if isinstance(role, dict) and "Fn::GetAtt" in role:
+        role_id = role["Fn::GetAtt"][0] if isinstance(role["Fn::GetAtt"], list) else role["Fn::GetAtt"].split(".")[0]
+        documents = [p["PolicyDocument"] for p in template["Resources"][role_id]["Properties"].get("Policies", [])]
+    else:
+        documents = [p for p in props.get("Policies", []) or [] if isinstance(p, dict) and "Statement" in p]
+    out = []
+    for doc in documents:
+        statements = doc["Statement"] if isinstance(doc["Statement"], list) else [doc["Statement"]]
+        out += [s for s in statements if "Fn::If" not in s]
+    return out
+
+
 def http_routes(fn: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """routeKey ("GET /v1/health") -> the HttpApi event's properties."""
     routes: dict[str, dict[str, Any]] = {}

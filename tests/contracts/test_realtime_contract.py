@@ -7,15 +7,10 @@ import json
 
 import pytest
 
-from .conftest import ROOT, TEMPLATE, resources_of
+from .conftest import ROOT, TEMPLATE, function_statements, resources_of
 
 EVENTS = ROOT / "events"
 SAMPLES = sorted((EVENTS / "websocket").glob("*.json"))
-
-
-def _statements(fn):
-    for policy in fn["Properties"].get("Policies", []):
-        yield from policy.get("Statement", [])
 
 
 def _websocket_api(template):
@@ -73,22 +68,28 @@ def test_fanout_reads_exactly_what_the_webhook_relay_reads(template, functions):
     assert samples and all(passes_filters(patterns, r) for r in samples)
 
 
-def test_websocket_functions_are_least_privilege_and_scoped_to_this_api(functions):
+def test_websocket_functions_are_least_privilege_and_scoped_to_this_api(template, functions):
     table = {"Fn::GetAtt": ["LedgerTable", "Arn"]}
     manage = {"Fn::Sub": "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${WebSocketApi}"
                          "/live/*/@connections/*"}
-    routes = list(_statements(functions["WebSocketFunction"]))
+    routes = function_statements(template, functions["WebSocketFunction"])
     assert [(s["Action"], s["Resource"]) for s in routes] == [
         (["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:Query"],
          table),
         (["execute-api:ManageConnections"], manage)]
-    fanout = list(_statements(functions["WebSocketFanoutFunction"]))
+    fanout = function_statements(template, functions["WebSocketFanoutFunction"])  # its own role (a stream consumer)
     assert [(s["Action"], s["Resource"]) for s in fanout] == [
         (["dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:Query"], table),
-        (["execute-api:ManageConnections"], manage)]
+        (["execute-api:ManageConnections"], manage),
+        (["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"],
+         {"Fn::Sub": "${LedgerTable.Arn}/stream/*"}),
+        (["sqs:SendMessage"], {"Fn::GetAtt": ["StreamFailuresQueue", "Arn"]}),
+        (["logs:CreateLogStream", "logs:PutLogEvents"], {"Fn::GetAtt": ["WebSocketFanoutFunctionLogGroup", "Arn"]}),
+        (["xray:PutTraceSegments", "xray:PutTelemetryRecords"], "*")]
     # Neither may read the admin key: the connect path refuses non-account keys before any lookup.
     for lid in ("WebSocketFunction", "WebSocketFanoutFunction"):
-        assert not any(a.startswith("secretsmanager:") for s in _statements(functions[lid]) for a in s["Action"])
+        assert not any(a.startswith("secretsmanager:") for s in function_statements(template, functions[lid])
+                       for a in s["Action"])
 
 
 @pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.name)

@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT, function_env, function_property, http_routes, resources_of
+from .conftest import ROOT, function_env, function_property, function_statements, http_routes, resources_of
+
+# The Lambda runtime of every function and the layer; the Makefile's LAMBDA_PYTHON and infra/build_layer.py follow it.
+RUNTIME = "python3.12"
 
 API_ROUTES = {
     "GET /v1/health",
@@ -54,7 +57,8 @@ API_ROUTES = {
 } | {f"{m} {p}" for m, p in (
     # Wallet ecosystem (issue 15)
     ("POST", "/v1/keys"), ("GET", "/v1/keys"), ("POST", "/v1/keys/{key_id}/rotate"), ("DELETE", "/v1/keys/{key_id}"),
-    ("POST", "/v1/admin/accounts/{account_id}/keys"), ("POST", "/v1/lightning-address"),
+    ("POST", "/v1/admin/accounts/{account_id}/keys"), ("DELETE", "/v1/admin/accounts/{account_id}/keys/{key_id}"),
+    ("POST", "/v1/lightning-address"),
     ("GET", "/v1/lightning-address"), ("PUT", "/v1/admin/accounts/{account_id}/lightning-address"),
     ("GET", "/.well-known/lnurlp/{username}"), ("GET", "/lnurlp/{username}/callback"),
     ("POST", "/v1/lnurl/withdraw-links"), ("GET", "/v1/lnurl/withdraw-links"),
@@ -159,7 +163,7 @@ def test_api_function_settings(template, functions):
     props = functions["ApiFunction"]["Properties"]
     assert props["CodeUri"].rstrip("/") == "functions/api"
     assert props["Handler"] == "app.lambda_handler"
-    assert function_property(template, functions["ApiFunction"], "Runtime") == "python3.11"
+    assert function_property(template, functions["ApiFunction"], "Runtime") == RUNTIME
     assert function_property(template, functions["ApiFunction"], "Architectures") == ["arm64"]
     assert props["MemorySize"] == 512
     assert props["Timeout"] == 15
@@ -288,13 +292,13 @@ def _statements(fn: dict):
             yield from _as_list(policy["Statement"])
 
 
-def test_no_broad_dynamodb_grants(functions):
+def test_no_broad_dynamodb_grants(template, functions):
     for lid, fn in functions.items():
         for policy in fn.get("Properties", {}).get("Policies", []) or []:
             # SAM policy templates / managed policies for DynamoDB grant Scan and DeleteItem: not here.
             name = policy if isinstance(policy, str) else next(iter(policy)) if isinstance(policy, dict) else ""
             assert "dynamodb" not in str(name).lower(), f"{lid}: use explicit statements, not {name}"
-        for st in _statements(fn):
+        for st in function_statements(template, fn):
             actions = [a.lower() for a in _as_list(st.get("Action", []))]
             assert "*" not in actions, f"{lid}: Action '*'"
             ddb = [a for a in actions if a.startswith("dynamodb:")]
@@ -375,3 +379,207 @@ def test_layer_requirements_agree_with_pyproject(template):
         assert name in reqs, f"{name} is a runtime dependency in pyproject.toml but missing from the layer"
         version = reqs[name].removeprefix("==")
         assert req.specifier.contains(version, prereleases=True), f"{name}: layer pins {version}, pyproject {raw}"
+
+
+# ------------------------------------------------------------------------------------------------ runtime
+
+
+def test_one_python_runtime_everywhere(template, functions):
+    """Functions, layer, the layer build and the Makefile's venv Python name the same minor version."""
+    assert template["Globals"]["Function"]["Runtime"] == RUNTIME
+    for lid, fn in functions.items():
+        assert function_property(template, fn, "Runtime") == RUNTIME, lid
+        assert function_property(template, fn, "Architectures") == ["arm64"], lid
+    assert template["Resources"]["SatflowLayer"]["Properties"]["CompatibleRuntimes"] == [RUNTIME]
+    minor = RUNTIME.removeprefix("python")
+    assert re.search(rf"^LAMBDA_PYTHON := {re.escape(minor)}$", (ROOT / "Makefile").read_text(), re.M)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_layer_contract", ROOT / "infra" / "build_layer.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.PY_VERSION == minor
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    from packaging.specifiers import SpecifierSet
+
+    assert SpecifierSet(requires).contains(f"{minor}.0"), f"pyproject requires-python {requires} excludes {minor}"
+
+
+# ------------------------------------------------------------------------------------------------ production
+
+
+def _ref_or_getatt(value) -> str | None:
+    if isinstance(value, dict) and "Ref" in value:
+        return value["Ref"]
+    if isinstance(value, dict) and "Fn::GetAtt" in value:
+        target = value["Fn::GetAtt"]
+        return target[0] if isinstance(target, list) else target.split(".")[0]
+    return None
+
+
+def test_secrets_hold_no_literal_value(template):
+    """A literal SecretString would be written again by a stack update that touches the secret, over the value
+    the operator stored; generated values are written only at creation."""
+    secrets = resources_of(template, "AWS::SecretsManager::Secret")
+    assert {"AdminKeySecret", "LndSecret", "BitcoindSecret", "SignerSecret"} <= set(secrets)
+    for lid, secret in secrets.items():
+        assert "SecretString" not in secret["Properties"], f"{lid}: literal SecretString"
+        assert "GenerateSecretString" in secret["Properties"], lid
+    outputs = template["Outputs"]
+    for lid in ("AdminKeySecret", "LndSecret", "BitcoindSecret", "SignerSecret"):
+        assert outputs[f"{lid}Arn"]["Value"] == {"Ref": lid}, f"the operator needs {lid}'s ARN to fill it"
+
+
+def test_only_the_payout_function_reads_the_signing_key(template, functions):
+    readers = {lid for lid, fn in functions.items()
+               for st in function_statements(template, fn)
+               if {"Ref": "SignerSecret"} in _as_list(st.get("Resource"))}
+    assert readers == {"PayoutFunction"}
+    policies = [r for r in resources_of(template, "AWS::SecretsManager::ResourcePolicy").values()
+                if r["Properties"]["SecretId"] == {"Ref": "SignerSecret"}]
+    assert len(policies) == 1
+    (deny,) = policies[0]["Properties"]["ResourcePolicy"]["Statement"]
+    assert deny["Effect"] == "Deny" and deny["Principal"] == "*" and deny["Action"] == "secretsmanager:GetSecretValue"
+    assert deny["Condition"] == {"StringNotEquals": {"aws:PrincipalArn": {"Fn::GetAtt": ["PayoutFunctionRole", "Arn"]}}}
+
+
+def test_event_source_functions_have_scoped_roles_not_account_wide_managed_policies(template, functions):
+    """SAM attaches AWSLambdaSQSQueueExecutionRole / AWSLambdaDynamoDBExecutionRole (every queue or stream of the
+    account) to a generated role with an SQS or DynamoDB event; these functions bring their own role instead."""
+    for lid, fn in functions.items():
+        props = fn["Properties"]
+        kinds = {e["Type"] for e in props.get("Events", {}).values()}
+        for policy in props.get("Policies", []) or []:
+            assert not (isinstance(policy, str) and ("SQS" in policy or "DynamoDB" in policy)), f"{lid}: {policy}"
+        if kinds & {"SQS", "DynamoDB", "Kinesis"}:
+            assert props.get("Role") == {"Fn::GetAtt": [f"{lid}Role", "Arn"]}, (
+                f"{lid}: an {sorted(kinds)} event source needs its own scoped role {lid}Role, like InvoiceFunctionRole "
+                "(SAM would attach an account-wide managed policy to a generated one)")
+            assert "Policies" not in props, f"{lid}: SAM ignores Policies next to Role"
+            role = template["Resources"][f"{lid}Role"]["Properties"]
+            assert "ManagedPolicyArns" not in role, lid
+            for st in function_statements(template, fn):
+                if st["Resource"] == "*":
+                    assert all(a.startswith("xray:") for a in st["Action"]), f"{lid}: {st['Action']} on *"
+
+
+def test_every_function_and_workflow_logs_to_a_group_with_retention(template, functions):
+    groups = resources_of(template, "AWS::Logs::LogGroup")
+    for lid, group in groups.items():
+        assert group["Properties"]["RetentionInDays"] == {
+            "Fn::FindInMap": ["StageSettings", {"Ref": "Stage"}, "LogRetentionDays"]}, lid
+    for lid, fn in functions.items():
+        hint = f"{lid}: add LoggingConfig.LogGroup: !Ref {lid}LogGroup and that log group (template.yaml, log groups)"
+        assert fn["Properties"].get("LoggingConfig", {}).get("LogGroup") == {"Ref": f"{lid}LogGroup"}, hint
+        assert f"{lid}LogGroup" in groups, hint
+    for lid, machine in resources_of(template, "AWS::Serverless::StateMachine").items():
+        props = machine["Properties"]
+        assert props["Tracing"] == {"Enabled": True}, lid
+        logging = props["Logging"]
+        assert logging["Level"] == "ALL" and logging["IncludeExecutionData"] is False, lid
+        (dest,) = logging["Destinations"]
+        assert dest["CloudWatchLogsLogGroup"]["LogGroupArn"] == {"Fn::GetAtt": [f"{lid}LogGroup", "Arn"]}, lid
+    for days in template["Mappings"]["StageSettings"].values():
+        assert days["LogRetentionDays"] in (14, 30, 90, 365, 731)
+
+
+def test_scheduled_and_stream_invocations_have_failure_destinations(template, functions):
+    monitor = functions["MonitorFunction"]["Properties"]
+    assert monitor["ReservedConcurrentExecutions"] >= len(
+        [e for e in monitor["Events"].values() if e["Properties"]["Schedule"] == "rate(1 minute)"])
+    invoke = monitor["EventInvokeConfig"]
+    assert invoke["DestinationConfig"]["OnFailure"] == {
+        "Type": "SQS", "Destination": {"Fn::GetAtt": ["MonitorFailuresQueue", "Arn"]}}
+    for lid, fn in functions.items():
+        for name, event in fn["Properties"].get("Events", {}).items():
+            if event["Type"] == "DynamoDB":
+                props = event["Properties"]
+                assert _ref_or_getatt(props["DestinationConfig"]["OnFailure"]["Destination"]), f"{lid}.{name}"
+                # the destination must be reached before the stream's 24 h retention drops the records
+                assert 0 < props["MaximumRecordAgeInSeconds"] < 86400, f"{lid}.{name}"
+            if event["Type"] == "SQS":
+                assert event["Properties"]["ScalingConfig"]["MaximumConcurrency"] >= 2, f"{lid}.{name}"
+                assert "ReservedConcurrentExecutions" not in fn["Properties"], (
+                    f"{lid}: reserved concurrency on an SQS consumer turns throttles into receive counts (DLQ)")
+
+
+def test_api_throttling_table_protection_and_encryption_option(template):
+    api = template["Resources"]["HttpApi"]["Properties"]
+    assert api["DefaultRouteSettings"] == {"ThrottlingRateLimit": {"Ref": "ApiThrottlingRateLimit"},
+                                           "ThrottlingBurstLimit": {"Ref": "ApiThrottlingBurstLimit"}}
+    table = template["Resources"]["LedgerTable"]["Properties"]
+    assert table["DeletionProtectionEnabled"] is True
+    key = {"Fn::If": ["UseCustomerKey", {"Fn::GetAtt": ["DataKey", "Arn"]}, {"Ref": "AWS::NoValue"}]}
+    assert table["SSESpecification"]["KMSMasterKeyId"] == key
+    for lid, secret in resources_of(template, "AWS::SecretsManager::Secret").items():
+        assert secret["Properties"]["KmsKeyId"] == key, lid
+    for lid, queue in resources_of(template, "AWS::SQS::Queue").items():
+        assert queue["Properties"]["KmsMasterKeyId"] == key, lid
+    for lid, group in resources_of(template, "AWS::Logs::LogGroup").items():
+        assert group["Properties"]["KmsKeyId"] == key, lid
+    data_key = template["Resources"]["DataKey"]
+    assert data_key["Condition"] == "UseCustomerKey" and data_key["DeletionPolicy"] == "Retain"
+    assert data_key["Properties"]["EnableKeyRotation"] is True
+    roles = {r["Ref"] for r in template["Resources"]["DataKeyUsePolicy"]["Properties"]["Roles"]}
+    assert roles == {f"{lid}Role" for lid in resources_of(template, "AWS::Serverless::Function")}, (
+        "DataKeyUsePolicy.Roles lists every function's role (with a customer-managed key they cannot read data otherwise)")
+
+
+def _bip84_test_vector_keys() -> set[str]:
+    from embit import bip32, bip39
+    from embit.networks import NETWORKS
+
+    root = bip32.HDKey.from_seed(bip39.mnemonic_to_seed("abandon " * 11 + "about"))
+    keys = set()
+    for path in ("m/84h/0h/0h", "m/84h/1h/0h"):
+        account = root.derive(path).to_public()
+        for net in ("main", "test"):
+            for version in ("xpub", "zpub"):
+                keys.add(account.to_base58(version=NETWORKS[net][version]))
+    return keys
+
+
+def test_mainnet_rules_refuse_the_test_key_and_unsafe_settings(template):
+    rule = template["Rules"]["MainnetNeedsRealKeys"]
+    assert rule["RuleCondition"] == {"Fn::Equals": [{"Ref": "Network"}, "bitcoin"]}
+    asserts = [a["Assert"] for a in rule["Assertions"]]
+    contains = next(a["Fn::Not"][0]["Fn::Contains"] for a in asserts if "Fn::Not" in a and "Fn::Contains" in a["Fn::Not"][0])
+    refused, value = contains
+    assert value == {"Ref": "DepositAccountKey"}
+    assert set(refused) == _bip84_test_vector_keys()
+    assert template["Parameters"]["DepositAccountKey"]["Default"] in refused
+    assert {"Fn::Equals": [{"Ref": "Stage"}, "prod"]} in asserts
+    assert {"Fn::Equals": [{"Ref": "SanctionsWhenUnloaded"}, "block"]} in asserts
+    prod = template["Rules"]["ProdRoutesItsAlarms"]
+    assert prod["RuleCondition"] == {"Fn::Equals": [{"Ref": "Stage"}, "prod"]}
+    pattern = re.compile(template["Parameters"]["DepositAccountKey"]["AllowedPattern"])
+    assert all(pattern.match(k) for k in refused) and not pattern.match("SET-ME")
+
+
+def test_outputs_cover_what_an_operator_fills_or_calls(template):
+    outputs = template["Outputs"]
+    wanted = {"ApiUrl", "TableName", "AdminKeySecretArn", "LndSecretArn", "BitcoindSecretArn", "SignerSecretArn",
+              "MonitorFunctionName", "PayoutFunctionName", "PaymentStateMachineArn", "PayoutStateMachineArn",
+              "ReviewStateMachineArn", "InvoiceEventsQueueUrl", "InvoiceEventsDLQUrl", "WebhookDeliveryDLQUrl",
+              "MonitorFailuresQueueUrl", "StreamFailuresQueueUrl", "AlarmTopicArnOut", "DashboardUrl",
+              "InvoiceListenerPolicyArn"}
+    assert wanted <= set(outputs)
+    for lid in resources_of(template, "AWS::Serverless::StateMachine"):
+        assert outputs[f"{lid}Arn"]["Value"] == {"Ref": lid}
+
+
+def test_samconfig_profiles_use_declared_parameters(template):
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text())
+    assert {"default", "prod"} <= set(config)
+    params = template["Parameters"]
+    for profile in ("default", "prod"):
+        deploy = config[profile]["deploy"]["parameters"]
+        overrides = dict(item.split("=", 1) for item in deploy["parameter_overrides"].split())
+        assert set(overrides) <= set(params), f"{profile}: unknown parameters {set(overrides) - set(params)}"
+        for name, value in overrides.items():
+            allowed = params[name].get("AllowedValues")
+            assert allowed is None or value in allowed, f"{profile}: {name}={value}"
+        assert "CAPABILITY_IAM" in deploy["capabilities"]
+    prod = dict(item.split("=", 1) for item in config["prod"]["deploy"]["parameters"]["parameter_overrides"].split())
+    assert prod["Stage"] == "prod" and prod["Network"] == "bitcoin" and prod["EncryptionKey"] == "customer-managed"
+    assert config["prod"]["deploy"]["parameters"]["confirm_changeset"] is True

@@ -8,14 +8,9 @@ from satflow.app.webhooks import LEASE_S, parse_message
 from satflow.adapters.dynamodb.webhooks import event_from_image
 from satflow.domain.webhooks import MAX_ATTEMPTS
 
-from .conftest import ROOT
+from .conftest import ROOT, function_statements
 
 EVENTS = ROOT / "events"
-
-
-def _statements(fn):
-    for policy in fn["Properties"].get("Policies", []):
-        yield from policy.get("Statement", [])
 
 
 def test_delivery_queue_redrive_and_timeouts(template, functions):
@@ -60,13 +55,26 @@ def test_samples_parse_with_the_event_models():
         parse_message(json.loads(record["body"]))
 
 
-def test_webhook_functions_are_least_privilege(functions):
+def test_webhook_functions_are_least_privilege(template, functions):
     table = {"Fn::GetAtt": ["LedgerTable", "Arn"]}
     queue = {"Fn::GetAtt": ["WebhookDeliveryQueue", "Arn"]}
-    relay = list(_statements(functions["WebhookRelayFunction"]))
-    assert [(s["Action"], s["Resource"]) for s in relay] == [(["dynamodb:Query"], table), (["sqs:SendMessage"], queue)]
-    delivery = list(_statements(functions["WebhookDeliveryFunction"]))
+    tracing = (["xray:PutTraceSegments", "xray:PutTelemetryRecords"], "*")
+
+    def logs(fn):
+        return ["logs:CreateLogStream", "logs:PutLogEvents"], {"Fn::GetAtt": [f"{fn}LogGroup", "Arn"]}
+
+    relay = function_statements(template, functions["WebhookRelayFunction"])
+    assert [(s["Action"], s["Resource"]) for s in relay] == [
+        (["dynamodb:Query"], table), (["sqs:SendMessage"], queue),
+        (["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"],
+         {"Fn::Sub": "${LedgerTable.Arn}/stream/*"}),
+        (["sqs:SendMessage"], {"Fn::GetAtt": ["StreamFailuresQueue", "Arn"]}),
+        logs("WebhookRelayFunction"), tracing]
+    delivery = function_statements(template, functions["WebhookDeliveryFunction"])
     assert [(s["Action"], s["Resource"]) for s in delivery] == [
-        (["dynamodb:GetItem", "dynamodb:UpdateItem"], table), (["sqs:ChangeMessageVisibility"], queue)]
-    api_sqs = [s for s in _statements(functions["ApiFunction"]) if any(a.startswith("sqs:") for a in s["Action"])]
+        (["dynamodb:GetItem", "dynamodb:UpdateItem"], table),
+        (["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"], queue),
+        (["sqs:ChangeMessageVisibility"], queue), logs("WebhookDeliveryFunction"), tracing]
+    api_sqs = [s for s in function_statements(template, functions["ApiFunction"])
+               if any(a.startswith("sqs:") for a in s["Action"])]
     assert [(s["Action"], s["Resource"]) for s in api_sqs] == [(["sqs:SendMessage"], queue)]

@@ -33,6 +33,10 @@ _STATE_MACHINE_TYPES = {"AWS::Serverless::StateMachine"}
 _HTTP_API_TYPES = {"AWS::Serverless::HttpApi"}
 # Types the runtime knows and deliberately does not create (no log line for these).
 _KNOWN_UNUSED_TYPES = {"AWS::Serverless::LayerVersion", "AWS::Logs::LogGroup",
+                       # deploy-only: monitoring, IAM, keys (nothing local enforces or reads them)
+                       "AWS::CloudWatch::Alarm", "AWS::CloudWatch::Dashboard", "AWS::SNS::Topic",
+                       "AWS::SNS::Subscription", "AWS::IAM::Role", "AWS::IAM::ManagedPolicy", "AWS::IAM::Policy",
+                       "AWS::KMS::Key", "AWS::KMS::Alias", "AWS::SecretsManager::ResourcePolicy",
                        # the WebSocket API: served by websocket_gateway.py from the raw template
                        "AWS::ApiGatewayV2::Api", "AWS::ApiGatewayV2::Integration", "AWS::ApiGatewayV2::Route",
                        "AWS::ApiGatewayV2::Deployment", "AWS::ApiGatewayV2::Stage", "AWS::Lambda::Permission"}

@@ -231,7 +231,7 @@ ROUTES: tuple[Route, ...] = (
                            "properties": {
                                "shard": {"type": "integer"}, "ok": {"type": "boolean"},
                                "problem": {"type": "string", "nullable": True, "enum": [
-                                   "altered", "missing", "reordered", "broken_link", "unsealed", None]},
+                                   "altered", "missing", "reordered", "broken_link", "unsealed", "truncated", None]},
                                "first_bad_seq": {"type": "integer", "nullable": True},
                                "checked": {"type": "integer"}, "last_seq": {"type": "integer"},
                                "head_seq": {"type": "integer"}, "complete": {"type": "boolean"},
@@ -390,6 +390,9 @@ ROUTES = ROUTES + (
           parameters=(_path("key_id"),)),
     Route("POST", "/v1/admin/accounts/{account_id}/keys", "Issue a key for an account (recovery)", "admin", 201,
           request=_KEY_REQUEST, response=_NEW_KEY, parameters=(_path("account_id"),)),
+    Route("DELETE", "/v1/admin/accounts/{account_id}/keys/{key_id}",
+          "Revoke an account's key (it stops working at once; its withdraw links are disabled; a repeat is 200)",
+          "admin", response=_KEY, parameters=(_path("account_id"), _path("key_id"))),
     Route("POST", "/v1/lightning-address", "Claim a Lightning Address username (201; 200 if already this one's)",
           "receive", 201, request=_USERNAME, response=_ADDRESS),
     Route("GET", "/v1/lightning-address", "The account's Lightning Address and LNURL", "read", response=_ADDRESS),

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import hmac
+import logging
 
 from satflow.domain import errors
 from satflow.domain.accounts import (
-    ALL_SCOPES,
     Account,
     AccountStatus,
     Principal,
@@ -14,16 +14,15 @@ from satflow.domain.accounts import (
     require_admin,
     validate_account_id,
     looks_like_api_key,
-    new_api_key,
     validate_external_ref,
     validate_tier,
 )
 from satflow.domain.audit import ADMIN_ACTOR, AuditEntry
-from satflow.domain.errors import AuditHeadMoved
-from satflow.domain.ids import new_id
 
 from .audit import with_audit
 from .ports import Services
+
+log = logging.getLogger(__name__)
 
 ADMIN = Principal(account_id=None, scopes=frozenset(), is_admin=True)
 
@@ -40,11 +39,19 @@ def authenticate(svc: Services, authorization: str | None) -> Principal:
         if hmac.compare_digest(token.encode(), svc.admin_key().encode()):
             return ADMIN
         raise errors.Unauthorized("invalid API key")
-    found = svc.accounts.api_key(hash_api_key(token))
+    key_hash = hash_api_key(token)
+    found = svc.accounts.api_key(key_hash)
     if found is None:
         raise errors.Unauthorized("invalid API key")
-    account_id, scopes = found
-    return Principal(account_id=account_id, scopes=scopes)
+    account_id, scopes, key_id = found
+    if key_id is None and getattr(svc, "keys", None) is not None:
+        # A key issued before key records existed (issue 15): give it its record now, once, so it can be listed,
+        # rotated and revoked. Never fails the request: the next authentication tries again.
+        try:
+            svc.keys.adopt_legacy_key(key_hash, svc.clock())
+        except Exception:  # noqa: BLE001 - best effort, logged
+            log.exception("could not create the key record of a legacy API key of %s", account_id)
+    return Principal(account_id=account_id, scopes=scopes, key_hash=key_hash)
 
 
 def require_scope(principal: Principal, scope: Scope) -> str:
@@ -57,20 +64,13 @@ def require_scope(principal: Principal, scope: Scope) -> str:
 
 
 def create_account(svc: Services, principal: Principal, external_ref: object, tier: object) -> tuple[Account, str]:
-    """Admin only. Returns the account and its API key, which is shown this once and stored only hashed."""
-    require_admin(principal)
-    account = Account(
-        account_id=new_id("acc"), external_ref=validate_external_ref(external_ref), tier=validate_tier(tier),
-        status=AccountStatus.ACTIVE, created_at=svc.clock(),
-    )
-    api_key = new_api_key()
-    entry = AuditEntry(at=account.created_at, actor=ADMIN_ACTOR, action="account.created",
-                       subject_ids=(account.account_id,), details={"tier": account.tier})
-    # Only a definitely cancelled attempt is retried: creation is not idempotent (the ref would already exist).
-    with_audit(svc, entry, lambda extra: svc.accounts.create(account, hash_api_key(api_key), api_key[:10],
-                                                             list(ALL_SCOPES), extra=extra),
-               retry_on=(AuditHeadMoved,))
-    return account, api_key
+    """Admin only. Returns the account and its API key, which is shown this once and stored only hashed. The one
+    creation path is ``keys.create_account`` (the key gets its key record, so it can be listed, rotated and
+    revoked); this keeps the older call shape for callers that want only the account and the key."""
+    from .keys import create_account as create_with_key_record  # app.keys imports this module
+
+    created = create_with_key_record(svc, principal, external_ref, tier)
+    return created.account, created.api_key
 
 
 def get_account(svc: Services, principal: Principal) -> Account:

@@ -24,7 +24,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_PAGE = 100
 DEFAULT_PAGE = 50
-SWEEP_GRACE_S = 60  # the sweeper seals entries the stream path has not sealed after this long
+# The sweeper seals entries the stream path has not sealed after this long. It seals the TABLE's copy, which a table
+# writer may have changed (recomputing its unkeyed entry_hash), so it only acts once the AuditSealLagSeconds alarm
+# (> 300 s for 5 one-minute periods: about 600 s) has fired: a stream path down is then always an alarm first, and
+# when the stream image arrives after all it is compared with what the sweeper sealed (AuditEntriesChanged).
+SWEEP_GRACE_S = 660
 UNSEALED_BOUND_S = 900  # an entry still unsealed after this long is a verification problem ("unsealed")
 ROUTE_VERIFY_BUDGET = 2_000  # records one GET /v1/admin/audit/verify may read (spread over the chains)
 JOB_VERIFY_BUDGET = 200_000  # records one scheduled verify run may read from the checkpoints on
@@ -69,10 +73,10 @@ def record_admin_action(svc: Services, entry: AuditEntry) -> PendingEntry:
 @dataclass
 class SealReport:
     sealed: int = 0
-    duplicates: int = 0  # already sealed (stream redelivery, or the other path got there first)
-    changed: int = 0  # the stored entry was changed or deleted after its mutation committed (tampering)
+    duplicates: int = 0  # already sealed as itself (stream redelivery, or the other path got there first)
+    changed: int = 0  # the stored entry was changed/deleted after commit, or its id's marker is not its record
     refused: int = 0  # not intact (hash does not match content): left unsealed, reported by verify
-    broken_shards: list[int] = field(default_factory=list)  # a record beyond the head: sealing stopped there
+    broken_shards: list[int] = field(default_factory=list)  # a record beyond the head, a malformed head: not sealed
     failed: list[Any] = field(default_factory=list)  # the caller's ids of the first entry of each chain to retry
     lag_s: float = 0.0  # the oldest sealed (stream) or still unsealed (sweep) entry's age, in seconds
     head_retries: int = 0
@@ -86,8 +90,10 @@ class SealReport:
 def seal_entries(svc: Services, entries: Sequence[tuple[Any, PendingEntry]], *, from_stream: bool) -> SealReport:
     """Seal pending entries, given in commit order with an id of the caller's (a stream sequence number), each
     chain on its own: a chain that fails transiently reports its first entry's id in ``failed`` (the stream
-    retries from there; what was sealed meanwhile is skipped then as a duplicate); a broken chain is logged and
-    left (its entries stay pending: the lag alarm and verify report it)."""
+    retries from there; what was sealed meanwhile is skipped then as a duplicate); a broken chain - a record beyond
+    its head, or any other error from that chain alone (a malformed head) - is logged and left: its entries stay
+    pending (the sweeper tries again each minute; AuditChainsBroken, the lag alarm and verify report it), no batch
+    item failure is reported for it, and the other chains are sealed as usual."""
     store = _store(svc)
     report = SealReport()
     by_shard: dict[int, list[tuple[Any, PendingEntry]]] = {}
@@ -109,13 +115,18 @@ def seal_entries(svc: Services, entries: Sequence[tuple[Any, PendingEntry]], *, 
             report.failed.append(group[0][0])
             log.warning("audit sealing deferred", extra={"shard": shard, "error": str(exc)})
             continue
+        except Exception as exc:  # noqa: BLE001 - one malformed chain (e.g. a head that is no hash) must not stop the others
+            report.broken_shards.append(shard)
+            log.exception("audit chain unsealable: sealing stopped", extra={"shard": shard, "error": repr(exc)})
+            continue
         report.sealed += len(outcome.sealed)
         report.duplicates += len(outcome.duplicates)
         report.changed += len(outcome.changed)
         report.refused += len(outcome.refused)
         report.head_retries += outcome.head_retries
         for p in outcome.changed:
-            log.error("audit entry changed or deleted after commit; sealed as committed",
+            log.error("audit entry changed after commit, or its seal marker is not its record; the committed "
+                      "content is sealed or, if another record holds its id, the entry is kept for the operator",
                       extra={"shard": shard, "entry_id": p.entry_id})
         for p in outcome.refused:
             log.error("audit entry not intact; left unsealed", extra={"shard": shard, "entry_id": p.entry_id})
@@ -132,7 +143,8 @@ def seal_entries(svc: Services, entries: Sequence[tuple[Any, PendingEntry]], *, 
 def sweep(svc: Services, grace_s: float = SWEEP_GRACE_S, limit_per_chain: int = 1_000) -> SealReport:
     """The scheduled safety net: seal every entry written more than ``grace_s`` ago that the stream path has not
     sealed (stream records dropped after retries, a sealer outage), oldest first. ``lag_s`` is then the age of the
-    oldest entry still unsealed in any chain (the AuditSealLagSeconds metric). ``grace_s=0`` seals everything
+    oldest entry this sweep found unsealed in any chain, sealed by it or still waiting (the AuditSealLagSeconds
+    metric). ``grace_s=0`` seals everything
     (tests)."""
     store = _store(svc)
     cutoff = iso_us(store.clock() - grace_s) if grace_s > 0 else None
@@ -147,6 +159,7 @@ def sweep(svc: Services, grace_s: float = SWEEP_GRACE_S, limit_per_chain: int = 
                 setattr(report, name, getattr(report, name) + getattr(step, name))
             report.broken_shards += step.broken_shards
             report.failed += step.failed
+            report.lag_s = max(report.lag_s, step.lag_s)  # what the sweeper had to seal was waiting that long
             if len(batch) < limit_per_chain or step.sealed + step.duplicates == 0:
                 break  # the end, or only entries this sweep cannot seal: the next sweep tries again
     now = store.clock()
@@ -209,7 +222,8 @@ def verify_step(svc: Services, budget: int, *, unsealed_bound_s: float = UNSEALE
                 rescan_budget: int = 0) -> dict[str, Any]:
     """Advance every chain's verified checkpoint by at most ``budget // shards`` records (alteration, removal,
     reordering, a broken link, a head behind its checkpoint), and report an entry left unsealed longer than
-    ``unsealed_bound_s``. A chain with a problem keeps its last good checkpoint and is verified again from there
+    ``unsealed_bound_s``, and a head below the chain's sealed mark (``truncated``: the end of the chain cut off,
+    the head wound back, even ahead of the checkpoint). A chain with a problem keeps its last good checkpoint and is verified again from there
     on every step (a repaired chain clears). The checkpoint is published in the log (the external anchor).
 
     ``rescan_budget`` (the scheduled job): also move each chain's from-genesis re-verification by at most
@@ -221,19 +235,22 @@ def verify_step(svc: Services, budget: int, *, unsealed_bound_s: float = UNSEALE
     shards = []
     for shard in range(store.shards):
         cp = store.checkpoint(shard)
+        mark = store.sealed_mark(shard)  # read BEFORE the head: honestly, the head is then never below it
         report, head = store.verify_range(shard, cp.seq, cp.hash, per_chain)
         head_seq = head[0] if head is not None and isinstance(head[0], int) else 0
         problem, first_bad = report.problem, report.first_bad_seq
+        if report.ok and mark is not None:
+            problem, first_bad = _check_sealed_mark(store, shard, mark, head_seq)
         new = cp
         if report.ok:
             new = Checkpoint(report.last_seq, report.last_hash, iso_us(now), None, None, cp.version)
         rescan = _rescan(store, shard, new, rescan_budget // store.shards, now) if rescan_budget else \
             store.checkpoint(shard, "RESCAN")
-        if report.ok and rescan.problem:
+        if report.ok and not problem and rescan.problem:
             problem, first_bad = rescan.problem, rescan.first_bad_seq
         oldest = store.pending(shard, 1)
         oldest_at = oldest[0].written_at if oldest else None
-        if report.ok and oldest and now - (epoch_of(oldest_at) or 0) > unsealed_bound_s:
+        if report.ok and not problem and oldest and now - (epoch_of(oldest_at) or 0) > unsealed_bound_s:
             problem = "unsealed"
         if problem:
             new = Checkpoint(new.seq, new.hash, iso_us(now), problem, first_bad, cp.version)
@@ -246,6 +263,21 @@ def verify_step(svc: Services, budget: int, *, unsealed_bound_s: float = UNSEALE
                        "complete": problem is None and new.seq == head_seq, "oldest_unsealed_at": oldest_at})
     return {"ok": all(s["ok"] for s in shards), "complete": all(s["complete"] for s in shards),
             "records": sum(s["last_seq"] for s in shards), "shards": shards}
+
+
+def _check_sealed_mark(store: Any, shard: int, mark: tuple[Any, str], head_seq: int) -> tuple[str | None, int | None]:
+    """The chain against the highest (seq, hash) its sealer ever sealed (the sealed mark, which only moves forward):
+    a head below it means records were cut off the end and the head wound back (``truncated``); the record at the
+    mark must still carry the mark's hash (else ``broken_link``: the tail was rewritten). One read per chain."""
+    seq, mark_hash = mark
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
+        return "truncated", 1  # a mark that is no seq: someone wrote it
+    if head_seq < seq:
+        return "truncated", head_seq + 1
+    at_mark = store.records(shard, seq - 1, 1)
+    if not at_mark or at_mark[0].seq != seq or at_mark[0].hash != mark_hash:
+        return "broken_link", seq
+    return None, None
 
 
 def _rescan(store: Any, shard: int, checkpoint: Checkpoint, limit: int, now: float) -> Checkpoint:

@@ -100,17 +100,36 @@ def _own_key(svc: Services, owner: str, key_id: object) -> ApiKeyRecord:
 
 
 def revoke_key(svc: Services, principal: Principal, key_id: object, account_id: object = None) -> ApiKeyRecord:
+    """Revoke a key: it stops working at once, and the withdraw links it made are disabled. Idempotent: revoking
+    a revoked key (a retry after an unknown outcome, with_audit's or the caller's) changes nothing and answers
+    the revoked record; the link disabling runs again (it skips disabled links)."""
     owner = key_owner(svc, principal, account_id)
-    record = _own_key(svc, owner, key_id)
-    at = svc.clock()
-    entry = AuditEntry(at=at, actor=_actor(principal), action="api_key.revoked", subject_ids=(owner, record.key_id))
-    with_audit(svc, entry, lambda extra: svc.keys.run([*svc.keys.revoke_items(record, at), *extra]))
-    return svc.keys.get(owner, record.key_id)
+    record = svc.keys.get(owner, validate_key_id(key_id))
+    if record is None:
+        raise errors.ApiKeyNotFound("no key with this id")
+    if record.status == "active":
+        at = svc.clock()
+        entry = AuditEntry(at=at, actor=_actor(principal), action="api_key.revoked",
+                           subject_ids=(owner, record.key_id))
+        try:
+            with_audit(svc, entry, lambda extra: svc.keys.run([*svc.keys.revoke_items(record, at), *extra]))
+        except errors.ApiKeyNotFound:
+            pass  # the record is no longer active: an earlier attempt (or a concurrent revoke) revoked it
+    _disable_links(svc, record)
+    revoked = svc.keys.get(owner, record.key_id)
+    assert revoked is not None and revoked.status == "revoked"
+    return revoked
+
+
+def _disable_links(svc: Services, record: ApiKeyRecord) -> None:
+    from . import lnurl  # app.lnurl imports app.accounts, like this module
+
+    lnurl.disable_links_of_key(svc, record.account_id, record.key_hash)
 
 
 def rotate_key(svc: Services, principal: Principal, key_id: object, account_id: object = None) -> IssuedKey:
     """A new key with the same scopes and label; the old one is revoked in the same transaction (no moment with
-    both or neither)."""
+    both or neither). The old key's withdraw links are disabled, as on a revocation."""
     owner = key_owner(svc, principal, account_id)
     old = _own_key(svc, owner, key_id)
     issued = _new_record(owner, old.scopes, old.label, svc.clock())
@@ -119,6 +138,7 @@ def rotate_key(svc: Services, principal: Principal, key_id: object, account_id: 
     with_audit(svc, entry, lambda extra: svc.keys.run(
         [*svc.keys.revoke_items(old, issued.record.created_at), *svc.keys.new_key_items(issued.record), *extra]),
                retry_on=(AuditHeadMoved,))
+    _disable_links(svc, old)
     return issued
 
 
@@ -163,7 +183,8 @@ def create_account(svc: Services, principal: Principal, external_ref: object, ti
         # Only a definitely cancelled attempt is retried here; an unknown outcome is the client's retry, which the
         # Idempotency-Key makes safe.
         with_audit(svc, entry, lambda extra: svc.accounts.create(
-            account, issued.record.key_hash, issued.record.prefix, list(ALL_SCOPES), extra=[*extra_items, *extra]),
+            account, issued.record.key_hash, issued.record.prefix, list(ALL_SCOPES), extra=[*extra_items, *extra],
+            key_id=issued.record.key_id),
                    retry_on=(AuditHeadMoved,))
     except errors.Conflict:
         # A concurrent request with the same Idempotency-Key won the race (its marker or ref exists now).

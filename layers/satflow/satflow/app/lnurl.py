@@ -20,11 +20,12 @@ from urllib.parse import quote
 from satflow.domain import errors
 from satflow.domain.accounts import AccountStatus, Principal, Scope
 from satflow.domain.audit import ADMIN_ACTOR, AuditEntry
+from satflow.domain.errors import AuditHeadMoved
 from satflow.domain.ecosystem import (
     COMMENT_ALLOWED, MIN_SENDABLE_MSAT, k1_hash, lnurl_encode, metadata_hash, parse_msat, pay_metadata,
     validate_comment, validate_k1, validate_username, validate_withdraw_terms,
 )
-from satflow.domain.ids import new_id
+from satflow.domain.ids import derive_id, new_id
 from satflow.domain.payments import decode_payment_request
 
 from . import invoices, payments
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 # Public routes: requests per client address per minute (the API Gateway route throttle caps the total).
 PUBLIC_RATE_PER_MINUTE = 60
 _NOT_FOUND = "no such Lightning Address"
+RECLAIM_SCAN = 100  # uses a used-up link's callback looks at for FAILED payments to give back
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,11 @@ def claim_address(svc: Services, principal: Principal, username: object, origin:
     account already holds is a replay (created False)."""
     account_id = require_scope(principal, Scope.RECEIVE)
     name = validate_username(username)
-    created = svc.lnurl.claim(account_id, name, svc.clock())
+    at = svc.clock()
+    entry = AuditEntry(at=at, actor=account_id, action="lightning_address.claimed", subject_ids=(account_id,),
+                       details={"username": name})
+    # A retry finds the claim made (claim returns False: nothing written, the record is in the first attempt).
+    created = with_audit(svc, entry, lambda extra: svc.lnurl.claim(account_id, name, at, extra=extra))
     return address_view(name, origin), created
 
 
@@ -96,7 +102,12 @@ def admin_set_address(svc: Services, principal: Principal, account_id: str, user
     at = svc.clock()
     entry = AuditEntry(at=at, actor=ADMIN_ACTOR, action="lightning_address.changed", subject_ids=(account_id,),
                        details={"from": old, "to": name})
-    with_audit(svc, entry, lambda extra: svc.lnurl.change(account_id, old, name, at, extra=extra))
+    try:
+        with_audit(svc, entry, lambda extra: svc.lnurl.change(account_id, old, name, at, extra=extra))
+    except (errors.UsernameTaken, errors.Conflict):
+        # A retry after an unknown outcome (with_audit's, or the admin's) finds the change made: success.
+        if svc.lnurl.username_of(account_id) != name:
+            raise
     return address_view(name, origin)
 
 
@@ -165,9 +176,16 @@ def create_withdraw_link(svc: Services, principal: Principal, origin: Origin, *,
     k1 = secrets.token_hex(32)
     link_id = new_id("wdl")
     now = svc.unix_clock()
-    svc.lnurl.create_link(k1_hash=k1_hash(k1), link_id=link_id, account_id=account_id, min_msat=terms.min_msat,
-                          max_msat=terms.max_msat, uses=terms.uses, expires_at_unix=now + terms.expiry_s,
-                          description=terms.description, created_at=svc.clock())
+    at = svc.clock()
+    entry = AuditEntry(at=at, actor=account_id, action="withdraw_link.created", subject_ids=(account_id, link_id),
+                       details={"min_msat": terms.min_msat, "max_msat": terms.max_msat, "uses": terms.uses,
+                                "expires_at": iso_from_unix(now + terms.expiry_s)})
+    # Not retried on an unknown outcome (the link's conditional puts would refuse the retry): the caller retries.
+    with_audit(svc, entry, lambda extra: svc.lnurl.create_link(
+        k1_hash=k1_hash(k1), link_id=link_id, account_id=account_id, min_msat=terms.min_msat,
+        max_msat=terms.max_msat, uses=terms.uses, expires_at_unix=now + terms.expiry_s,
+        description=terms.description, created_at=at, creator_key_hash=principal.key_hash, extra=extra),
+               retry_on=(AuditHeadMoved,))
     url = f"{origin.base_url}/lnurlw/{k1}"
     return {"link_id": link_id, "lnurl": lnurl_encode(url), "url": url, "k1": k1,
             "min_withdrawable_msat": terms.min_msat, "max_withdrawable_msat": terms.max_msat, "uses": terms.uses,
@@ -191,18 +209,52 @@ def disable_withdraw_link(svc: Services, principal: Principal, link_id: object) 
     digest = svc.lnurl.link_hash(account_id, link_id) if isinstance(link_id, str) else None
     if digest is None:
         raise errors.WithdrawLinkNotFound("no such withdraw link")
-    svc.lnurl.disable_link(digest, svc.clock())
+    at = svc.clock()
+    entry = AuditEntry(at=at, actor=account_id, action="withdraw_link.disabled", subject_ids=(account_id, link_id))
+    # Idempotent: disabling a disabled link (a retry after an unknown outcome) writes nothing and succeeds.
+    with_audit(svc, entry, lambda extra: svc.lnurl.disable_link(digest, at, extra=extra))
     return link_view(svc.lnurl.link(digest))
 
 
-def _usable_link(svc: Services, k1: object) -> tuple[str, dict]:
+def disable_links_of_key(svc: Services, account_id: str, key_hash: str) -> int:
+    """A revoked (or rotated) key's withdraw links stop paying: each is disabled with its audit record.
+    Idempotent (a disabled link is skipped). The withdraw callback also refuses a link whose creating key is gone
+    (a condition in the use transaction), so a crash before this finishes cannot leave a link paying."""
+    disabled = 0
+    for digest in svc.lnurl.links_of_key(account_id, key_hash):
+        link = svc.lnurl.link(digest)
+        if link is None or link["status"] != "active":
+            continue
+        at = svc.clock()
+        entry = AuditEntry(at=at, actor=ADMIN_ACTOR, action="withdraw_link.disabled",
+                           subject_ids=(account_id, link["link_id"]), details={"reason": "api key revoked"})
+        disabled += with_audit(svc, entry, lambda extra, d=digest, t=at: svc.lnurl.disable_link(d, t, extra=extra))
+    return disabled
+
+
+def _link_alive(svc: Services, link: dict) -> bool:
+    """Active, unexpired, and the key that made it not revoked (links made before creators were recorded have
+    none to check)."""
+    if link["status"] != "active" or link["expires_at_unix"] <= svc.unix_clock():
+        return False
+    creator = link.get("creator_key_hash")
+    return creator is None or svc.accounts.api_key(creator) is not None
+
+
+def _link_of(svc: Services, k1: object) -> tuple[str, dict]:
     try:
         digest = k1_hash(validate_k1(k1))
     except errors.ValidationError:
         raise errors.WithdrawLinkNotFound("no such withdraw link") from None
     link = svc.lnurl.link(digest)
-    if (link is None or link["status"] != "active" or link["remaining"] <= 0
-            or link["expires_at_unix"] <= svc.unix_clock()):
+    if link is None:
+        raise errors.WithdrawLinkNotFound("no such withdraw link")
+    return digest, link
+
+
+def _usable_link(svc: Services, k1: object) -> tuple[str, dict]:
+    digest, link = _link_of(svc, k1)
+    if link["remaining"] <= 0 or not _link_alive(svc, link):
         raise errors.WithdrawLinkNotFound("no such withdraw link")
     return digest, link
 
@@ -220,36 +272,63 @@ def withdraw_callback(svc: Services, k1: object, pr: object, client_ip: str | No
     """LUD-03 second step: pay ``pr`` from the link's account through the ordinary payment path. One use per
     invoice: the use is claimed (counter down, use item keyed by the payment hash) before the payment is created
     with an Idempotency-Key derived from the link and the hash, so a repeated callback (wallet retry, lost
-    answer) finds both and pays nothing twice. A payment refused before anything was reserved gives the use back."""
+    answer) finds both and pays nothing twice.
+
+    A use is given back (``release``: only if the use's payment, found by its deterministic id, does not exist or
+    FAILED, checked in the release transaction) when the payment was refused, when creating it failed transiently
+    without creating it, and when it ends FAILED (at this callback, or lazily when a later callback finds the link
+    used up). A repeated callback whose payment does not exist yet re-checks the link (active, unexpired, creator
+    key not revoked): disabling a link stops every payment not yet created."""
     throttle(svc, client_ip, "lnurlw")
-    digest, link = _usable_link_for_callback(svc, k1)
+    digest, link = _link_of(svc, k1)
     request = decode_payment_request(pr, svc.network, svc.unix_clock())
     if request.amount_msat is None or not link["min_msat"] <= request.amount_msat <= link["max_msat"]:
         raise errors.WithdrawAmountOutOfRange(
             f"the invoice must be for {link['min_msat']} to {link['max_msat']} msat")
-    use = svc.lnurl.use(digest, request.payment_hash, svc.unix_clock(), svc.clock())
+    idempotency_key = f"lnurlw:{link['link_id']}:{request.payment_hash}"
+    payment_id = derive_id("pay", link["account_id"], "payment", idempotency_key)
+    use = _claim_use(svc, digest, link, request.payment_hash, payment_id)
+    if use["replayed"] and svc.lightning.get_payment(payment_id) is None and not _link_alive(svc, link):
+        raise errors.WithdrawLinkNotFound("no such withdraw link")
     payer = Principal(account_id=link["account_id"], scopes=frozenset({Scope.SEND}))
     try:
-        payment = payments.create_payment(svc, payer, f"lnurlw:{link['link_id']}:{request.payment_hash}",
-                                          request.payment_request)
-    except errors.SatflowError as exc:
-        if not isinstance(exc, errors.TransientError) and not use["replayed"]:
-            svc.lnurl.release(digest, request.payment_hash)
+        payment = payments.create_payment(svc, payer, idempotency_key, request.payment_request)
+    except errors.SatflowError:
+        _give_back(svc, digest, request.payment_hash, payment_id)
         raise
     log.info("lnurl-withdraw payment", extra={"link_id": link["link_id"], "payment_id": payment.payment_id,
                                               "status": payment.status.value, "replayed": use["replayed"]})
     if payment.status.value == "FAILED":
+        _give_back(svc, digest, request.payment_hash, payment_id)
         return {"status": "ERROR", "reason": "the payment failed"}
     return {"status": "OK"}
 
 
-def _usable_link_for_callback(svc: Services, k1: object) -> tuple[str, dict]:
-    """Like _usable_link, but a link whose last use is this very invoice still answers (a retried callback)."""
+def _claim_use(svc: Services, digest: str, link: dict, payment_hash: str, payment_id: str) -> dict:
+    """Claim a use; when the link is used up, first give back the uses whose payments FAILED (a bounded look at
+    its oldest uses) and try once more."""
+    def claim() -> dict:
+        return svc.lnurl.use(digest, payment_hash, svc.unix_clock(), svc.clock(),
+                             creator_key_hash=link.get("creator_key_hash"), payment_id=payment_id)
     try:
-        digest = k1_hash(validate_k1(k1))
-    except errors.ValidationError:
-        raise errors.WithdrawLinkNotFound("no such withdraw link") from None
-    link = svc.lnurl.link(digest)
-    if link is None:
-        raise errors.WithdrawLinkNotFound("no such withdraw link")
-    return digest, link
+        return claim()
+    except errors.WithdrawLinkNotFound:
+        fresh = svc.lnurl.link(digest)
+        if fresh is None or fresh["remaining"] > 0 or not _link_alive(svc, fresh):
+            raise
+        reclaimed = 0
+        for held in svc.lnurl.uses(digest, limit=RECLAIM_SCAN):
+            paid = None if held["payment_id"] is None else svc.lightning.get_payment(held["payment_id"])
+            if paid is not None and paid.status.value == "FAILED":
+                reclaimed += svc.lnurl.release(digest, held["payment_hash"], held["payment_id"])
+        if not reclaimed:
+            raise
+        return claim()
+
+
+def _give_back(svc: Services, digest: str, payment_hash: str, payment_id: str) -> None:
+    try:
+        if svc.lnurl.release(digest, payment_hash, payment_id):
+            log.info("lnurl-withdraw use given back", extra={"payment_id": payment_id})
+    except errors.TransientError:  # the use stays held; a FAILED payment's use is reclaimed lazily
+        log.warning("lnurl-withdraw use not given back (DynamoDB busy)", extra={"payment_id": payment_id})

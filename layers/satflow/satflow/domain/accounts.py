@@ -46,6 +46,7 @@ class Principal:
     account_id: str | None
     scopes: frozenset[Scope]
     is_admin: bool = False
+    key_hash: str | None = None  # the SHA-256 of the API key used (who created a withdraw link, for revocation)
 
 
 def require_admin(principal: Principal) -> None:

@@ -39,7 +39,9 @@ _INT_LIMIT = 2**63 - 1
 _ACTION_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 _HASH_RE = re.compile(r"^[0-9a-f]{64}$")
 
-Problem = Literal["altered", "missing", "reordered", "broken_link", "unsealed"]
+# "unsealed" (an entry older than the seal bound) and "truncated" (the head below the highest seq ever sealed) are
+# found by the verify use case, not by verify_chain.
+Problem = Literal["altered", "missing", "reordered", "broken_link", "unsealed", "truncated"]
 
 
 # ------------------------------------------------------------------------------------------------ records
@@ -169,6 +171,23 @@ def seal_record(p: PendingEntry, *, seq: int, prev_hash: str) -> AuditRecord:
                            subject_ids=tuple(p.subject_ids), amount_msat=p.amount_msat, details=p.details,
                            prev_hash=prev_hash, hash="", entry_id=p.entry_id, written_at=p.written_at)
     return replace(unhashed, hash=record_hash(unhashed))
+
+
+def is_sealed_form(record: AuditRecord, p: PendingEntry) -> bool:
+    """Whether ``record`` is exactly what ``p`` (an intact entry) became when sealed: a self-consistent version-2
+    record on the same chain under the same entry id, whose content hashes to ``p.entry_hash``. A seal marker is
+    only believed when its record passes this: entry ids are predictable (a deposit's txid:vout, a payment hash),
+    so a marker made in advance, or a forged entry sealed first, must never pass for the genuine entry's seal."""
+    if record.version == 1 or record.entry_id != p.entry_id or record.shard != p.shard:
+        return False
+    as_entry = PendingEntry(shard=record.shard, entry_id=record.entry_id, written_at=record.written_at,
+                            at=record.at, actor=record.actor, action=record.action,
+                            subject_ids=tuple(record.subject_ids), amount_msat=record.amount_msat,
+                            details=record.details)
+    try:
+        return pending_hash(as_entry) == p.entry_hash and record_hash(record) == record.hash
+    except (ValueError, TypeError):
+        return False
 
 
 @dataclass(frozen=True)
@@ -391,5 +410,5 @@ def _self_consistent(r: AuditRecord) -> bool:
 
 
 __all__ = ["AuditEntry", "AuditRecord", "PendingEntry", "VerifyReport", "Checkpoint", "iso_us", "epoch_of", "GENESIS_HASH", "ADMIN_ACTOR",
-           "SYSTEM_ACTOR", "canonical_json", "record_hash", "pending_hash", "pending_entry", "seal_record", "backoff_s",
+           "SYSTEM_ACTOR", "canonical_json", "record_hash", "pending_hash", "pending_entry", "seal_record", "is_sealed_form", "backoff_s",
            "chain_record", "audit_shard", "transfer_entry", "verify_chain", "validate_entry"]

@@ -17,7 +17,7 @@ class DynamoAccounts:
         self._m = models
 
     def create(self, account: Account, api_key_hash: str, key_prefix: str, scopes: list[Scope],
-               extra: Sequence[TxItem] = ()) -> None:
+               extra: Sequence[TxItem] = (), key_id: str | None = None) -> None:
         """Account, its unique external_ref and its first API key in one transaction (+ the caller's ``extra``
         items: the audit record)."""
         M = self._m
@@ -28,7 +28,8 @@ class DynamoAccounts:
             put(M.AccountRef(f"REF#{account.external_ref}", "REF", account_id=account.account_id),
                 M.AccountRef.pk.does_not_exist(), "ref"),
             put(M.ApiKey(f"APIKEY#{api_key_hash}", "APIKEY", account_id=account.account_id,
-                         scopes=[s.value for s in scopes], key_prefix=key_prefix, created_at=account.created_at),
+                         scopes=[s.value for s in scopes], key_prefix=key_prefix, created_at=account.created_at,
+                         key_id=key_id),
                 M.ApiKey.pk.does_not_exist(), "api_key"),
             *extra,
         ]
@@ -58,12 +59,13 @@ class DynamoAccounts:
         raw = self._get(f"REF#{external_ref}", "REF")
         return None if raw is None else raw["account_id"]["S"]
 
-    def api_key(self, api_key_hash: str) -> tuple[str, frozenset[Scope]] | None:
+    def api_key(self, api_key_hash: str) -> tuple[str, frozenset[Scope], str | None] | None:
+        """(account_id, scopes, key_id); key_id is None for a key issued before key records (issue 15)."""
         raw = self._get(f"APIKEY#{api_key_hash}", "APIKEY")
         if raw is None:
             return None
         k = self._m.ApiKey.from_raw_data(raw)
-        return k.account_id, frozenset(Scope(s) for s in k.scopes)
+        return k.account_id, frozenset(Scope(s) for s in k.scopes), k.key_id
 
     def update(self, account_id: str, *, updated_at: str, status: AccountStatus | None = None,
                tier: int | None = None, extra: Sequence[TxItem] = ()) -> Account:

@@ -7,6 +7,8 @@ Items (pk / sk), declared here on ``models.BaseItem`` (models.py stays the share
   AUDITID#<entry_id> / SEALED                   the seal marker: which (shard, seq) an entry became, at most once
   AUDITCHECK#<shard> / STATE                    the verifier's checkpoint (seq + hash verified so far, last verdict)
   AUDITCHECK#<shard> / RESCAN                   the from-genesis re-verification's cursor (and its last verdict)
+  AUDITCHECK#<shard> / SEALED                   the sealed mark: the highest (seq, hash) the sealer ever sealed;
+                                                only moves forward (a head below it: the chain's end was cut off)
 
 Write path (``prepare``): ONE item in the mutation's own TransactWriteItems, a Put of the pending entry with
 ``attribute_not_exists(pk)``; nothing is read first and no item is shared between writers, so money movement never
@@ -17,7 +19,9 @@ Seal path (``seal``, called by the sealer function from the table's stream, and 
 chain, one TransactWriteItems per chunk of up to 33 entries:
   [head]   Update AUDITHEAD#s: seq = :seq AND hash = :hash (attribute_not_exists(pk) for genesis)
   per entry:  Put AUDIT#s/<seq>   attribute_not_exists(pk)   (a record beyond the head: AuditChainBroken)
-              Put AUDITID#<id>    attribute_not_exists(pk)   (already sealed: dropped, never sealed twice)
+              Put AUDITID#<id>    attribute_not_exists(pk)   (already sealed: never sealed twice; a duplicate
+                                                             only if the marker's record IS this entry sealed,
+                                                             else ``changed`` and the entry is kept)
               Delete AUDITQ#s/... entry_hash = :h            (the entry as committed; else it changed or vanished)
 The head is read once (consistent GetItem) per chunk; only sealers write it, so its condition only ever meets
 another sealer (the stream path against the sweeper): re-read and retry.
@@ -25,6 +29,7 @@ another sealer (the stream path against the sweeper): re-read and retry.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -46,6 +51,7 @@ from satflow.domain.audit import (
     audit_shard,
     backoff_s,
     canonical_json,
+    is_sealed_form,
     pending_entry,
     seal_record,
     verify_chain,
@@ -55,10 +61,13 @@ from satflow.domain.ids import new_id
 from .models import BaseItem, Models, key, model_meta
 from .transaction import TRANSIENT_CODES, TxItem, delete, put, transact, update
 
+log = logging.getLogger(__name__)
+
 HEAD_SK = "HEAD"
 MARKER_SK = "SEALED"
 CHECK_SK = "STATE"
 RESCAN_SK = "RESCAN"
+SEALED_MARK_SK = "SEALED"
 SEQ_DIGITS = 12
 SEAL_CHUNK = 33  # 1 head + 3 items per entry <= 100 items per TransactWriteItems
 
@@ -159,8 +168,9 @@ class SealOutcome:
     """What one ``seal`` call did on one chain."""
 
     sealed: list[AuditRecord] = field(default_factory=list)
-    duplicates: list[PendingEntry] = field(default_factory=list)  # already sealed (a redelivery, or the other path)
-    changed: list[PendingEntry] = field(default_factory=list)  # the stored entry differed from (or lacked) the image
+    duplicates: list[PendingEntry] = field(default_factory=list)  # already sealed as itself (a redelivery, the other path)
+    # the stored entry differed from (or lacked) the image, or a marker exists whose record is not this entry
+    changed: list[PendingEntry] = field(default_factory=list)
     refused: list[PendingEntry] = field(default_factory=list)  # not intact: left unsealed, for verify to report
     head_retries: int = 0
 
@@ -224,20 +234,23 @@ class DynamoAuditStore:
         Their stored copy is deleted only if unchanged (``entry_hash``); a copy changed or deleted meanwhile does
         not stop the committed entry from being sealed (it is reported in ``changed``). From the sweeper (the
         stored copies), an entry whose hash does not match its content is refused and left in the index.
-        Already sealed entries (a marker exists) are skipped. Raises AuditChainBroken when the chain holds a
+        Already sealed entries (a marker exists) are skipped as ``duplicates`` only when the marker's record is
+        this entry sealed (same id, chain and content hash); a marker without such a record (made in advance under
+        a predictable id, or a forged copy sealed first by the sweeper) is ``changed``: nothing is sealed and the
+        pending entry is kept for the operator. Raises AuditChainBroken when the chain holds a
         record beyond its head (nothing more is sealed there until an operator repairs it), TransientError when
         the head kept moving or DynamoDB stayed busy (nothing of the failed chunk was written)."""
         shard = self._check_shard(shard)
         outcome = SealOutcome()
         todo: list[tuple[PendingEntry, bool]] = []
-        ids: set[str] = set()
+        first_hash: dict[str, str] = {}
         for p in entries:
             if p.shard != shard or not p.intact():
                 outcome.refused.append(p)
-            elif p.entry_id in ids:  # one marker per id: a second entry under the same id is never sealed
-                outcome.duplicates.append(p)
+            elif p.entry_id in first_hash:  # one marker per id: a second entry under the same id is never sealed
+                (outcome.duplicates if first_hash[p.entry_id] == p.entry_hash else outcome.changed).append(p)
             else:
-                ids.add(p.entry_id)
+                first_hash[p.entry_id] = p.entry_hash
                 todo.append((p, True))
         failures = 0
         while todo:
@@ -247,6 +260,7 @@ class DynamoAuditStore:
             cancellation = transact(self._client, items)
             if cancellation is None:
                 outcome.sealed.extend(records)
+                self._raise_sealed_mark(shard, records[-1])
                 todo = todo[len(chunk):]
                 failures = 0
                 continue
@@ -263,9 +277,13 @@ class DynamoAuditStore:
                                        shard=shard, seq=seq)
             done = {i for i in range(len(chunk)) if cancellation.condition_failed(f"marker_{i}")}
             for i in sorted(done):
-                outcome.duplicates.append(chunk[i][0])
-                if chunk[i][1]:
-                    self._delete_entry_if_unchanged(chunk[i][0])  # a stray copy of a sealed entry
+                p, delete_entry = chunk[i]
+                if self._sealed_as(p):  # a redelivery, or the other path sealed this very entry first
+                    outcome.duplicates.append(p)
+                    if delete_entry:
+                        self._delete_entry_if_unchanged(p)  # a stray copy of a sealed entry
+                else:  # a marker made in advance, or a forged copy sealed first: tampering, the entry is kept
+                    outcome.changed.append(p)
             changed = {i for i in range(len(chunk)) if i not in done and cancellation.condition_failed(f"entry_{i}")}
             if not done and not changed:
                 raise RuntimeError(f"audit seal of chain {shard} cancelled unexpectedly: {cancellation.failures}")
@@ -309,6 +327,43 @@ class DynamoAuditStore:
                                [H.shard.set(shard), H.seq.set(last.seq), H.hash.set(last.hash),
                                 H.updated_at.set(sealed_at)], condition, "head"))
         return items, records
+
+    def _raise_sealed_mark(self, shard: int, last: AuditRecord) -> None:
+        """Move the chain's sealed mark forward to ``last`` (never back: conditional on a lower seq). Written after
+        the seal transaction, so it trails the head by at most a crash (a lower bound, which is all verify needs);
+        kept out of the transaction so that a mark an attacker moved ahead cannot stop sealing."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self._call("update_item", TableName=self._table, Key=key(check_pk(shard), SEALED_MARK_SK),
+                       UpdateExpression="SET #c = :shard, #s = :seq, #h = :hash, #t = :at",
+                       ConditionExpression="attribute_not_exists(#pk) OR #s < :seq",
+                       ExpressionAttributeNames={"#pk": "pk", "#c": "shard", "#s": "seq", "#h": "hash",
+                                                 "#t": "sealed_at"},
+                       ExpressionAttributeValues={":shard": {"N": str(shard)}, ":seq": {"N": str(last.seq)},
+                                                  ":hash": {"S": last.hash}, ":at": {"S": iso_us(self.clock())}})
+        except errors.TransientError as exc:  # the records are sealed; the next chunk moves the mark past them
+            log.warning("audit sealed mark not moved", extra={"shard": shard, "seq": last.seq, "error": str(exc)})
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+
+    def sealed_mark(self, shard: int) -> tuple[int, str] | None:
+        """The highest (seq, hash) the sealer ever sealed on this chain, or None before its first record."""
+        raw = self._get(check_pk(self._check_shard(shard)), SEALED_MARK_SK)
+        if raw is None:
+            return None
+        return _number(raw.get("seq")), _s(raw, "hash")  # type: ignore[return-value]
+
+    def _sealed_as(self, p: PendingEntry) -> bool:
+        """Whether ``p``'s seal marker points at a record that is ``p`` sealed (two consistent reads, only on a
+        duplicate). A marker with no record, or a record with other content, is not a seal of ``p``."""
+        raw = self._get(marker_pk(p.entry_id), MARKER_SK)
+        shard, seq = (_number(raw.get("shard")), _number(raw.get("seq"))) if raw else (None, None)
+        if shard != p.shard or isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
+            return False
+        record = self._get(record_pk(p.shard), seq_sk(seq))
+        return record is not None and is_sealed_form(_record_from_raw(record), p)
 
     def _delete_entry_if_unchanged(self, p: PendingEntry) -> None:
         from botocore.exceptions import ClientError

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 from satflow.domain import errors
 from satflow.domain.accounts import Scope
 from satflow.domain.ecosystem import ApiKeyRecord
+from satflow.domain.ids import derive_id
 
 from .transaction import TxItem, run_or_raise, transact
 
@@ -110,6 +111,26 @@ class DynamoKeyStore(_Store):
 
     def run(self, items: Sequence[TxItem]) -> None:
         run_or_raise(self._client, items)
+
+    def adopt_legacy_key(self, key_hash: str, at: str) -> ApiKeyRecord | None:
+        """Give a key issued before key records existed (its ``APIKEY#`` item has no key_id) its ``KEY#`` record,
+        so it can be listed, rotated and revoked. Idempotent: the key id is derived from the key's hash, the record
+        is put only if absent and the authentication item gets the key id only if it has none and still exists (a
+        concurrent adoption or a revocation wins). Returns the record, or None when there was nothing to adopt."""
+        raw = self._get(f"APIKEY#{key_hash}", "APIKEY")
+        if raw is None or "key_id" in raw:
+            return None
+        rec = ApiKeyRecord(key_id=derive_id("key", "legacy", key_hash), account_id=raw["account_id"]["S"],
+                           key_hash=key_hash, prefix=raw.get("key_prefix", {}).get("S", "sk_"),
+                           scopes=frozenset(Scope(s["S"]) for s in raw["scopes"]["L"]), label="legacy",
+                           created_at=raw.get("created_at", {}).get("S", at))
+        record = self.new_key_items(rec, with_auth_item=False)[0]
+        link = self._update("auth", f"APIKEY#{key_hash}", "APIKEY", "SET key_id = :id",
+                            "attribute_exists(pk) AND attribute_not_exists(key_id)", None, {":id": _s(rec.key_id)})
+        cancellation = transact(self._client, [record, link])
+        if cancellation is not None and cancellation.first_transient():
+            raise errors.TransientError("DynamoDB cancelled the key record; the next authentication retries")
+        return rec if cancellation is None else None
 
     def get(self, account_id: str, key_id: str) -> ApiKeyRecord | None:
         raw = self._get(f"KEY#{account_id}", key_id)
@@ -218,15 +239,20 @@ class DynamoLnurlStore(_Store):
 
     # ---- LNURL-withdraw links
     def create_link(self, *, k1_hash: str, link_id: str, account_id: str, min_msat: int, max_msat: int, uses: int,
-                    expires_at_unix: int, description: str, created_at: str) -> None:
+                    expires_at_unix: int, description: str, created_at: str, creator_key_hash: str | None = None,
+                    extra: Sequence[TxItem] = ()) -> None:
+        """The link and the account's index item (+ the caller's ``extra``: its audit record), one transaction.
+        ``creator_key_hash``: the key that made it; the link works only while that key does."""
         link = {"pk": _s(f"WDLINK#{k1_hash}"), "sk": _s("WDLINK"), "link_id": _s(link_id),
                 "account_id": _s(account_id), "min_msat": _n(min_msat), "max_msat": _n(max_msat), "uses": _n(uses),
                 "remaining": _n(uses), "expires_at_unix": _n(expires_at_unix), "description": _s(description),
                 "status": _s("active"), "created_at": _s(created_at), "ttl": _n(expires_at_unix + 30 * 86400)}
         index = {"pk": _s(f"WDLINKS#{account_id}"), "sk": _s(link_id), "k1_hash": _s(k1_hash),
                  "created_at": _s(created_at), "ttl": _n(expires_at_unix + 30 * 86400)}
+        if creator_key_hash is not None:
+            link["creator_key_hash"] = index["creator_key_hash"] = _s(creator_key_hash)
         run_or_raise(self._client, [self._put("link", link, "attribute_not_exists(pk)"),
-                                    self._put("index", index, "attribute_not_exists(pk)")])
+                                    self._put("index", index, "attribute_not_exists(pk)"), *extra])
 
     def link(self, k1_hash: str) -> dict | None:
         raw = self._get(f"WDLINK#{k1_hash}", "WDLINK")
@@ -244,23 +270,50 @@ class DynamoLnurlStore(_Store):
         raw = self._get(f"WDLINKS#{account_id}", link_id)
         return None if raw is None else raw["k1_hash"]["S"]
 
-    def disable_link(self, k1_hash: str, at: str) -> None:
-        self._client.update_item(TableName=self._table, Key={"pk": _s(f"WDLINK#{k1_hash}"), "sk": _s("WDLINK")},
-                                 UpdateExpression="SET #st = :off, disabled_at = :at",
-                                 ExpressionAttributeNames={"#st": "status"},
-                                 ExpressionAttributeValues={":off": _s("disabled"), ":at": _s(at)})
+    def disable_link(self, k1_hash: str, at: str, extra: Sequence[TxItem] = ()) -> bool:
+        """The link stops paying (+ the caller's ``extra``: its audit record), one transaction. Returns False when
+        it was already disabled (a replay: nothing written)."""
+        item = self._update("link", f"WDLINK#{k1_hash}", "WDLINK", "SET #st = :off, disabled_at = :at",
+                            "attribute_exists(pk) AND #st <> :off", {"#st": "status"},
+                            {":off": _s("disabled"), ":at": _s(at)})
+        cancellation = transact(self._client, [item, *extra])
+        if cancellation is None:
+            return True
+        if cancellation.first_transient():
+            raise errors.TransientError("DynamoDB cancelled the change; retry it")
+        if cancellation.condition_failed("link"):
+            return False
+        raise errors.TransientError(f"the change was cancelled: {sorted(cancellation.failures)}")
 
-    def use(self, k1_hash: str, payment_hash: str, now_unix: int, at: str) -> dict:
+    def links_of_key(self, account_id: str, creator_key_hash: str) -> list[str]:
+        """The k1 hashes of the account's links made with this key (all pages of the account's index)."""
+        found, start = [], None
+        while True:
+            resp = self._query(f"WDLINKS#{account_id}", 100, start=start)
+            found.extend(raw["k1_hash"]["S"] for raw in resp.get("Items", [])
+                         if raw.get("creator_key_hash", {}).get("S") == creator_key_hash)
+            start = resp.get("LastEvaluatedKey")
+            if not start:
+                return found
+
+    def use(self, k1_hash: str, payment_hash: str, now_unix: int, at: str, creator_key_hash: str | None = None,
+            payment_id: str | None = None) -> dict:
         """Claim one use of the link for this invoice: the link's counter goes down (only while active, unexpired
-        and not used up) and a use item keyed by the payment hash is created, in one transaction. A second claim
-        for the same invoice finds the use item and changes nothing. Returns the use: {"replayed": bool}."""
+        and not used up; and while the key that made the link is not revoked) and a use item keyed by the payment
+        hash is created, in one transaction. A second claim for the same invoice finds the use item and changes
+        nothing. Returns the use: {"replayed": bool}; the caller re-checks the link on a replay."""
         items = [
             self._update("link", f"WDLINK#{k1_hash}", "WDLINK", "SET remaining = remaining - :one",
                          "#st = :active AND remaining > :zero AND expires_at_unix > :now", {"#st": "status"},
                          {":one": _n(1), ":zero": _n(0), ":active": _s("active"), ":now": _n(now_unix)}),
             self._put("use", {"pk": _s(f"WDUSE#{k1_hash}"), "sk": _s(payment_hash), "status": _s("claimed"),
-                              "created_at": _s(at)}, "attribute_not_exists(pk)"),
+                              "created_at": _s(at), **({"payment_id": _s(payment_id)} if payment_id else {})},
+                      "attribute_not_exists(pk)"),
         ]
+        if creator_key_hash is not None:
+            items.append(TxItem("creator_key", "ConditionCheck", {
+                "TableName": self._table, "Key": {"pk": _s(f"APIKEY#{creator_key_hash}"), "sk": _s("APIKEY")},
+                "ConditionExpression": "attribute_exists(pk)"}))
         cancellation = transact(self._client, items)
         if cancellation is None:
             return {"replayed": False}
@@ -270,19 +323,34 @@ class DynamoLnurlStore(_Store):
             raise errors.TransientError("DynamoDB cancelled the withdrawal; retry it")
         raise errors.WithdrawLinkNotFound("this withdraw link is used up, expired or disabled")
 
-    def release(self, k1_hash: str, payment_hash: str) -> None:
-        """Give a use back when the payment was refused before anything was reserved (insufficient funds, limits):
-        the use item goes and the counter comes back, once (conditional on the use item)."""
+    def release(self, k1_hash: str, payment_hash: str, payment_id: str) -> bool:
+        """Give a use back: the use item goes and the counter comes back, once (conditional on the use item), and
+        only if the use's payment does not exist or FAILED (checked in the same transaction, by the payment's
+        deterministic id: a use whose payment exists and is not FAILED is never given back). Returns whether the
+        use was given back."""
         items = [
-            self._update("link", f"WDLINK#{k1_hash}", "WDLINK", "SET remaining = remaining + :one", None, None,
-                         {":one": _n(1)}),
+            self._update("link", f"WDLINK#{k1_hash}", "WDLINK", "SET remaining = remaining + :one",
+                         "attribute_exists(pk)", None, {":one": _n(1)}),
             TxItem("use", "Delete", {"TableName": self._table,
                                      "Key": {"pk": _s(f"WDUSE#{k1_hash}"), "sk": _s(payment_hash)},
                                      "ConditionExpression": "attribute_exists(pk)"}),
+            TxItem("payment", "ConditionCheck", {
+                "TableName": self._table, "Key": {"pk": _s(f"PAYMENT#{payment_id}"), "sk": _s("PAYMENT")},
+                "ConditionExpression": "attribute_not_exists(pk) OR #st = :failed",
+                "ExpressionAttributeNames": {"#st": "status"},
+                "ExpressionAttributeValues": {":failed": _s("FAILED")}}),
         ]
         cancellation = transact(self._client, items)
         if cancellation is not None and cancellation.first_transient():
             raise errors.TransientError("DynamoDB cancelled the release; retry it")
+        return cancellation is None
+
+    def uses(self, k1_hash: str, limit: int = 100) -> list[dict]:
+        """The link's uses still held (oldest first): payment hash, payment id (absent on uses made before it was
+        recorded)."""
+        resp = self._query(f"WDUSE#{k1_hash}", limit)
+        return [{"payment_hash": raw["sk"]["S"], "payment_id": raw.get("payment_id", {}).get("S")}
+                for raw in resp.get("Items", [])]
 
 
 def _link(raw: dict) -> dict:
@@ -290,7 +358,8 @@ def _link(raw: dict) -> dict:
             "min_msat": int(raw["min_msat"]["N"]), "max_msat": int(raw["max_msat"]["N"]),
             "uses": int(raw["uses"]["N"]), "remaining": int(raw["remaining"]["N"]),
             "expires_at_unix": int(raw["expires_at_unix"]["N"]), "description": raw["description"]["S"],
-            "status": raw["status"]["S"], "created_at": raw["created_at"]["S"]}
+            "status": raw["status"]["S"], "created_at": raw["created_at"]["S"],
+            "creator_key_hash": raw.get("creator_key_hash", {}).get("S")}
 
 
 # ------------------------------------------------------------------------------------------------ rate limits

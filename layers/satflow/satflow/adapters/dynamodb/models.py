@@ -86,6 +86,7 @@ def build_models(table_name: str, region: str, host: str | None = None) -> Model
         scopes = ListAttribute(of=UnicodeAttribute)
         key_prefix = UnicodeAttribute()
         created_at = UnicodeAttribute()
+        key_id = UnicodeAttribute(null=True)  # absent on keys issued before key records (issue 15)
 
     class Balance(_Base):
         Meta = meta()
