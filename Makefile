@@ -19,7 +19,7 @@ endif
 endif
 PY_MINOR := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
 
-.PHONY: run test test-real regtest-build dynamodb-local bench-runtime lint unit bench bench-ledger demo layer build clean print-python soak
+.PHONY: run test test-real regtest-build dynamodb-local bench-runtime lint unit bench bench-ledger demo layer build clean print-python soak bench-routes
 
 ## print-python: the interpreter the venvs are made with
 print-python:
@@ -133,9 +133,15 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/payout_vbytes.py
 
 ## bench-ledger: the ledger write path on DynamoDB Local (floor / raw adapter / as wired, 1-16 threads, hot
-## account, retries, sealer throughput); fetches DynamoDB Local first. ~2 min.
+## account, retries, sealer throughput), then the DynamoDB calls per money route and the HTTP transfer latency
+## against the ledger op (bench-routes); fetches DynamoDB Local first. ~3 min.
 bench-ledger: regtest-build
 	$(PY) benchmarks/ledger_bench.py
+	$(PY) benchmarks/route_calls.py
+
+## bench-routes: DynamoDB calls per money route (counted) and HTTP transfer latency vs the ledger op, DynamoDB Local
+bench-routes: $(VENV)/.installed regtest-build
+	$(PY) benchmarks/route_calls.py
 
 ## demo: two accounts, a funding adjustment and a transfer against a running `make run`
 demo: $(VENV)/.installed

@@ -52,6 +52,7 @@ def recorded_ledger(client, models, shards: int = SHARDS, audit_shards: int = AU
 
 def build_services(client, table: str = TABLE, shards: int = SHARDS, audit_shards: int = AUDIT_SHARDS):
     from satflow.adapters.dynamodb.accounts import DynamoAccounts
+    from satflow.adapters.dynamodb.batch import read_many
     from satflow.adapters.dynamodb.lightning import DynamoLightningStore
     from satflow.adapters.dynamodb.limits import DynamoLimitStore
     from satflow.adapters.dynamodb.models import build_models
@@ -63,7 +64,7 @@ def build_services(client, table: str = TABLE, shards: int = SHARDS, audit_shard
     models = build_models(table, "us-east-1")
     ledger = recorded_ledger(client, models, shards, audit_shards)
     return Services(ledger=ledger, audit=ledger.audit, webhooks=ledger.webhooks, accounts=DynamoAccounts(client, models),
-                    admin_key=lambda: ADMIN_KEY, system_shards=shards,
+                    admin_key=lambda: ADMIN_KEY, system_shards=shards, read_many=read_many,
                     lightning=DynamoLightningStore(client, models), limits=DynamoLimitStore(client, models),
                     sanctions=loaded_sanctions_store(DynamoSanctionsStore(client, table)),
                     risk=DynamoRiskStore(client, models), **_ecosystem_stores(client, table))

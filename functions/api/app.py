@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
+import sys
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
@@ -10,13 +12,31 @@ from aws_lambda_powertools.logging import correlation_paths
 
 from satflow import bootstrap
 from satflow.api.errors import error_body, status_for
-from satflow.api.openapi import ROUTES, document
 from satflow.api.requests import decode_body, json_object, query_int
-from satflow.app import accounts, audit, invoices, limits, payments, risk, transfers, webhooks
 from satflow.domain.errors import SatflowError, ValidationError
 
 logger = Logger(service="satflow")
 app = APIGatewayHttpResolver()
+
+
+def _lazy(name: str):
+    """``satflow.app.<name>``, executed on its first attribute access (importlib's LazyLoader): a cold start
+    imports no use case a request does not touch (risk, webhooks, audit, payments ... ~100 ms together), and
+    /v1/health touches none. Behaviour is unchanged: the module runs exactly as a plain import would, once."""
+    full = f"satflow.app.{name}"
+    if full in sys.modules:
+        return sys.modules[full]
+    spec = importlib.util.find_spec(full)
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[full] = module
+    spec.loader.exec_module(module)
+    setattr(sys.modules["satflow.app"], name, module)  # as a plain import binds it on the package
+    return module
+
+
+accounts, audit, invoices, limits, payments, risk, transfers, webhooks = map(_lazy, (
+    "accounts", "audit", "invoices", "limits", "payments", "risk", "transfers", "webhooks"))
 
 
 def _onchain(name: str):
@@ -28,15 +48,24 @@ def _json(status: int, body: dict) -> Response:
     return Response(status_code=status, content_type="application/json", body=json.dumps(body))
 
 
-# Each route's declared auth ("admin", a scope, "none"), keyed like API Gateway's routeKey.
-_ROUTE_AUTH = {f"{r.method} {r.path}": r.auth for r in ROUTES}
+# Each route's declared auth ("admin", a scope, "none"), keyed like API Gateway's routeKey; built on the first
+# authenticated request (the OpenAPI table is not loaded at import: /v1/health stays a light cold start).
+_ROUTE_AUTH: dict[str, str | None] = {}
+
+
+def _declared_auth(route_key: str) -> str | None:
+    if not _ROUTE_AUTH:
+        from satflow.api.openapi import ROUTES
+
+        _ROUTE_AUTH.update({f"{r.method} {r.path}": r.auth for r in ROUTES})
+    return _ROUTE_AUTH.get(route_key)
 
 
 def _principal():
     """Authenticate, then authorize against the route's declared auth, before any handler reads the body (every
     handler calls this first): a customer key on an admin route is 403 whatever body it sent."""
     principal = accounts.authenticate(bootstrap.services(), app.current_event.headers.get("authorization"))
-    accounts.authorize_route(principal, _ROUTE_AUTH.get(app.current_event.route_key))
+    accounts.authorize_route(principal, _declared_auth(app.current_event.route_key))
     return principal
 
 
@@ -59,6 +88,8 @@ def health():
 
 @app.get("/v1/openapi.json")
 def openapi():
+    from satflow.api.openapi import document  # the spec is built for this route only
+
     return _json(200, document())
 
 

@@ -15,9 +15,16 @@ from __future__ import annotations
 from aws_lambda_powertools import Logger
 
 from satflow import bootstrap
-from satflow.app import risk
+from satflow.app import risk, verdicts
+from satflow.domain.risk import SubjectKind
 
 logger = Logger(service="satflow")
+
+# A verdict reaches its send through the send's own use case (app.verdicts); each is imported on its first verdict,
+# so a cold start of this function loads none of them (payouts would bring the on-chain modules).
+for _kind, _module in ((SubjectKind.TRANSFER, "satflow.app.transfers"), (SubjectKind.PAYMENT, "satflow.app.payments"),
+                       (SubjectKind.PAYOUT, "satflow.app.payouts")):
+    verdicts.register_lazy(_kind, _module)
 
 STEPS = {
     "assess_payment": lambda svc, e: risk.step_assess_payment(svc, e["payment_id"]),

@@ -4,10 +4,12 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from .app.ports import Services
 from .config import settings
+
+if TYPE_CHECKING:  # the port types load with the graph (_build), not at a handler's import
+    from .app.ports import Services
 
 _lock = threading.Lock()
 _services: Services | None = None
@@ -39,6 +41,8 @@ def aws_client(service: str) -> Any:
 
 def _build() -> Services:
     from .adapters.dynamodb.accounts import DynamoAccounts
+    from .adapters.dynamodb.batch import read_many
+    from .app.ports import Services
     from .app.recorded_ledger import RecordedLedger
     from .adapters.dynamodb.chain import DynamoChainStore
     from .adapters.dynamodb.ledger import DynamoLedger
@@ -72,6 +76,7 @@ def _build() -> Services:
                               outbox_items=webhooks.transfer_outbox_items),
         audit=audit,
         accounts=DynamoAccounts(client, models),
+        read_many=read_many,
         admin_key=_admin_key_provider(),
         system_shards=s.system_shards,
         network=s.network,

@@ -56,8 +56,8 @@ def _store(svc: Services) -> Any:
     return store
 
 
-def _account_limits(svc: Services, account_id: str) -> TierLimits:
-    account = svc.accounts.get(account_id)
+def _account_limits(svc: Services, account_id: str, reads: Any = None) -> TierLimits:
+    account = reads.account if reads is not None else svc.accounts.get(account_id)
     if account is None:
         raise errors.AccountNotFound(f"account {account_id} not found", account_id=account_id)
     return tier_limits(svc, account.tier)
@@ -96,7 +96,7 @@ def precheck(svc: Services, account_id: str, amount_msat: int) -> None:
 
 
 def admit_with_retry(svc: Services, account_id: str, amount_msat: int, execute: Execute[T],
-                     attempts: int = DEFAULT_ATTEMPTS) -> T:
+                     attempts: int = DEFAULT_ATTEMPTS, *, reads: Any = None, send_id: str | None = None) -> T:
     """Admit one send of ``amount_msat`` by ``account_id`` and run its ledger transaction with the limit update
     in it: read -> admit -> ``execute(extra)``; when another send of the account committed in between
     (``LimitStateChanged``, or a DynamoDB TransactionConflict surfacing as a plain ``TransientError``), read and
@@ -108,24 +108,53 @@ def admit_with_retry(svc: Services, account_id: str, amount_msat: int, execute: 
     e.g. ``ACCOUNT_FROZEN``) and nothing is written.
 
     ``execute`` must run exactly one ledger transaction with the transfer's id fixed across calls (the id is
-    the idempotency key, so re-running it is safe)."""
+    the idempotency key, so re-running it is safe).
+
+    ``reads``: the request's :class:`~satflow.app.send_reads.SendReads` of this account; its account and limit
+    item are used instead of reading them again (only a retry after a concurrent change re-reads the limit item).
+    ``send_id``: the send's id (its transfer id), recorded with its amount among the account's recent sends on the
+    limit item, in the same update (a risk input: amount against history)."""
     store = _store(svc)
-    limits = _account_limits(svc, account_id)
+    if reads is not None and reads.account_id != account_id:
+        raise ValueError(f"reads of {reads.account_id} passed to admit a send of {account_id}")
+    limits = _account_limits(svc, account_id, reads)
     for attempt in range(1, attempts + 1):
-        state, version = store.read(account_id)
+        record = reads.limits if reads is not None and attempt == 1 else store.read_record(account_id)
+        state, version = record.window, record.version
         now = svc.unix_clock()
         try:
             new_state = admit(state, amount_msat, now, limits)
         except (LimitExceeded, VelocityExceeded) as rejection:
             return execute([store.reject_item(account_id, rejection)])  # raises unless this is a replay
+        sends = None if send_id is None else _sends_with(svc, account_id, record, reads, send_id, amount_msat)
         try:
-            return execute(store.admit_items(account_id, state, version, new_state, now=now))
+            return execute(store.admit_items(account_id, state, version, new_state, now=now, sends=sends))
         except errors.TransientError as exc:
             if not _retryable(exc) or attempt == attempts:
                 raise
             log.info("limit state of %s changed during a send (attempt %d): re-admitting", account_id, attempt)
             _backoff(attempt)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _sends_with(svc: Services, account_id: str, record: Any, reads: Any, send_id: str,
+                amount_msat: int) -> list[tuple[str, int]]:
+    """The account's recent sends with this one appended (a limit item from before sends were kept on it: derived
+    from the ledger history once, so the item starts with the account's real past)."""
+    from .send_reads import sends_from_history
+
+    if record.sends is not None:
+        base = tuple(record.sends)
+    elif record.version == 0:
+        base = ()
+    elif reads is not None:
+        base = reads.recent_sends(svc)
+    else:
+        from .send_reads import HISTORY_WINDOW
+        from satflow.domain.money import BTC
+
+        base = sends_from_history(svc.ledger.history(account_id, BTC, HISTORY_WINDOW).items)
+    return [s for s in base if s[0] != send_id] + [(send_id, amount_msat)]
 
 
 def release_with_retry(svc: Services, account_id: str, amount_msat: int, admitted_at: int | str,

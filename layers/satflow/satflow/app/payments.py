@@ -23,7 +23,7 @@ from satflow.domain.payments import (
 )
 from satflow.domain.templates import internal_invoice_payment, payment_reserved, routing_fee_overrun
 
-from . import risk
+from . import risk, send_reads, verdicts
 from .accounts import require_scope
 from .limits import admit_with_retry, precheck, release_with_retry
 from .ports import Services
@@ -41,16 +41,32 @@ RECONCILER_SEND_WAIT_S = 3.0  # the reconciler may send many stranded payments i
 # ---------------------------------------------------------------------------------------------- the API call
 def create_payment(svc: Services, principal: Principal, idempotency_key: str | None, payment_request: object,
                    amount_msat: object = None, max_fee_msat: object = None) -> Payment:
+    """Reads: the payment under this key, the invoice of its hash (ours? then it settles internally) and the
+    account with its limit window, in one round trip; then the reserve, one transaction. The request is decoded
+    first, its error raised only once no earlier payment answers the key (a retry after the invoice expired still
+    returns the payment)."""
     account_id = require_scope(principal, Scope.SEND)
     key = validate_idempotency_key(idempotency_key)
     payment_id = derive_id("pay", account_id, "payment", key)
     fingerprint = request_fingerprint(payment_request, amount_msat, max_fee_msat)
-    existing = svc.lightning.get_payment(payment_id)
+    try:
+        request, invalid = decode_payment_request(payment_request, svc.network, svc.unix_clock()), None
+    except errors.SatflowError as exc:
+        request, invalid = None, exc
+    reads = None
+    if request is None:
+        existing, invoice = svc.lightning.get_payment(payment_id), None
+    else:
+        reads = send_reads.load(svc, account_id, scored=False, extra=[
+            svc.lightning.payment_read(payment_id), svc.lightning.invoice_read(request.payment_hash)])
+        existing, invoice = reads.extra
     if existing is not None:  # a retry: the same request returns the payment as it is now
         if existing.request_hash != fingerprint:
             raise errors.IdempotencyKeyReused("this Idempotency-Key was already used with a different request")
         return existing
-    request = decode_payment_request(payment_request, svc.network, svc.unix_clock())
+    if invalid is not None:
+        raise invalid
+    assert request is not None
     # Before anything is reserved or asked of the node: a listed payee is refused (403) and audited.
     screen_node(svc, request.destination, actor=account_id, context=f"payment:{payment_id}")
     amount = payable_amount(request, amount_msat)
@@ -63,11 +79,10 @@ def create_payment(svc: Services, principal: Principal, idempotency_key: str | N
         amountless=request.amount_msat is None, created_at=now,
         updated_at=now,
     )
-    invoice = svc.lightning.get_invoice(request.payment_hash)
     if invoice is not None:
         return _pay_internal(svc, payment, invoice)
     require_sends_open(svc)  # the solvency breaker: 503 SENDS_PAUSED before anything is reserved (internal pays above)
-    reserve(svc, payment)  # synchronous: insufficient funds or a hash in use is a 4xx now, not a FAILED later
+    reserve(svc, payment, reads)  # synchronous: insufficient funds or a hash in use is a 4xx now, not a FAILED later
     svc.start_payment(payment_id)
     return payment
 
@@ -103,7 +118,8 @@ def _pay_internal(svc: Services, payment: Payment, invoice) -> Payment:
     # admit_with_retry already retries the ledger's plain transient errors (same transfer id: a replay is safe).
     try:
         admit_with_retry(svc, payment.account_id, payment.amount_msat,
-                         lambda limit_items: svc.ledger.execute(transfer, extra + list(limit_items)))
+                         lambda limit_items: svc.ledger.execute(transfer, extra + list(limit_items)),
+                         send_id=payment.payment_id)
     except errors.SatflowError as exc:  # refused, or still failing: transient or not, the node has cancelled it
         _follow_the_node(svc, invoice, exc)
         raise
@@ -164,16 +180,18 @@ def get_payment(svc: Services, principal: Principal, payment_id: object) -> Paym
 
 
 # ---------------------------------------------------------------------------------------------- workflow steps
-def reserve(svc: Services, payment: Payment) -> None:
+def reserve(svc: Services, payment: Payment, reads: send_reads.SendReads | None = None) -> None:
     """Pending debit of amount + fee reserve, the payment record, the hash lock and the pending index: one
-    transaction. Replays (same payment id) succeed without a second reservation."""
+    transaction. Replays (same payment id) succeed without a second reservation. ``reads``: the request's reads
+    of the account (the API call has them), else the limits read their own."""
     transfer = payment_reserved(payment_id=payment.payment_id, account_id=payment.account_id,
                                 amount_msat=payment.amount_msat, fee_reserve_msat=payment.fee_reserve_msat,
                                 payment_hash=payment.payment_hash, created_at=payment.created_at,
                                 shards=svc.system_shards)
     items = svc.lightning.new_payment_items(payment)
     admit_with_retry(svc, payment.account_id, payment.amount_msat,
-                     lambda extra: svc.ledger.execute(transfer, items + list(extra)))
+                     lambda extra: svc.ledger.execute(transfer, items + list(extra)), reads=reads,
+                     send_id=payment.payment_id)
 
 
 def step_reserve(svc: Services, payment_id: str) -> dict[str, Any]:
@@ -276,6 +294,15 @@ def apply_risk_verdict(svc: Services, payment_id: str, proceed: bool, reason: st
     release_with_retry(svc, payment.account_id, payment.amount_msat, payment.created_at,
                        lambda limit_items: _resolve(svc, transfer, items + list(limit_items)))
     return "DONE"
+
+
+def _register_verdict_applier() -> None:
+    from satflow.domain.risk import SubjectKind
+
+    verdicts.register(SubjectKind.PAYMENT, apply_risk_verdict)
+
+
+_register_verdict_applier()
 
 
 def _resolve(svc: Services, transfer, extra) -> None:

@@ -58,6 +58,9 @@ class Services:
     clock: Callable[[], str] = utc_now_iso
     unix_clock: Callable[[], int] = unix_now
     network: str = "regtest"
+    # Many reads in one round trip (adapters.dynamodb.batch.read_many: a consistent BatchGetItem of the stores'
+    # ItemReads). None: app.send_reads reads them one at a time (same results, more round trips).
+    read_many: Callable[[Sequence[Any]], list] | None = None
     # Lightning (built lazily: a handler that never touches LND never loads its secret)
     lightning: Any = None  # DynamoLightningStore
     lnd: Callable[[], Any] | None = None  # -> LndRestClient

@@ -28,14 +28,13 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from satflow.domain import errors
 from satflow.domain.accounts import Principal
 from satflow.domain.audit import AuditEntry
 from satflow.domain.ledger import TransferKind
 from satflow.domain.limits import usage
-from satflow.domain.money import BTC
 from satflow.domain.risk import (
     DEFAULT_POLICY,
     Decision,
@@ -52,14 +51,14 @@ from satflow.domain.risk import (
     validate_review_status,
 )
 
+from . import send_reads, verdicts
 from .accounts import require_admin
 from .limits import iso_to_unix, tier_limits
 from .ports import Services
+from .send_reads import SendReads
 
 log = logging.getLogger(__name__)
 
-HISTORY_WINDOW = 50  # recent ledger entries read for "amount against history" and "time since last credit"
-SEND_TEMPLATES = frozenset({"internal_transfer", "internal_invoice_payment", "payment_reserved", "payout_reserved"})
 PROCEED, DONE = "PROCEED", "DONE"
 TIMEOUT_ACTOR = "system:timeout"
 MAX_PAGE, DEFAULT_PAGE = 100, 50
@@ -110,33 +109,36 @@ class Assessed:
         return review_id_for(self.send.kind, self.send.subject_id) if self.decision is Decision.REVIEW else None
 
 
-def features(svc: Services, send: Send) -> RiskFeatures:
-    """Reads: the account, its limit window, its last ledger entries and its destination history."""
-    account = svc.accounts.get(send.account_id)
+def load_reads(svc: Services, send: Send, extra: Sequence[Any] = ()) -> SendReads:
+    """Everything scoring and admitting ``send`` needs, in one round trip (see ``app.send_reads``)."""
+    if getattr(svc, "limits", None) is None:
+        raise RuntimeError("limits are not configured (svc.limits is None)")
+    _store(svc)  # fail closed before reading anything
+    return send_reads.load(svc, send.account_id, subject_id=send.subject_id,
+                           destination=(send.destination_kind, send.destination), extra=extra)
+
+
+def features(svc: Services, send: Send, reads: SendReads | None = None) -> RiskFeatures:
+    """From the request's reads (one round trip, :func:`load_reads`): the account, its limit window and recent
+    sends, its last credit and its destination history. Without ``reads`` they are loaded here."""
+    if reads is None:
+        reads = load_reads(svc, send)
+    account = reads.account
     if account is None:
         raise errors.AccountNotFound(f"account {send.account_id} not found", account_id=send.account_id)
     limits = tier_limits(svc, account.tier)
-    limit_store = getattr(svc, "limits", None)
-    if limit_store is None:
-        raise RuntimeError("limits are not configured (svc.limits is None)")
     now = svc.unix_clock()
-    window, _ = limit_store.read(send.account_id)
-    used = usage(window, now)
-    past: list[int] = []
-    last_credit: int | None = None
-    for entry in svc.ledger.history(send.account_id, BTC, HISTORY_WINDOW).items:
-        if entry.transfer_id == send.subject_id:
-            continue  # the send itself (a payment's reserve is written before its Risk state)
-        if entry.direction == "out" and entry.kind in (TransferKind.POSTED, TransferKind.PENDING) \
-                and entry.template in SEND_TEMPLATES:
-            past.append(entry.amount)
-        elif entry.direction == "in" and entry.kind in (TransferKind.POSTED, TransferKind.POST_PENDING) \
-                and last_credit is None:
-            last_credit = max(0, now - iso_to_unix(entry.created_at))
+    used = usage(reads.limits.window, now)
+    # the send itself excluded (a payment's reserve is admitted before its Risk state)
+    past = [amount for send_id, amount in reads.recent_sends(svc) if send_id != send.subject_id]
+    credited_at = reads.last_credit.at if reads.last_credit.tracked else _last_credit_in(reads.history(svc))
+    last_credit = None if credited_at is None else max(0, now - iso_to_unix(credited_at))
+    seen = reads.destination_seen if reads.destination == (send.destination_kind, send.destination) else \
+        _store(svc).destination_seen(send.account_id, send.destination_kind, send.destination)
     return RiskFeatures(
         account_age_s=max(0, now - iso_to_unix(account.created_at)), tier=account.tier,
         destination_kind=send.destination_kind,
-        new_destination=not _store(svc).destination_seen(send.account_id, send.destination_kind, send.destination),
+        new_destination=not seen,
         amount_msat=send.amount_msat, per_tx_limit_msat=limits.per_tx_msat, past_sends=len(past),
         max_past_send_msat=max(past) if past else None, sends_last_hour=used.sends_last_hour,
         sends_per_hour_limit=limits.sends_per_hour, used_daily_msat=used.used_daily_msat,
@@ -144,12 +146,23 @@ def features(svc: Services, send: Send) -> RiskFeatures:
     )
 
 
-def assess_send(svc: Services, send: Send) -> Assessed:
-    """The stored assessment of this send if there is one (a replay), else a fresh one (not yet written)."""
-    stored = _store(svc).get_assessment(send.subject_id)
+def _last_credit_in(entries: Sequence[Any]) -> str | None:
+    """Legacy fallback: the newest posted credit among ledger history entries (newest first)."""
+    for entry in entries:
+        if entry.direction == "in" and entry.kind in (TransferKind.POSTED, TransferKind.POST_PENDING):
+            return entry.created_at
+    return None
+
+
+def assess_send(svc: Services, send: Send, reads: SendReads | None = None) -> Assessed:
+    """The stored assessment of this send if there is one (a replay), else a fresh one (not yet written).
+    ``reads``: the request's reads of this send (:func:`load_reads`); without them they are loaded here."""
+    if reads is None or reads.subject_id != send.subject_id:
+        reads = load_reads(svc, send)
+    stored = reads.assessment
     if stored is not None:
         return Assessed(send, stored.assessment, stored.features, stored.assessed_at, stored=True)
-    found = features(svc, send)
+    found = features(svc, send, reads)
     assessment = assess(found, policy(svc))
     log.info("risk %s %s: score %d -> %s", send.kind.value, send.subject_id, assessment.score,
              assessment.decision.value)
@@ -327,7 +340,7 @@ def step_apply(svc: Services, *, review_id: str | None = None, kind: str | None 
         reason = None if proceed else "RISK_REJECTED"
     destination = [store.destination_item(stored.account_id, _destination_kind(subject_kind),
                                           _destination(svc, subject_kind, subject), svc.clock())] if proceed else []
-    nxt = _APPLY[subject_kind](svc, subject, proceed, reason, destination)
+    nxt = verdicts.apply(svc, subject_kind, subject, proceed, reason, destination)
     if review is not None and review.status is not ReviewStatus.PENDING:
         store.mark_applied(review)
     return {"subject_id": subject, "kind": subject_kind.value, "verdict": "proceed" if proceed else "refuse",
@@ -391,43 +404,6 @@ def _destination(svc: Services, kind: SubjectKind, subject: str) -> str:
         return payment.destination if payment else subject
     payout = svc.payouts.get_payout(subject)
     return payout.address if payout else subject
-
-
-def _apply_transfer(svc: Services, transfer_id: str, proceed: bool, reason: str | None, extra: list) -> str:
-    from satflow.domain.ledger import post_pending, void_pending
-
-    from .limits import release_with_retry
-
-    pending = svc.ledger.get_transfer(transfer_id)
-    if pending is None:
-        raise errors.TransferNotFound(f"transfer {transfer_id} not found", transfer_id=transfer_id)
-    now = svc.clock()
-    try:
-        if proceed:
-            svc.ledger.execute(post_pending(pending, transfer_id=f"{transfer_id}:post", created_at=now), extra)
-        else:
-            void = void_pending(pending, transfer_id=f"{transfer_id}:void", created_at=now)
-            release_with_retry(svc, pending.debit.owner, pending.amount, pending.created_at,
-                               lambda limit_items: svc.ledger.execute(void, list(limit_items)))
-    except errors.PendingAlreadyResolved:
-        pass  # an earlier run resolved it
-    return DONE
-
-
-def _apply_payment(svc: Services, payment_id: str, proceed: bool, reason: str | None, extra: list) -> str:
-    from . import payments
-
-    return payments.apply_risk_verdict(svc, payment_id, proceed, reason, extra)
-
-
-def _apply_payout(svc: Services, payout_id: str, proceed: bool, reason: str | None, extra: list) -> str:
-    from . import payouts  # on-chain modules load on first use (cold imports of the API stay light)
-
-    return payouts.apply_risk_verdict(svc, payout_id, proceed, extra)
-
-
-_APPLY = {SubjectKind.TRANSFER: _apply_transfer, SubjectKind.PAYMENT: _apply_payment,
-          SubjectKind.PAYOUT: _apply_payout}
 
 
 def _load_review(svc: Services, review_id: object) -> Review:

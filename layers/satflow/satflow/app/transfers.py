@@ -12,8 +12,9 @@ from satflow.domain.ledger import Balance, LedgerAccount, Transfer
 from satflow.domain.money import BTC
 from satflow.domain.templates import admin_adjustment, internal_transfer
 
+from . import verdicts
 from .accounts import require_admin, require_scope, resolve_account_id
-from .limits import admit_with_retry
+from .limits import admit_with_retry, release_with_retry
 from .ports import Services
 
 _IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
@@ -46,7 +47,10 @@ def create_transfer(svc: Services, principal: Principal, idempotency_key: str | 
 
     Risk, synchronously and once (a replay reads the stored assessment): allow -> posted, as ever; block -> 422
     RISK_BLOCKED and nothing written; review -> a PENDING transfer (the sender's funds reserved, the limits
-    admitted) with its review in the same transaction, then the review workflow parks until an admin decides."""
+    admitted) with its review in the same transaction, then the review workflow parks until an admin decides.
+
+    Reads: what risk and the limits decide on comes back in one round trip (``risk.load_reads``) and is passed to
+    both; the recipient's existence and status are conditions of the ledger transaction, not reads."""
     from . import risk
     from satflow.domain.risk import Decision, DestinationKind, SubjectKind
 
@@ -60,8 +64,9 @@ def create_transfer(svc: Services, principal: Principal, idempotency_key: str | 
         amount_msat=amount_msat, memo=memo, request_hash=fingerprint, created_at=svc.clock(),
         shards=svc.system_shards,
     )
-    assessed = risk.assess_send(svc, risk.Send(SubjectKind.TRANSFER, transfer_id, sender, DestinationKind.INTERNAL,
-                                               recipient, transfer.amount))
+    send = risk.Send(SubjectKind.TRANSFER, transfer_id, sender, DestinationKind.INTERNAL, recipient, transfer.amount)
+    reads = risk.load_reads(svc, send)
+    assessed = risk.assess_send(svc, send, reads)
     if assessed.decision is Decision.BLOCK:
         raise risk.refuse_blocked(svc, assessed)
     if assessed.decision is Decision.REVIEW:
@@ -73,7 +78,8 @@ def create_transfer(svc: Services, principal: Principal, idempotency_key: str | 
         own = risk.allow_items(svc, assessed)
     try:
         result = admit_with_retry(svc, sender, transfer.amount,
-                                  lambda extra: svc.ledger.execute(transfer, own + list(extra)))
+                                  lambda extra: svc.ledger.execute(transfer, own + list(extra)),
+                                  reads=reads, send_id=transfer_id)
     except errors.TransferExistsWithDifferentFields as exc:
         if not assessed.stored and _decided_otherwise(svc, transfer_id, assessed.decision):
             # A concurrent identical request committed first under another decision: answer with that one.
@@ -93,6 +99,37 @@ def create_transfer(svc: Services, principal: Principal, idempotency_key: str | 
 def _decided_otherwise(svc: Services, transfer_id: str, decision) -> bool:
     stored = svc.risk.get_assessment(transfer_id)
     return stored is not None and stored.assessment.decision is not decision
+
+
+def apply_risk_verdict(svc: Services, transfer_id: str, proceed: bool, reason: str | None, extra: list) -> str:
+    """A held transfer's review decision takes effect (``risk.step_apply`` through ``app.verdicts``): approved ->
+    posted (``extra``: the destination, now seen); rejected -> voided, the sender's limit usage given back.
+    Idempotent (the post/void ids derive from the transfer id)."""
+    from satflow.domain.ledger import post_pending, void_pending
+
+    pending = svc.ledger.get_transfer(transfer_id)
+    if pending is None:
+        raise errors.TransferNotFound(f"transfer {transfer_id} not found", transfer_id=transfer_id)
+    now = svc.clock()
+    try:
+        if proceed:
+            svc.ledger.execute(post_pending(pending, transfer_id=f"{transfer_id}:post", created_at=now), extra)
+        else:
+            void = void_pending(pending, transfer_id=f"{transfer_id}:void", created_at=now)
+            release_with_retry(svc, pending.debit.owner, pending.amount, pending.created_at,
+                               lambda limit_items: svc.ledger.execute(void, list(limit_items)))
+    except errors.PendingAlreadyResolved:
+        pass  # an earlier run resolved it
+    return "DONE"
+
+
+def _register_verdict_applier() -> None:
+    from satflow.domain.risk import SubjectKind
+
+    verdicts.register(SubjectKind.TRANSFER, apply_risk_verdict)
+
+
+_register_verdict_applier()
 
 
 def adjust(svc: Services, principal: Principal, idempotency_key: str | None, account_id: object,

@@ -6,6 +6,7 @@ from typing import Any, Sequence
 from satflow.domain import errors
 from satflow.domain.accounts import Account, AccountStatus, Scope
 
+from .batch import ItemRead
 from .models import Models, account_pk, key
 from .transaction import Cancellation, TxItem, put, transact, update
 
@@ -42,7 +43,13 @@ class DynamoAccounts:
         raise errors.TransientError(f"account creation cancelled: {sorted(cancellation.failures)}")
 
     def get(self, account_id: str) -> Account | None:
-        raw = self._get(account_pk(account_id), "ACCOUNT")
+        return self.account_read(account_id).get()
+
+    def account_read(self, account_id: str) -> ItemRead[Account | None]:
+        """The account as one read of a batch (``adapters.dynamodb.batch.read_many``)."""
+        return ItemRead(self._client, self._m.table_name, account_pk(account_id), "ACCOUNT", self._account)
+
+    def _account(self, raw: dict | None) -> Account | None:
         if raw is None:
             return None
         a = self._m.Account.from_raw_data(raw)

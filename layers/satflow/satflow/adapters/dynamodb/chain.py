@@ -45,6 +45,7 @@ from satflow.domain.deposits import (
 from satflow.domain.ledger import is_system_owner
 from satflow.domain.onchain import DepositStatus
 
+from .batch import ItemRead
 from .models import BaseItem, Models, key, model_meta
 from .paging import all_items, decode_cursor, encode_cursor
 from .transaction import TRANSIENT_CODES, TxItem, delete, put, transact, update
@@ -224,6 +225,11 @@ class DynamoChainStore:
         keys = [key(f"ADDR#{script}", "ADDR") for script in dict.fromkeys(scripts)]
         records = (self._address(raw) for raw in self._batch_get(keys))
         return {record.script_pubkey_hex: record for record in records}
+
+    def owner_read(self, script_pubkey_hex: str) -> ItemRead[AddressRecord | None]:
+        """The owner record of one script (None: not ours), as one read of a batch (``batch.read_many``)."""
+        return ItemRead(self._client, self._table, f"ADDR#{script_pubkey_hex}", "ADDR",
+                        lambda raw: None if raw is None else self._address(raw))
 
     def addresses_of(self, owner: str, limit: int = 100) -> list[AddressRecord]:
         """An owner's addresses, oldest index first (receive chain before change)."""

@@ -6,7 +6,8 @@ Items of one operation (tags in brackets):
   [debit_owner]      ConditionCheck ACCOUNT#owner: active           (user debits of new transfers only)
   [credit_owner]     ConditionCheck ACCOUNT#owner: exists, not closed (user credits of new transfers only)
   [debit_balance]    Update BAL#..: deltas, available >= amount for user debits
-  [credit_balance]   Update BAL#..: deltas
+  [credit_balance]   Update BAL#..: deltas (+ last_credit_at on a user's posted credit: a risk input read with the
+                     balance item instead of a history query)
   [debit_history] [credit_history]   Put HIST#.. entries
   + the caller's own items (limit counters, outbox, audit records), tagged by the caller.
 """
@@ -28,6 +29,7 @@ from satflow.domain.ledger import (
     is_system_owner,
 )
 
+from .batch import ItemRead
 from .models import Models, account_pk, balance_key, history_pk, key
 from .paging import all_items, decode_cursor, encode_cursor
 from .transaction import Cancellation, TxItem, check, put, transact, update
@@ -54,6 +56,15 @@ class HistoryEntry:
     asset: str
     memo: str | None
     created_at: str
+
+
+@dataclass(frozen=True)
+class LastCredit:
+    """When a user account was last credited (a posted credit), as its balance item records it. ``tracked`` False:
+    the balance item predates the record (it was not credited since), so the ledger history has to say."""
+
+    tracked: bool
+    at: str | None
 
 
 @dataclass(frozen=True)
@@ -98,7 +109,9 @@ class DynamoLedger:
                                    M.Account.pk.exists() & (M.Account.status != CLOSED), "credit_owner"))
         debit_delta, credit_delta = effects(t)
         items.append(self._balance_item(debit_delta, "debit_balance"))
-        items.append(self._balance_item(credit_delta, "credit_balance"))
+        credited_at = t.created_at if (not t.credit.is_system
+                                       and t.kind in (TransferKind.POSTED, TransferKind.POST_PENDING)) else None
+        items.append(self._balance_item(credit_delta, "credit_balance", credited_at))
         items.append(self._history_item(t, "out"))
         items.append(self._history_item(t, "in"))
         return items
@@ -125,7 +138,7 @@ class DynamoLedger:
             condition &= attr.does_not_exist() if shard is None else (attr == shard)
         return update(pending, [T.resolved_by.set(t.id), T.resolution.set(t.kind.value)], condition, "pending")
 
-    def _balance_item(self, d: BalanceDelta, tag: str) -> TxItem:
+    def _balance_item(self, d: BalanceDelta, tag: str, credited_at: str | None = None) -> TxItem:
         B = self._m.Balance
         pk, sk = balance_key(d.account.owner, d.account.asset, d.shard)
         actions = [
@@ -136,6 +149,8 @@ class DynamoLedger:
         ]
         if d.shard is not None:
             actions.append(B.shard.set(d.shard))
+        if credited_at is not None:
+            actions.append(B.last_credit_at.set(credited_at))
         # DynamoDB conditions cannot do arithmetic: the floor is checked against the value before the SET.
         condition = (B.available >= d.requires_available) if d.requires_available else None
         return update(B(pk, sk), actions, condition, tag)
@@ -227,6 +242,18 @@ class DynamoLedger:
             t[2] += int(b.pending_in or 0)
         return [Balance(LedgerAccount(owner, asset), *v) for asset, v in sorted(totals.items())]
 
+    def last_credit_read(self, owner: str, asset: str) -> ItemRead[LastCredit]:
+        """A user account's last posted credit, as one read of a batch (its balance item)."""
+        pk, sk = balance_key(owner, asset, None)
+
+        def parse(raw: dict | None) -> LastCredit:
+            if raw is None:
+                return LastCredit(True, None)  # never moved: never credited
+            at = raw.get("last_credit_at", {}).get("S")
+            return LastCredit(at is not None, at)
+
+        return ItemRead(self._client, self._m.table_name, pk, sk, parse)
+
     def history(self, owner: str, asset: str, limit: int, cursor: str | None = None) -> HistoryPage:
         pk = history_pk(owner, asset, None)
         kwargs: dict[str, Any] = dict(
@@ -282,5 +309,5 @@ class DynamoLedger:
         return all_items(self._client.query, **kwargs)
 
 
-__all__ = ["DynamoLedger", "LedgerResult", "HistoryEntry", "HistoryPage", "ACTIVE", "FROZEN", "CLOSED",
+__all__ = ["DynamoLedger", "LedgerResult", "HistoryEntry", "HistoryPage", "LastCredit", "ACTIVE", "FROZEN", "CLOSED",
            "is_system_owner"]

@@ -12,6 +12,7 @@ from satflow.domain.invoices import Invoice, InvoiceStatus
 from satflow.domain.ledger import shard_for
 from satflow.domain.payments import Payment, PaymentStatus
 
+from .batch import ItemRead
 from .models import Models, key
 from .transaction import TxItem, delete, put, transact, update, update_if
 
@@ -252,6 +253,15 @@ class DynamoLightningStore:
             fee_msat=None if m.fee_msat is None else int(m.fee_msat), preimage=m.preimage,
             failure_reason=m.failure_reason, send_attempted_at=m.send_attempted_at,
             send_rejected=bool(m.send_rejected))
+
+    # ------------------------------------------------------------------ reads of a batch (batch.read_many)
+    def payment_read(self, payment_id: str) -> ItemRead[Payment | None]:
+        return ItemRead(self._client, self._m.table_name, f"PAYMENT#{payment_id}", "PAYMENT",
+                        lambda raw: None if raw is None else self._payment(raw))
+
+    def invoice_read(self, payment_hash: str) -> ItemRead[Invoice | None]:
+        return ItemRead(self._client, self._m.table_name, f"INVOICE#{payment_hash}", "INVOICE",
+                        lambda raw: None if raw is None else self._invoice(raw))
 
     # ------------------------------------------------------------------ helpers
     def _get(self, pk: str, sk: str) -> dict | None:

@@ -33,7 +33,8 @@ One item per account is written by that account's sends only: like its balance i
 """
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 from pynamodb.attributes import NumberAttribute, UnicodeAttribute
 
@@ -46,11 +47,41 @@ from satflow.domain.limits import (
     encode_buckets,
 )
 
+from .batch import ItemRead
 from .models import BaseItem, Models, key, model_meta
 from .transaction import TxItem, check, update
 
 TAG = "limits"
 SK = "LIMITS"
+RECENT_SENDS = 25  # sends kept on the item for the risk score's "amount against history" (newest last)
+
+RecentSends = tuple[tuple[str, int], ...]  # (send id, amount msat), oldest first
+
+
+@dataclass(frozen=True)
+class LimitRecord:
+    """The limit item as read: the window, its version (0: no item yet) and the account's recent sends (None: an
+    item written before sends were kept on it; the caller derives them from the ledger history once)."""
+
+    window: LimitWindow
+    version: int
+    sends: RecentSends | None
+
+
+EMPTY_RECORD = LimitRecord(EMPTY_WINDOW, 0, ())
+
+
+def encode_sends(sends: Sequence[tuple[str, int]]) -> str:
+    return ",".join(f"{int(amount)}:{send_id}" for send_id, amount in sends)
+
+
+def decode_sends(text: str | None) -> RecentSends:
+    out = []
+    for part in (text or "").split(","):
+        if part:
+            amount, _, send_id = part.partition(":")
+            out.append((send_id, int(amount)))
+    return tuple(out)
 
 
 def limits_pk(account_id: str) -> str:
@@ -67,6 +98,7 @@ class _LimitModels:
             days = UnicodeAttribute(null=True)
             minutes = UnicodeAttribute(null=True)
             updated_at_unix = NumberAttribute(null=True)
+            sends = UnicodeAttribute(null=True)  # recent sends, "msat:id,..." (encode_sends), newest last
 
         self.LimitItem = LimitItem
 
@@ -90,20 +122,28 @@ class DynamoLimitStore:
 
     def read(self, account_id: str) -> tuple[LimitWindow, int]:
         """The account's window and its version (0 when the account never sent). One consistent GetItem."""
-        raw = self._client.get_item(TableName=self._table, Key=key(limits_pk(account_id), SK),
-                                    ConsistentRead=True).get("Item")
-        if raw is None:
-            return EMPTY_WINDOW, 0
-        return _window(raw), int(raw["version"]["N"])
+        record = self.read_record(account_id)
+        return record.window, record.version
+
+    def read_record(self, account_id: str) -> LimitRecord:
+        """Window, version and recent sends: one consistent GetItem."""
+        return self.record_read(account_id).get()
+
+    def record_read(self, account_id: str) -> ItemRead[LimitRecord]:
+        """The limit item as one read of a batch (``adapters.dynamodb.batch.read_many``)."""
+        return ItemRead(self._client, self._table, limits_pk(account_id), SK, _record)
 
     def admit_items(self, account_id: str, state_before: LimitWindow, version: int, new_state: LimitWindow,
-                    *, now: int | None = None) -> list[TxItem]:
+                    *, now: int | None = None, sends: Sequence[tuple[str, int]] | None = None) -> list[TxItem]:
         """ONE tagged Update for the send's ledger transaction: write ``new_state`` and ``version + 1``, on the
-        condition that the item is still at ``version`` (``state_before`` is what that version holds)."""
-        return [self.write_item(account_id, version, new_state, now=now)]
+        condition that the item is still at ``version`` (``state_before`` is what that version holds). ``sends``:
+        the account's recent sends including this one (the last ``RECENT_SENDS`` are kept)."""
+        return [self.write_item(account_id, version, new_state, now=now, sends=sends)]
 
-    def write_item(self, account_id: str, version: int, new_state: LimitWindow, *, now: int | None = None) -> TxItem:
-        """The conditional write of a new window (admission or release), tagged ``limits``."""
+    def write_item(self, account_id: str, version: int, new_state: LimitWindow, *, now: int | None = None,
+                   sends: Sequence[tuple[str, int]] | None = None) -> TxItem:
+        """The conditional write of a new window (admission or release), tagged ``limits``. ``sends`` None leaves
+        the stored recent sends as they are (a release gives back usage; the attempt stays a past send)."""
         if isinstance(version, bool) or not isinstance(version, int) or version < 0:
             raise ValueError("version must be a non-negative integer")
         L = self._L
@@ -117,6 +157,8 @@ class DynamoLimitStore:
             actions.append(attr.set(encode_buckets(buckets)) if buckets else attr.remove())
         if now is not None:
             actions.append(L.updated_at_unix.set(now))
+        if sends is not None:
+            actions.append(L.sends.set(encode_sends(list(sends)[-RECENT_SENDS:])))
         condition = L.pk.does_not_exist() if version == 0 else (L.version == version)
 
         def changed(old: dict | None) -> SatflowError:
@@ -135,6 +177,14 @@ class DynamoLimitStore:
         return check(L, limits_pk(account_id), SK, never, TAG, lambda old: error)
 
 
+def _record(raw: dict | None) -> LimitRecord:
+    if raw is None:
+        return EMPTY_RECORD
+    sends = raw.get("sends", {}).get("S")
+    tracked = sends is not None or "sends" in raw
+    return LimitRecord(_window(raw), int(raw["version"]["N"]), decode_sends(sends) if tracked else None)
+
+
 def _window(raw: dict) -> LimitWindow:
     def text(name: str) -> str | None:
         return raw.get(name, {}).get("S")
@@ -142,4 +192,4 @@ def _window(raw: dict) -> LimitWindow:
     return LimitWindow(decode_buckets(text("hours")), decode_buckets(text("days")), decode_buckets(text("minutes")))
 
 
-__all__ = ["DynamoLimitStore", "limits_pk", "TAG"]
+__all__ = ["DynamoLimitStore", "LimitRecord", "limits_pk", "TAG", "RECENT_SENDS", "encode_sends", "decode_sends"]

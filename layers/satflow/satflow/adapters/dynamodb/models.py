@@ -96,6 +96,7 @@ def build_models(table_name: str, region: str, host: str | None = None) -> Model
         available = NumberAttribute(null=True)
         pending_out = NumberAttribute(null=True)
         pending_in = NumberAttribute(null=True)
+        last_credit_at = UnicodeAttribute(null=True)  # user balances: created_at of the latest posted credit
 
     class Transfer(_Base):
         Meta = meta()

@@ -34,6 +34,7 @@ from satflow.domain.payouts import (
     TxVariant,
 )
 
+from .batch import ItemRead
 from .models import BaseItem, Models, key, model_meta
 from .paging import all_items
 from .transaction import TxItem, delete, put, run_or_raise, update
@@ -299,6 +300,11 @@ class DynamoPayoutStore:
             created_at=m.created_at, updated_at=m.updated_at, version=int(m.version), task_token=m.task_token,
             pending_replacement=_variant_from(pending) if pending else None, confirmed_txid=m.confirmed_txid,
             selection=body.get("selection"), supersedes=body.get("supersedes"))
+
+    # ------------------------------------------------------------------ reads of a batch (batch.read_many)
+    def payout_read(self, payout_id: str) -> ItemRead[Payout | None]:
+        return ItemRead(self._client, self._table, f"PAYOUT#{payout_id}", "PAYOUT",
+                        lambda raw: None if raw is None else self._payout(raw))
 
     # ------------------------------------------------------------------ helpers
     def _get(self, pk: str, sk: str) -> dict | None:

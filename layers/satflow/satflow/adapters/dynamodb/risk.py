@@ -33,6 +33,7 @@ from satflow.domain.risk import (
     SubjectKind,
 )
 
+from .batch import ItemRead
 from .models import BaseItem, Models, key, model_meta
 from .paging import decode_cursor, encode_cursor
 from .transaction import TxItem, delete, put, run_or_raise, update, update_if
@@ -128,7 +129,13 @@ class DynamoRiskStore:
 
     # ------------------------------------------------------------------ assessments
     def get_assessment(self, subject_id: str) -> StoredAssessment | None:
-        raw = self._get(f"RISK#{subject_id}", "ASSESSMENT")
+        return self.assessment_read(subject_id).get()
+
+    def assessment_read(self, subject_id: str) -> ItemRead[StoredAssessment | None]:
+        """The stored assessment of a send as one read of a batch."""
+        return ItemRead(self._client, self._table, f"RISK#{subject_id}", "ASSESSMENT", self._assessment)
+
+    def _assessment(self, raw: dict | None) -> StoredAssessment | None:
         if raw is None:
             return None
         m = self._m.Assessment.from_raw_data(raw)
@@ -152,7 +159,12 @@ class DynamoRiskStore:
 
     # ------------------------------------------------------------------ destination history
     def destination_seen(self, account_id: str, kind: DestinationKind, destination: str) -> bool:
-        return self._get(f"RISKDEST#{account_id}", destination_sk(kind, destination)) is not None
+        return self.destination_read(account_id, kind, destination).get()
+
+    def destination_read(self, account_id: str, kind: DestinationKind, destination: str) -> ItemRead[bool]:
+        """Has this account sent there before? As one read of a batch."""
+        return ItemRead(self._client, self._table, f"RISKDEST#{account_id}", destination_sk(kind, destination),
+                        lambda raw: raw is not None)
 
     def destination_item(self, account_id: str, kind: DestinationKind, destination: str, at: str) -> TxItem:
         """Remember a destination (unconditional: writing it twice changes nothing that matters)."""

@@ -14,7 +14,7 @@ from satflow.domain.payouts import (
 )
 from satflow.domain.templates import payout_reserved
 
-from .. import risk
+from .. import risk, verdicts
 from ..accounts import require_scope
 from ..limits import admit_with_retry, release_with_retry
 from ..ports import Services
@@ -33,27 +33,42 @@ def create_payout(svc: Services, principal: Principal, idempotency_key: str | No
 
     Risk is assessed here, per payout, because the payout workflow runs per BATCH: block -> 422 RISK_BLOCKED,
     nothing reserved; review -> reserved as usual but IN_REVIEW (the batcher takes only QUEUED payouts), with its
-    review in the same transaction, parked on the review workflow; approved -> QUEUED, rejected -> voided."""
+    review in the same transaction, parked on the review workflow; approved -> QUEUED, rejected -> voided.
+
+    Reads: the payout under this key and everything risk and the limits decide on, in one round trip (the body
+    is validated first, its error raised only once no earlier payout answers the key)."""
     from satflow.domain.risk import Decision, DestinationKind, SubjectKind
 
     account_id = require_scope(principal, Scope.SEND)
     key = validate_idempotency_key(idempotency_key)
     payout_id = derive_id("po", account_id, "payout", key)
     fingerprint = request_fingerprint(address, amount_sat, priority)
-    existing = svc.payouts.get_payout(payout_id)
+    try:
+        request, invalid = validate_payout_request(address, amount_sat, priority, _network(svc)), None
+    except errors.SatflowError as exc:
+        request, invalid = None, exc
+    if request is None:
+        existing, reads, send = svc.payouts.get_payout(payout_id), None, None
+    else:
+        amount_msat = request.amount_sat * MSAT_PER_SAT
+        send = risk.Send(SubjectKind.PAYOUT, payout_id, account_id, DestinationKind.ONCHAIN, request.address,
+                         amount_msat)
+        own = [svc.chain.owner_read(request.script_pubkey_hex)] if svc.chain is not None else []
+        reads = risk.load_reads(svc, send, extra=[svc.payouts.payout_read(payout_id), *own])
+        existing = reads.extra[0]
     if existing is not None:
         payout = _same_request(existing, fingerprint)
         if payout.status is PayoutStatus.IN_REVIEW:
             _start_review(svc, payout_id)  # a crash between the reserve and the start: start it now (once)
         return payout
     require_sends_open(svc)  # the solvency breaker: 503 SENDS_PAUSED before anything is reserved
-    request = validate_payout_request(address, amount_sat, priority, _network(svc))
-    _refuse_own_address(svc, request.script_pubkey_hex)
+    if invalid is not None:
+        raise invalid
+    assert request is not None and send is not None and reads is not None
+    _refuse_own_address(svc, request.script_pubkey_hex, reads.extra[1] if len(reads.extra) > 1 else _UNREAD)
     # Before anything is reserved: a listed address is refused (403) and audited.
     screen_address(svc, request.address, actor=account_id, context=f"payout:{payout_id}")
-    amount_msat = request.amount_sat * MSAT_PER_SAT
-    assessed = risk.assess_send(svc, risk.Send(SubjectKind.PAYOUT, payout_id, account_id, DestinationKind.ONCHAIN,
-                                               request.address, amount_msat))
+    assessed = risk.assess_send(svc, send, reads)
     if assessed.decision is Decision.BLOCK:
         raise risk.refuse_blocked(svc, assessed)
     held = assessed.decision is Decision.REVIEW
@@ -70,7 +85,8 @@ def create_payout(svc: Services, principal: Principal, idempotency_key: str | No
         items = svc.payouts.new_payout_items(payout) + (risk.review_items(svc, assessed) if held
                                                         else risk.allow_items(svc, assessed))
         result = admit_with_retry(svc, account_id, amount_msat,
-                                  lambda extra: svc.ledger.execute(transfer, items + list(extra)))
+                                  lambda extra: svc.ledger.execute(transfer, items + list(extra)),
+                                  reads=reads, send_id=payout_id)
     except errors.TransferExistsWithDifferentFields as exc:  # a concurrent request with the same key
         raise errors.IdempotencyKeyReused("this Idempotency-Key was already used with a different request") from exc
     if result.replayed:
@@ -82,13 +98,19 @@ def create_payout(svc: Services, principal: Principal, idempotency_key: str | No
     return payout
 
 
-def _refuse_own_address(svc: Services, script_pubkey_hex: str) -> None:
+_UNREAD = object()
+
+
+def _refuse_own_address(svc: Services, script_pubkey_hex: str, owner: object = _UNREAD) -> None:
     """A payout to an address we issued (an account's deposit address, or our change) is refused before anything
     is reserved: between accounts a transfer is instant and free, and our change chain is not a deposit address
     (the chain monitor would record the output as our UTXO and credit nobody)."""
     if svc.chain is None:
         return
-    owner = svc.chain.owners([script_pubkey_hex]).get(script_pubkey_hex)
+    # ``owner``: read with the request's batch (create_payout); the address index is only ever added to, so the
+    # record read there is as good as a fresh one.
+    if owner is _UNREAD:
+        owner = svc.chain.owners([script_pubkey_hex]).get(script_pubkey_hex)
     if owner is not None:
         raise PayoutToOwnAddress("this address belongs to satflow: use a transfer to pay another account")
 
@@ -118,6 +140,19 @@ def apply_risk_verdict(svc: Services, payout_id: str, proceed: bool, extra: list
     except (errors.Conflict, PayoutNotCancelable):
         pass  # a concurrent run or a cancel got there first; the stored status says how
     return "DONE"
+
+
+def _apply_verdict(svc: Services, payout_id: str, proceed: bool, reason: str | None, extra: list) -> str:
+    return apply_risk_verdict(svc, payout_id, proceed, extra)  # a refused payout is CANCELED whatever the reason
+
+
+def _register_verdict_applier() -> None:
+    from satflow.domain.risk import SubjectKind
+
+    verdicts.register(SubjectKind.PAYOUT, _apply_verdict)
+
+
+_register_verdict_applier()
 
 
 def _same_request(existing: Payout, fingerprint: str) -> Payout:
