@@ -91,7 +91,7 @@ def test_authentication_tells_the_admin_key_and_account_keys_apart_by_the_prefix
     from satflow.domain.accounts import ALL_SCOPES, hash_api_key
 
     account_key = "sk_" + "a" * 43
-    svc = _Services("plain-admin-key-0123456789", {hash_api_key(account_key): ("acc_1", frozenset(ALL_SCOPES))})
+    svc = _Services("plain-admin-key-0123456789", {hash_api_key(account_key): ("acc_1", frozenset(ALL_SCOPES), "key_1")})
     assert accounts.authenticate(svc, "Bearer plain-admin-key-0123456789").is_admin
     assert accounts.authenticate(svc, f"Bearer {account_key}").account_id == "acc_1"
     assert svc.admin_key_reads == 1  # a customer's request never reads the admin secret

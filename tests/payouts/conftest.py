@@ -232,6 +232,9 @@ def flow(payout_moto, payout_state_machine, payout_module, monkeypatch):
     svc.sanctions = loaded_sanctions_store(DynamoSanctionsStore(client, table))
     from satflow.adapters.dynamodb.risk import DynamoRiskStore
     svc.risk = DynamoRiskStore(client, models)
+    from tests.conftest import _ecosystem_stores
+    for name, store in _ecosystem_stores(client, table).items():  # accounts are created with their key records
+        setattr(svc, name, store)
     svc.utxos = DynamoUtxoStore(client, models)
     svc.payouts = DynamoPayoutStore(client, models)
     svc.chain = chain
