@@ -20,7 +20,15 @@ OPS, WORKERS = 30, 4
 # Issue 11 item 4 (an internal payment's transient ledger failure left the payee's invoice OPEN while the node had
 # cancelled it) was listed here while main had it: seed 31 of test_internal_payments_under_transient_failures
 # found it; the fix has landed.
-KNOWN_FAILURES: dict[str, str] = {}
+KNOWN_FAILURES: dict[str, str] = {
+    # Found by seed 31 once the request path made fewer DynamoDB calls (the crash points moved): the Lambda dies
+    # (not a handled error) after the node cancelled the payee's invoice and before the ledger write, so nothing
+    # writes CANCELED; the invoice stays OPEN in satflow until the payer retries or it expires. Issue 11 item 4
+    # covered failures the code sees; this needs an intent written before the node call and a monitor that
+    # completes or cancels it. Named in the session note; remove this entry with the fix.
+    "OPEN in satflow but CANCELED on the node": "internal invoice payment: a crash between the node cancel and "
+                                                "the ledger write leaves the invoice OPEN (open gap, see note)",
+}
 
 
 def _judge(result):
