@@ -3,12 +3,10 @@ simulator, SQS poller and schedules driven by hand, so a credit happens exactly 
 from __future__ import annotations
 
 import contextlib
-import json
 import time
-import urllib.error
-import urllib.request
 
 from tests.runtime.conftest import REAL_TEMPLATE
+from tests.runtime_http import call
 
 
 @contextlib.contextmanager
@@ -40,19 +38,6 @@ def _forget_invoice_cursor(runtime) -> None:
             client.delete_item(TableName=table, Key={"pk": {"S": "LNDCURSOR"}, "sk": {"S": "INVOICES"}})
 
 
-def call(runtime, method: str, path: str, *, key: str | None = None, body: dict | None = None,
-         headers: dict | None = None) -> tuple[int, object]:
-    request = urllib.request.Request(runtime.url + path, method=method,
-                                     data=None if body is None else json.dumps(body).encode())
-    if key:
-        request.add_header("Authorization", f"Bearer {key}")
-    for name, value in (headers or {}).items():
-        request.add_header(name, value)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 def new_account(runtime, ref: str, fund_msat: int = 0) -> dict:

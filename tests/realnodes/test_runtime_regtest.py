@@ -8,15 +8,14 @@ The runtime shares the session's stack (``RegtestService(stack=...)``) rather th
 """
 from __future__ import annotations
 
-import json
+import functools
 import time
-import urllib.error
-import urllib.request
 import uuid
 
 import pytest
 
 from tests.runtime.conftest import REAL_TEMPLATE
+from tests.runtime_http import call
 
 pytestmark = [pytest.mark.realnodes, pytest.mark.filterwarnings("ignore:No application metrics to publish")]
 
@@ -47,19 +46,7 @@ def forget_the_table(rt) -> None:
             ddb.delete_table(TableName=table)
 
 
-def _call(runtime, method: str, path: str, *, key: str | None = None, body: dict | None = None,
-          headers: dict | None = None) -> tuple[int, dict]:
-    request = urllib.request.Request(runtime.url + path, method=method,
-                                     data=None if body is None else json.dumps(body).encode())
-    if key:
-        request.add_header("Authorization", f"Bearer {key}")
-    for name, value in (headers or {}).items():
-        request.add_header(name, value)
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+_call = functools.partial(call, timeout=60)
 
 
 def _available(runtime, key: str) -> int:

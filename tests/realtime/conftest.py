@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 import queue
 import threading
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
+from tests.runtime_http import call
 
 ROOT = Path(__file__).resolve().parents[2]
 REAL_TEMPLATE = ROOT / "template.yaml"
@@ -40,19 +39,6 @@ def runtime():
         yield rt
 
 
-def call(runtime, method: str, path: str, *, key: str | None = None, body: dict | None = None,
-         headers: dict | None = None) -> tuple[int, dict]:
-    request = urllib.request.Request(runtime.url + path, method=method,
-                                     data=None if body is None else json.dumps(body).encode())
-    if key:
-        request.add_header("Authorization", f"Bearer {key}")
-    for name, value in (headers or {}).items():
-        request.add_header(name, value)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 def new_account(runtime, label: str, fund_msat: int = 0) -> dict:

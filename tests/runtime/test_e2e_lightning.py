@@ -3,15 +3,14 @@ the outside world pays (catch-up job -> InvoiceEventsQueue -> InvoiceFunction), 
 (PaymentStateMachine -> PaymentFunction -> the simulator over HTTP). Services are driven by hand for determinism."""
 from __future__ import annotations
 
-import json
+import functools
 import time
-import urllib.error
-import urllib.request
 import uuid
 
 import pytest
 
 from .conftest import REAL_TEMPLATE
+from tests.runtime_http import call
 
 ROOT = REAL_TEMPLATE.parent
 NEEDED = [ROOT / "functions" / name / "app.py" for name in ("api", "invoice", "monitor", "payment")]
@@ -34,19 +33,7 @@ def runtime():
         yield rt
 
 
-def _call(runtime, method: str, path: str, *, key: str | None = None, body: dict | None = None,
-          headers: dict | None = None) -> tuple[int, dict]:
-    request = urllib.request.Request(runtime.url + path, method=method,
-                                     data=None if body is None else json.dumps(body).encode())
-    if key:
-        request.add_header("Authorization", f"Bearer {key}")
-    for name, value in (headers or {}).items():
-        request.add_header(name, value)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+_call = functools.partial(call, timeout=10)
 
 
 def _available(runtime, key: str) -> int:

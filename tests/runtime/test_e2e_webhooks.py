@@ -4,14 +4,14 @@ WebhookDeliveryFunction POSTs to the runtime's own receiver (/_sim/webhooks/inbo
 failure. The received request verifies with the recipe from docs/webhooks.md. Services are driven by hand."""
 from __future__ import annotations
 
+import functools
 import json
-import urllib.error
-import urllib.request
 import uuid
 
 import pytest
 
 from .conftest import REAL_TEMPLATE
+from tests.runtime_http import call
 
 ROOT = REAL_TEMPLATE.parent
 pytestmark = pytest.mark.skipif("WebhookRelayFunction:" not in REAL_TEMPLATE.read_text(),
@@ -43,19 +43,7 @@ def runtime():
             os.environ["SATFLOW_WEBHOOK_RETRY_BASE_S"] = previous
 
 
-def _call(runtime, method: str, path: str, *, key: str | None = None, body: dict | None = None,
-          headers: dict | None = None) -> tuple[int, dict]:
-    request = urllib.request.Request(runtime.url + path, method=method,
-                                     data=None if body is None else json.dumps(body).encode())
-    if key:
-        request.add_header("Authorization", f"Bearer {key}")
-    for name, value in (headers or {}).items():
-        request.add_header(name, value)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+_call = functools.partial(call, timeout=10)
 
 
 def test_a_confirmed_deposit_is_delivered_signed_to_the_local_receiver(runtime):
