@@ -12,7 +12,7 @@ from typing import Any
 from .workload import MONITOR_JOBS, Workload
 from .world import ADMIN_KEY
 
-QUIESCE_ROUNDS = 40
+QUIESCE_ROUNDS = 60
 
 
 @dataclass
@@ -31,7 +31,7 @@ def fingerprint(wl: Workload) -> str:
     w = wl.w
     state = [sorted((k, e.state, e.status) for k, e in w.executions.items()), len(w.invoice_queue),
              sorted((h, w.node.payment_status(h)) for h in w.node_sends),
-             sorted((a, _balance(w, a)) for a, _ in wl.accounts)]
+             sorted((a, _balance(w, a)) for a, _ in wl.accounts), wl.onchain.fingerprint()]
     return hashlib.sha256(json.dumps(state, default=str).encode()).hexdigest()
 
 
@@ -62,6 +62,7 @@ def quiesce(wl: Workload) -> int:
     previous, stable = None, 0
     for rounds in range(1, QUIESCE_ROUNDS + 1):
         w.clock.advance(3600)
+        wl.onchain.quiesce_round()  # the signer answers, a block is mined
         for h in wl._in_flight_hashes():  # the node ends what is still in flight (long in flight, then either way)
             w.node.resolve(h, "SUCCEEDED" if wl.rng.random() < 0.5 else "FAILED")
         for _ in range(10_000):
@@ -78,7 +79,8 @@ def quiesce(wl: Workload) -> int:
         current = fingerprint(wl)
         stable = stable + 1 if current == previous else 0
         previous = current
-        if stable >= 2 and not any(e.runnable() for e in w.executions.values()) and not w.invoice_queue:
+        if stable >= 2 and not any(e.runnable() for e in w.executions.values()) and not w.invoice_queue \
+                and wl.onchain.settled():
             return rounds
     return QUIESCE_ROUNDS
 
@@ -171,6 +173,9 @@ def check(wl: Workload) -> Verdict:
         if n > 1 or m.external_credits.get(h):
             v.anomalies.append(f"invoice {h} paid {n}x internally and {m.external_credits.get(h, 0)} msat externally")
 
+    # on-chain: deposits and payouts against the chain; the model takes what the chain decided
+    wl.onchain.check(v, m.balance)
+
     # 6. exactly once: every user balance equals the reference model; nothing left reserved
     v.checks.append("balances equal the reference model")
     for acct, _ in wl.accounts:
@@ -185,7 +190,7 @@ def check(wl: Workload) -> Verdict:
         if r["first"] != r["again"]:
             v.anomalies.append(f"{r['kind']} replay returned {r['again']}, first was {r['first']}")
 
-    _check_outbox(w, v)
+    _check_outbox(w, v, wl)
     _check_audit(w, v)
     _check_solvency(w, v)
     _check_workflows(w, v)
@@ -199,22 +204,29 @@ def _scan(w: Any, prefix: str) -> list[dict]:
             if i["pk"]["S"].startswith(prefix)]
 
 
-def _check_outbox(w: Any, v: Verdict) -> None:
+def _ledger(w: Any) -> Any:
+    inner = w.svc.ledger
+    return getattr(inner, "_inner", None) or getattr(inner, "inner", None) or inner
+
+
+def _check_outbox(w: Any, v: Verdict, wl: Workload) -> None:
     """Every outbox event belongs to a committed transfer, and every committed transfer that announces has its
-    events (transfer-derived events only: this workload makes no deposits or payouts)."""
+    events; events of state transitions (payout.broadcast, deposit.confirmed) are checked against the chain by
+    :meth:`Onchain.check_events`."""
     from satflow.domain.webhooks import events_for_transfer
 
     v.checks.append("outbox events <-> committed transfers")
-    inner = w.svc.ledger
-    ledger = getattr(inner, "_inner", None) or getattr(inner, "inner", None) or inner
+    ledger = _ledger(w)
     expected: dict[str, str] = {}
     for raw in _scan(w, "TRANSFER#"):
         transfer = ledger._transfer_from_raw(raw)
         for e in events_for_transfer(transfer):
             expected[e.event_id] = transfer.id
     # Transfer-derived events only: others (e.g. solvency.breaker_tripped) are written by their own transaction.
-    actual = {i["event_id"]["S"]: i["event_type"]["S"] for i in _scan(w, "OUTBOX#")
+    outbox = _scan(w, "OUTBOX#")
+    actual = {i["event_id"]["S"]: i["event_type"]["S"] for i in outbox
               if "transfer_id" in json.loads(i.get("data_json", {}).get("S", "{}"))}
+    wl.onchain.check_events(v, outbox)
     for event_id in sorted(set(actual) - set(expected)):
         v.anomalies.append(f"outbox event {event_id} ({actual[event_id]}) has no committed transfer")
     for event_id in sorted(set(expected) - set(actual)):
@@ -255,8 +267,8 @@ def _check_solvency(w: Any, v: Verdict) -> None:
         if not key.endswith("_unexplained_msat"):
             continue
         source = key[: -len("_unexplained_msat")]
-        if value is None:  # the source could not be read: the chain has no simulator in this workload
-            v.skipped.append(f"solvency drift for source '{source}': unavailable in this simulation")
+        if value is None:  # both sources are simulated: unreadable after quiescence is a finding, not a skip
+            v.anomalies.append(f"solvency: source '{source}' could not be read ({result})")
         elif value:
             v.anomalies.append(f"solvency: unexplained drift {value} msat on source '{source}' ({result})")
         else:

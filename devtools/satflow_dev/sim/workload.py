@@ -12,7 +12,9 @@ from .world import ADMIN_KEY, World
 
 MAX_ATTEMPTS = 40  # a client retries a 5xx (a crashed invocation) with the same Idempotency-Key, boundedly
 ABANDON = 0.15  # after a 5xx, the chance the client stops retrying for now
-MONITOR_JOBS = ("invoice_catchup", "invoice_expiry", "payment_reconciler", "review_sweeper")
+MONITOR_JOBS = ("invoice_catchup", "invoice_expiry", "payment_reconciler", "review_sweeper", "chain_scan",
+                "payout_batcher")
+ONCHAIN_SHARE = 0.45  # share of client operations that are on-chain (addresses, deposits, payouts, signer, bumps)
 
 
 @dataclass
@@ -40,8 +42,9 @@ class Op:
 
 class Workload:
     def __init__(self, world: World, seed: int, ops: int, workers: int, accounts: int,
-                 internal_share: float = 0.0) -> None:
+                 internal_share: float = 0.0, onchain_share: float = ONCHAIN_SHARE) -> None:
         self.w = world
+        self.onchain_share = onchain_share
         self.internal_share = internal_share  # extra share of internal payments (to aim a search at them)
         self.rng = random.Random(f"workload:{seed}")
         self.ops_target = ops
@@ -54,6 +57,14 @@ class Workload:
         self.counts: dict[str, int] = {}
         self.refusals: dict[str, int] = {}
         self.abandoned: list[Op] = []
+        from .onchain import Onchain
+
+        self.onchain = Onchain(self)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_op_") and "onchain" in self.__dict__:  # the on-chain operations live in onchain.py
+            return getattr(self.__dict__["onchain"], name)
+        raise AttributeError(name)
 
     # ------------------------------------------------------------------ setup (no faults)
     def setup(self) -> None:
@@ -72,6 +83,7 @@ class Workload:
                                            body={"source": "lightning", "amount_msat": self.w.node.our_balance_msat,
                                                  "direction": "in", "reason": "simulated node opening liquidity"})
             assert status == 201, (status, body)
+        self.onchain.setup()
 
     def mix(self) -> dict[str, int]:
         m = self.model
@@ -81,7 +93,7 @@ class Workload:
                 "internal_payments": sum(p["internal"] for p in m.payments),
                 "payments_refused": len(m.refused_payments), "invoices": len(m.invoices),
                 "invoices_paid_outside": len(m.external_credits), "replays": len(m.replays),
-                "node_sends": sum(self.w.node_sends.values()), **self.refusals}
+                "node_sends": sum(self.w.node_sends.values()), **self.onchain.mix(), **self.refusals}
 
     # ------------------------------------------------------------------ the scheduler
     def actions(self) -> list[tuple[float, str, Any]]:
@@ -99,6 +111,7 @@ class Workload:
         if self.w.sealer_fn is not None:
             acts.append((0.3, "sealer", "sweep"))
         acts.append((0.4, "advance", None))
+        acts += self.onchain.actions()
         if self._in_flight_hashes():
             acts.append((0.5, "resolve", None))
         return acts
@@ -137,6 +150,8 @@ class Workload:
             seconds = self.rng.choice([1, 5, 15, 60, 300, 900])
             self.trace.append(f"advance {seconds}")
             self.w.clock.advance(seconds)
+        elif kind in ("mine", "reorg"):
+            self.onchain.do(kind)
         elif kind == "resolve":
             hashes = self._in_flight_hashes()
             h = self.rng.choice(hashes)
@@ -182,6 +197,8 @@ class Workload:
                 return Op("invoice", {"account": self._account(), "amount": self.rng.choice([10_000, 2_500_000]),
                                       "expiry": 3600})
             return self._pay_internal_op(n)
+        if n >= len(self.accounts) and self.rng.random() < self.onchain_share:
+            return self.onchain.new_op(n)
         if r < 0.14 or n < len(self.accounts):
             acct = self.accounts[n % len(self.accounts)] if n < len(self.accounts) else self._account()
             return Op("fund", {"account": acct, "amount": self.rng.choice([50_000_000, 200_000_000, 1_000_000_000]),

@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import random
+import re
 import sys
 import uuid
 from dataclasses import dataclass, field
@@ -29,6 +30,34 @@ SHARDS = 4
 TEST_ACCOUNT_TPUB = "tpubDC8msFGeGuwnKG9Upg7DM2b4DaRqg3CUZa5g8v2SRQ6K4NSkxUgd7HsL2XVWbVm39yBA4LAxysQAm397zwQSQoQgewGiYZqrA9DsP4zbQ1M"
 PAYMENT_FN_ARN = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:PaymentFunction"
 RISK_FN_ARN = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:RiskFunction"
+PAYOUT_FN_ARN = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:PayoutFunction"
+# The BIP84 test mnemonic ("abandon ... about"), account m/84'/1'/0': the hot signer's key of the sim (its xpub is
+# TEST_ACCOUNT_TPUB) and the simulated external signer's.
+_TPRV_VERSION = bytes.fromhex("04358394")
+# Routing threshold only (batches above it wait for the external signer): lowered from production's 10 M sat so that
+# the simulated balances (up to ~1 M sat) make both hot and external batches. Safety depths are never lowered.
+SIM_HOT_SIGN_LIMIT_SAT = 400_000
+FEE_ESTIMATES = {2: 8, 6: 5, 24: 2}  # sat/vB by confirmation target (fast, normal, slow)
+PAYOUT_SIGNING_TIMEOUT_S = 3600  # production: a week; the sim's signer answers within minutes to hours
+
+
+def production_parameters() -> dict[str, str]:
+    """template.yaml's Parameters defaults (the production configuration the sim must not weaken)."""
+    text = (ROOT / "template.yaml").read_text()
+    section = re.split(r"\n(?=\S)", text.split("\nParameters:", 1)[1], maxsplit=1)[0]
+    found: dict[str, str] = {}
+    for m in re.finditer(r"^  (\w+):\n((?:    .*\n)+)", section + "\n", re.M):
+        d = re.search(r"^    Default:\s*(.*)$", m.group(2), re.M)
+        if d:
+            found[m.group(1)] = d.group(1).strip().strip('"')
+    return found
+
+
+def test_account_tprv() -> str:
+    from embit import bip32, bip39
+
+    key = bip32.HDKey.from_seed(bip39.mnemonic_to_seed(" ".join(["abandon"] * 11 + ["about"]))).derive("m/84h/1h/0h")
+    return key.to_base58(version=_TPRV_VERSION)
 
 
 class SimCrash(BaseException):
@@ -225,6 +254,7 @@ class World:
         self.executions: dict[str, Execution] = {}
         self.invoice_queue: list[dict] = []  # SQS messages: {"id", "body", "receives"}
         self.node_sends: dict[str, int] = {}  # payment hash -> /v2/router/send requests that reached the node
+        self.metrics: dict[str, int] = {}  # alert metrics the use cases emitted (svc.emit_metric)
         self.log: list[str] = []
         self.invocations = 0
         self.crashes = 0
@@ -257,19 +287,39 @@ class World:
             self._mock.start()
             _one_table_copy_per_transaction()
         self._install_ddb_faults()
+        self._fresh_containers()
         self._build_services()
         self.api = load_handler("api")
         self.payment_fn = load_handler("payment")
         self.risk_fn = load_handler("risk")
+        self.payout_fn = load_handler("payout")
+        from satflow.app.payouts import sfn_task_success_sender
+
+        # PayoutFunction builds its own Step Functions client for task answers: ours, the interpreter's.
+        sys.modules["satflow_fn_payout"]._sender[:] = [sfn_task_success_sender(FakeStepFunctions(self))]
         self.invoice_fn = load_handler("invoice")
         self.monitor_fn = load_handler("monitor")
         # Issue 13: audit records are sealed off the write path by AuditSealerFunction (stream + sweep job).
         self.sealer_fn = load_handler("audit_sealer") if (ROOT / "functions" / "audit_sealer").is_dir() else None
         machines = ROOT / "statemachines"
-        subs = {"PaymentFunctionArn": PAYMENT_FN_ARN, "RiskFunctionArn": RISK_FN_ARN}
+        subs = {"PaymentFunctionArn": PAYMENT_FN_ARN, "RiskFunctionArn": RISK_FN_ARN,
+                "PayoutFunctionArn": PAYOUT_FN_ARN}
         self.definitions = {"payment": load_definition(str(machines / "payment.asl.json"), subs),
-                            "review": load_definition(str(machines / "review.asl.json"), subs)}
+                            "review": load_definition(str(machines / "review.asl.json"), subs),
+                            "payout": load_definition(str(machines / "payout.asl.json"), subs)}
         return self
+
+    @staticmethod
+    def _fresh_containers() -> None:
+        """Process-wide caches a Lambda container keeps (the monitor's mempool memory, the address index, the breaker
+        read) start empty in every world: a second run of one seed in this process sees the same txids and table
+        name, and must not find them already 'checked'."""
+        from satflow.adapters.dynamodb import chain as chain_adapter
+        from satflow.app import deposits, solvency
+
+        deposits.forget_mempool_cache()
+        chain_adapter._INDEXES.clear()
+        getattr(solvency, "forget_breaker_cache", lambda: None)()
 
     def stop(self) -> None:
         from satflow import bootstrap
@@ -358,20 +408,55 @@ class World:
         bootstrap._sfn = lambda: sfn
 
     def _wire_chain(self, svc: Any, client: Any, models: Any) -> None:
-        """The chain simulator behind the bitcoind port (no deposits/payouts in this workload yet): the on-chain
-        source of the solvency check reads a real, empty hot wallet instead of failing."""
+        """The chain simulator (BIP125 RBF on, scripted fee estimates) behind the bitcoind port, with the node-call
+        fault edge; deposits addresses, the payout store and both signers as production wires them. Depths come from
+        template.yaml's defaults (PayoutConfirmations, DepositPolicy): the sim never posts or credits at a weaker
+        depth than production."""
         from satflow.adapters.bitcoind import BitcoinRpcClient
         from satflow.adapters.dynamodb.chain import DynamoChainStore
+        from satflow.adapters.dynamodb.payouts import DynamoPayoutStore
         from satflow.adapters.dynamodb.utxos import DynamoUtxoStore
+        from satflow.domain.bitcoin import Network
 
         from satflow_dev.simulators.chain import ChainSimulator
 
-        self.chain = ChainSimulator(seed=self.seed)
-        rpc = BitcoinRpcClient("http://chain-sim:18443/", "satflow", "sim", transport=self.chain.transport())
-        svc.bitcoind = lambda: rpc
-        svc.chain = DynamoChainStore(client, models)
+        params = production_parameters()
+        self.chain = ChainSimulator(seed=self.seed, rbf=True, fee_estimates=FEE_ESTIMATES)
+        self.accepted_txids: set[str] = set()  # every transaction the chain ever accepted (mempool or block)
+        self.paid_outputs: dict[tuple[str, int], set[str]] = {}  # (script hex, sat) -> accepted txids paying it
+        original_accept = self.chain._accept
+
+        def accept(tx: Any, **kwargs: Any) -> Any:
+            check = original_accept(tx, **kwargs)
+            self.accepted_txids.add(check.txid)
+            for out in tx.vout:
+                self.paid_outputs.setdefault((out.script_pubkey.data.hex(), out.value), set()).add(check.txid)
+            return check
+
+        self.chain._accept = accept
+        self.rpc = BitcoinRpcClient("http://chain-sim:18443/", "satflow", "sim",
+                                    transport=self._node_transport(self.chain.transport()))
+        svc.bitcoind = lambda: self.rpc
+        svc.chain = DynamoChainStore(client, models, account_key=TEST_ACCOUNT_TPUB, network=Network.REGTEST)
         svc.utxos = DynamoUtxoStore(client, models)
+        svc.payouts = DynamoPayoutStore(client, models)
         svc.deposit_account_key = TEST_ACCOUNT_TPUB
+        svc.deposit_policy = params["DepositPolicy"]
+        svc.payout_confirmations = int(params["PayoutConfirmations"])
+        svc.hot_sign_limit_sat = SIM_HOT_SIGN_LIMIT_SAT
+        tprv = test_account_tprv()
+        self.signer_key = tprv
+        svc.hot_signer_key = lambda: tprv
+        svc.start_payout = self._start_payout
+        svc.emit_metric = self._metric
+
+    def _start_payout(self, batch_id: str) -> None:
+        """bootstrap's starter: an execution named by the batch id; starting it again is a no-op."""
+        if f"payout:{batch_id}" not in self.executions:
+            self.start_execution("payout", batch_id, {"batch_id": batch_id})
+
+    def _metric(self, name: str, value: int = 1, **dimensions: str) -> None:
+        self.metrics[name] = self.metrics.get(name, 0) + value
 
     def _load_sanctions(self, store: Any) -> None:
         from satflow.domain.sanctions import parse_sdn_xml
@@ -500,7 +585,8 @@ class World:
 
     # ------------------------------------------------------------------ workflows
     def start_execution(self, machine: str, name: str, payload: dict) -> None:
-        machine = "payment" if "payment" in machine else "review" if "review" in machine else machine
+        machine = "payout" if "payout" in machine else "payment" if "payment" in machine else \
+            "review" if "review" in machine else machine
         key = f"{machine}:{name}"
         if key in self.executions:
             from botocore.exceptions import ClientError
@@ -509,15 +595,19 @@ class World:
         data = {**payload}
         if machine == "payment":
             data.update(wait_s=self.wait_s, max_tracks=self.max_tracks, review_timeout_s=self.review_timeout_s)
+        elif machine == "payout":  # production waits 60 s between checks (the ASL default); the signer gets an hour
+            data.update(signing_timeout_s=PAYOUT_SIGNING_TIMEOUT_S)
         else:
             data.update(review_timeout_s=self.review_timeout_s)
         self.executions[key] = Execution(
             machine=machine, name=name, definition=self.definitions[machine], data=data,
             invoke=self._task, now=self.clock, wake_at=self.clock(),
-            resource_names={PAYMENT_FN_ARN: "PaymentFunction", RISK_FN_ARN: "RiskFunction"})
+            resource_names={PAYMENT_FN_ARN: "PaymentFunction", RISK_FN_ARN: "RiskFunction",
+                            PAYOUT_FN_ARN: "PayoutFunction"})
 
     def _task(self, function: str, payload: Any) -> Any:
-        handler = {"PaymentFunction": self.payment_fn, "RiskFunction": self.risk_fn}[function]
+        handler = {"PaymentFunction": self.payment_fn, "RiskFunction": self.risk_fn,
+                   "PayoutFunction": self.payout_fn}[function]
         try:
             result = self.invoke(function, handler, payload)
         except SimCrash as exc:
