@@ -146,6 +146,32 @@ def _one_table_copy_per_transaction() -> None:
     ddb_models._sim_patched = True
 
 
+def _partition_queries() -> None:
+    """moto answers a base-table Query by sorting and filtering EVERY item of the table (O(table) per query, and
+    the monitors query a dozen index partitions per run): the simulation slowed down as the table grew. Here a
+    base-table Query looks at its own partition only; the rest of moto's query (range conditions, sort order,
+    paging, filters, projections) is unchanged, so the answers are the same."""
+    from moto.dynamodb.models.table import Table
+
+    if getattr(Table, "_sim_partition_patched", False):
+        return
+    original = Table.query
+
+    def query(table: Any, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
+        index_name = args[6] if len(args) > 6 else kwargs.get("index_name")  # moto passes it positionally
+        if index_name or hash_key is None or not table.range_key_attr:
+            return original(table, hash_key, *args, **kwargs)
+        partition = list(table.items.get(hash_key, {}).values())
+        table.all_items = lambda: partition
+        try:
+            return original(table, hash_key, *args, **kwargs)
+        finally:
+            del table.all_items
+
+    Table.query = query
+    Table._sim_partition_patched = True
+
+
 class LambdaContext:
     def __init__(self, name: str, request_id: str) -> None:
         self.function_name = name
@@ -286,6 +312,7 @@ class World:
             self._mock = mock_aws()
             self._mock.start()
             _one_table_copy_per_transaction()
+            _partition_queries()
         self._install_ddb_faults()
         self._fresh_containers()
         self._build_services()
