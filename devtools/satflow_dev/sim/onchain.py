@@ -20,13 +20,14 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .world import ADMIN_KEY, SimCrash
+from .world import ADMIN_KEY, FEE_ESTIMATES, SimCrash
 
 if TYPE_CHECKING:
     from .oracle import Verdict
     from .workload import Op, Workload
 
-HOT_CAPITAL_OUTPUTS = (3_000_000, 3_000_000, 2_000_000, 2_000_000)  # sat: the operator's opening hot wallet
+# sat: the operator's opening hot wallet, in outputs of several sizes (coin selection has choices to make)
+HOT_CAPITAL_OUTPUTS = (2_500_000, 1_800_000, 1_200_000, 900_000, 600_000, 400_000, 250_000, 150_000)
 DEPOSIT_AMOUNTS = (60_000, 2_000_000, 12_000_000)  # sat: one per credit tier of the production policy (1/3/6)
 PAYOUT_AMOUNTS = (10_000, 40_000, 150_000, 450_000)  # sat: batches below and above SIM_HOT_SIGN_LIMIT_SAT
 
@@ -272,7 +273,7 @@ class Onchain:
 
     # ------------------------------------------------------------------ the chain, as the world moves it
     def actions(self) -> list[tuple[float, str, Any]]:
-        acts: list[tuple[float, str, Any]] = [(0.5, "mine", None)]
+        acts: list[tuple[float, str, Any]] = [(0.5, "mine", None), (0.1, "fees", None)]
         if self.m.deposits or self.m.payouts:
             acts.append((0.06, "reorg", None))
         return acts
@@ -283,6 +284,11 @@ class Onchain:
             n = self.rng.choice([1, 1, 1, 2, 3])
             self.wl.trace.append(f"mine {n}")
             chain.mine(n)
+        elif kind == "fees":  # the fee market moves: coin selection (and a rebuilt batch's inputs) move with it
+            normal = self.rng.choice([2, 5, 9, 14])
+            self.wl.trace.append(f"fees {normal}")
+            for target, factor in ((2, 1.6), (6, 1.0), (24, 0.5)):
+                self.w.chain.set_fee_estimate(target, max(1, int(normal * factor)))
         elif kind == "reorg":
             depth = self.rng.choice([1, 1, 1, 2, 2, 3, 7])
             disconnected = {t for h in range(chain.height - depth + 1, chain.height + 1)
@@ -307,18 +313,22 @@ class Onchain:
 
     # ------------------------------------------------------------------ quiescence
     def quiesce_round(self) -> None:
-        """The signer signs and submits whatever awaits it (and uses up its late signatures); a block is mined."""
+        """The signer answers slowly: per round it signs and submits an awaiting batch (half the time), signs and
+        keeps it (a quarter: the workflow's signing timeout may pass first, then the signature is late), or does
+        nothing yet; kept signatures from earlier rounds are used (late submits, sometimes its own broadcast). Fee
+        estimates settle back; a block is mined."""
         for record in [s for s in self.m.signatures.values() if not s["used"]]:
             self._late(record)
-        for _ in range(3):
-            status, body = self.w.api_call("GET", "/v1/admin/payout-batches", key=ADMIN_KEY)
-            awaiting = [b for b in body.get("items", []) if b.get("awaiting_signature")] if status == 200 else []
-            if not awaiting:
-                break
-            for b in awaiting:
+        status, body = self.w.api_call("GET", "/v1/admin/payout-batches", key=ADMIN_KEY)
+        awaiting = [b for b in body.get("items", []) if b.get("awaiting_signature")] if status == 200 else []
+        for b in awaiting:
+            r = self.rng.random()
+            if r < 0.75:
                 record = self._sign_batch(b["batch_id"])
-                if record is not None:
+                if record is not None and r < 0.5:
                     self._submit(record)
+        for target, rate in FEE_ESTIMATES.items():
+            self.w.chain.set_fee_estimate(target, rate)
         self.w.chain.mine(1)
         self.note_depths()
 

@@ -150,7 +150,7 @@ class Workload:
             seconds = self.rng.choice([1, 5, 15, 60, 300, 900])
             self.trace.append(f"advance {seconds}")
             self.w.clock.advance(seconds)
-        elif kind in ("mine", "reorg"):
+        elif kind in ("mine", "reorg", "fees"):
             self.onchain.do(kind)
         elif kind == "resolve":
             hashes = self._in_flight_hashes()
