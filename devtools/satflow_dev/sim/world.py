@@ -230,8 +230,24 @@ class _SeededIds:
                         "token_urlsafe": self.token_urlsafe}
         for module_name, attr in self._PATCHED:
             module = importlib.import_module(module_name)
-            self._saved.append((module, attr, getattr(module, attr)))
-            setattr(module, attr, replacements[attr])
+            original = getattr(module, attr)
+            self._saved.append((module, attr, original))
+            setattr(module, attr, self._ours_only(replacements[attr], original))
+
+    @staticmethod
+    def _ours_only(seeded: Callable[..., Any], original: Callable[..., Any]) -> Callable[..., Any]:
+        """Seeded for satflow's code (layer, handlers, dev tools); the real function for everybody else. botocore
+        draws a uuid4 per request and moto one per lazily created backend: a backend created by an EARLIER world
+        of this process is not created again, so seeding those would make a seed's ids depend on what ran before
+        it (a --seeds N run and its one-seed replay diverged)."""
+
+        def pick(*args: Any, **kwargs: Any) -> Any:
+            caller = sys._getframe(1).f_globals.get("__name__", "")
+            if caller.startswith(("satflow", "satflow_dev", "satflow_fn_")):
+                return seeded(*args, **kwargs)
+            return original(*args, **kwargs)
+
+        return pick
 
     def uninstall(self) -> None:
         for module, attr, value in reversed(self._saved):
