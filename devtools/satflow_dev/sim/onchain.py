@@ -135,9 +135,12 @@ class Onchain:
             script = "0014" + hashlib.sha256(f"payee:{self.w.seed}:{self.payee_seq}".encode()).hexdigest()[:40]
             from satflow.domain.bitcoin import Network, script_pubkey_to_address
 
-            return Op("payout", {"account": self.wl._account(), "key": f"po-{n}", "script": script,
-                                 "address": script_pubkey_to_address(script, Network.REGTEST),
-                                 "amount": self.rng.choice(PAYOUT_AMOUNTS),
+            account = self.wl._account()
+            # a client asks for what it roughly has (the model's balance; 5 % of asks exceed it)
+            affordable = [a for a in PAYOUT_AMOUNTS if a * 1000 * 1.2 < self.wl.model.balance[account[0]]]
+            amount = self.rng.choice(affordable if affordable and self.rng.random() > 0.05 else PAYOUT_AMOUNTS)
+            return Op("payout", {"account": account, "key": f"po-{n}", "script": script,
+                                 "address": script_pubkey_to_address(script, Network.REGTEST), "amount": amount,
                                  "priority": self.rng.choice(["fast", "normal", "normal", "slow"]),
                                  "replay": self.rng.random() < 0.2})
         if r < 0.70:
@@ -275,7 +278,7 @@ class Onchain:
     def actions(self) -> list[tuple[float, str, Any]]:
         acts: list[tuple[float, str, Any]] = [(0.5, "mine", None), (0.1, "fees", None)]
         if self.m.deposits or self.m.payouts:
-            acts.append((0.06, "reorg", None))
+            acts.append((0.1, "reorg", None))
         return acts
 
     def do(self, kind: str) -> None:
