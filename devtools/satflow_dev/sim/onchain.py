@@ -362,8 +362,12 @@ class Onchain:
                 len(self.w.chain.mempool_txids())]
 
     def mix(self) -> dict[str, int]:
+        runs = [e for e in self.w.executions.values() if e.machine == "payout"]
         return {"addresses": len(self.m.addresses), "deposits": len(self.m.deposits),
-                "payouts_accepted": len(self.m.payouts), **dict(sorted(self.m.counts.items()))}
+                "payouts_accepted": len(self.m.payouts), "payout_batches": len(runs),
+                "batches_external": sum("AwaitSignature" in e.history for e in runs),
+                "signing_timeouts": sum("Abandon" in e.history for e in runs),
+                **dict(sorted(self.m.counts.items()))}
 
     # ------------------------------------------------------------------ the oracle
     def check(self, v: "Verdict", balance: dict[str, int]) -> None:
