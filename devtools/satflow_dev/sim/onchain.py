@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 # sat: the operator's opening hot wallet, in outputs of several sizes (coin selection has choices to make)
 HOT_CAPITAL_OUTPUTS = (2_500_000, 1_800_000, 1_200_000, 900_000, 600_000, 400_000, 250_000, 150_000)
 DEPOSIT_AMOUNTS = (60_000, 2_000_000, 12_000_000)  # sat: one per credit tier of the production policy (1/3/6)
-PAYOUT_AMOUNTS = (10_000, 40_000, 150_000, 450_000)  # sat: batches below and above SIM_HOT_SIGN_LIMIT_SAT
+PAYOUT_AMOUNTS = (10_000, 40_000, 150_000, 450_000)  # sat: batches below and above SIM_HOT_SIGN_LIMIT_SAT (100 k)
 
 
 @dataclass

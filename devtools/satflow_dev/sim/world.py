@@ -36,7 +36,7 @@ PAYOUT_FN_ARN = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:PayoutFunction"
 _TPRV_VERSION = bytes.fromhex("04358394")
 # Routing threshold only (batches above it wait for the external signer): lowered from production's 10 M sat so that
 # the simulated balances (up to ~1 M sat) make both hot and external batches. Safety depths are never lowered.
-SIM_HOT_SIGN_LIMIT_SAT = 400_000
+SIM_HOT_SIGN_LIMIT_SAT = 100_000
 FEE_ESTIMATES = {2: 8, 6: 5, 24: 2}  # sat/vB by confirmation target (fast, normal, slow)
 PAYOUT_SIGNING_TIMEOUT_S = 3600  # production: a week; the sim's signer answers within minutes to hours
 
