@@ -243,7 +243,7 @@ class Onchain:
         from satflow.domain.payouts import finalize_external
 
         self._count("late_signature")
-        if self.rng.random() < 0.5:
+        if self.rng.random() < 0.6:
             raw = finalize_external(record["unsigned"], record["signed"])
             try:
                 self.w.chain.submit_raw_transaction(raw)
@@ -316,9 +316,8 @@ class Onchain:
 
     # ------------------------------------------------------------------ quiescence
     def quiesce_round(self) -> None:
-        """The signer answers slowly: per round it signs and submits an awaiting batch (half the time), signs and
-        keeps it (a quarter: the workflow's signing timeout may pass first, then the signature is late), or does
-        nothing yet; kept signatures from earlier rounds are used (late submits, sometimes its own broadcast). Fee
+        """The signer answers slowly: per round it signs and submits an awaiting batch (40 %), signs and keeps it
+        (35 %: the workflow's signing timeout may pass first, then the signature is late), or does nothing yet; kept signatures from earlier rounds are used (late submits, sometimes its own broadcast). Fee
         estimates settle back; a block is mined."""
         for record in [s for s in self.m.signatures.values() if not s["used"]]:
             self._late(record)
@@ -328,7 +327,7 @@ class Onchain:
             r = self.rng.random()
             if r < 0.75:
                 record = self._sign_batch(b["batch_id"])
-                if record is not None and r < 0.5:
+                if record is not None and r < 0.4:
                     self._submit(record)
         for target, rate in FEE_ESTIMATES.items():
             self.w.chain.set_fee_estimate(target, rate)
