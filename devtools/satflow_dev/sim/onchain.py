@@ -416,6 +416,19 @@ class Onchain:
                 v.anomalies.append(f"payout transaction {txid}: fee shares charged {fee} sat, the chain's fee "
                                    f"{chain_fee} sat")
 
+        v.checks.append("payout batches closed; no transaction of ours booked as a foreign spend")
+        for bid in svc.payouts.open_batch_ids():
+            b = svc.payouts.get_batch(bid)
+            v.anomalies.append(f"payout batch {bid} still open ({b.status.value if b else 'missing'}) after "
+                               f"quiescence")
+        ours = {t for p in self.m.payouts for t in self._paying(p)} | set(self.m.signatures)
+        for item in svc.solvency.suspense_items() if svc.solvency is not None else []:
+            spender = (item.details or {}).get("spending_txid")
+            if item.kind == "foreign_spend" and spender in ours:
+                v.anomalies.append(f"FOREIGN SPEND booked for our own payout transaction {spender} (output "
+                                   f"{item.reference}, {item.amount_msat} msat): an abandoned batch's transaction "
+                                   f"spending an input handed over to its successor")
+
         v.checks.append("deposits: credited once iff on the chain at their depth, reorged-out credits reversed")
         by_outpoint: dict[str, dict] = {f"{d['txid']}:{d['vout']}": d for d in self.m.deposits}
         stored = svc.chain.deposits(list(by_outpoint))
