@@ -28,16 +28,31 @@ KNOWN_FAILURES: dict[str, str] = {
     # completes or cancels it. Named in the session note; remove this entry with the fix.
     "OPEN in satflow but CANCELED on the node": "internal invoice payment: a crash between the node cancel and "
                                                 "the ledger write leaves the invoice OPEN (open gap, see note)",
+    # Found by the on-chain workload (seed 2 of the CI set): an external batch times out (ABANDONED), its successor
+    # takes over its inputs, then the signer broadcasts the abandoned transaction after all. The chain monitor's
+    # foreign-spend check (app/deposits.py _foreign_spends) looks only at the batch now holding the input, not at
+    # the abandoned batch it was handed over from (payouts.on_our_input_spent knows), so it books our own payout
+    # transaction as a FOREIGN SPEND (suspense); the adoption then conflicts on that input forever: both batches
+    # stay open and the on-chain source drifts by the input's value. Remove this entry with the fix.
+    "FOREIGN SPEND booked for our own payout transaction": "chain monitor books an abandoned batch's late "
+                                                           "transaction as a foreign spend (open finding, see note)",
+}
+# Anomalies that follow from a known failure in the same seed (allowed only when their cause's tag is present).
+KNOWN_CONSEQUENCES: dict[str, tuple[str, ...]] = {
+    "FOREIGN SPEND booked for our own payout transaction": (
+        "unexplained drift", "still open (ABANDONED)", "still open (SUPERSEDED)"),
 }
 
 
 def _judge(result):
     print(result.summary())
-    unknown = [a for a in result.verdict.anomalies if not any(tag in a for tag in KNOWN_FAILURES)]
+    anomalies = result.verdict.anomalies
+    causes = [tag for tag in KNOWN_FAILURES if any(tag in a for a in anomalies)]
+    allowed = tuple(causes) + tuple(c for tag in causes for c in KNOWN_CONSEQUENCES.get(tag, ()))
+    unknown = [a for a in anomalies if not any(tag in a for tag in allowed)]
     assert not unknown, result.summary()
-    known = sorted({why for a in result.verdict.anomalies for tag, why in KNOWN_FAILURES.items() if tag in a})
-    if known:
-        pytest.xfail("; ".join(known) + f" — replay: {result.replay_command()}")
+    if causes:
+        pytest.xfail("; ".join(KNOWN_FAILURES[t] for t in causes) + f" — replay: {result.replay_command()}")
 
 
 @pytest.mark.parametrize("seed", CI_SEEDS)

@@ -263,16 +263,18 @@ class Onchain:
         if not broadcast:
             op.done = True
             return
-        batch = self.rng.choice(broadcast)
-        event = {"step": "admin_bump_fee", "batch_id": batch["batch_id"], "sat_per_vb": op.args["sat_per_vb"]}
+        self._bump(self.rng.choice(broadcast)["batch_id"], op.args["sat_per_vb"])
+        op.done = True
+
+    def _bump(self, batch_id: str, sat_per_vb: int) -> None:
+        event = {"step": "admin_bump_fee", "batch_id": batch_id, "sat_per_vb": sat_per_vb}
         try:
             self.w.invoke("PayoutFunction", self.w.payout_fn, event)
             self._count("bump_accepted")
         except SimCrash:
-            return
+            self._count("bump_crashed")
         except Exception as exc:  # FeeBumpRejected (by the plan or by the chain), or a transient error
             self._count(f"bump_refused_{type(exc).__name__}")
-        op.done = True
 
     # ------------------------------------------------------------------ the chain, as the world moves it
     def actions(self) -> list[tuple[float, str, Any]]:
@@ -323,6 +325,9 @@ class Onchain:
             self._late(record)
         status, body = self.w.api_call("GET", "/v1/admin/payout-batches", key=ADMIN_KEY)
         awaiting = [b for b in body.get("items", []) if b.get("awaiting_signature")] if status == 200 else []
+        for b in body.get("items", []) if status == 200 else []:
+            if b.get("status") == "BROADCAST" and self.rng.random() < 0.35:  # the operator bumps a slow batch
+                self._bump(b["batch_id"], self.rng.choice([7, 12, 30]))
         for b in awaiting:
             r = self.rng.random()
             if r < 0.75:
