@@ -40,7 +40,7 @@ KNOWN_FAILURES: dict[str, str] = {
 # Anomalies that follow from a known failure in the same seed (allowed only when their cause's tag is present).
 KNOWN_CONSEQUENCES: dict[str, tuple[str, ...]] = {
     "FOREIGN SPEND booked for our own payout transaction": (
-        "unexplained drift", "still open (ABANDONED)", "still open (SUPERSEDED)"),
+        "unexplained drift", "still open (ABANDONED)", "still open (SUPERSEDED)", "still open (SIGNED)"),
 }
 
 
