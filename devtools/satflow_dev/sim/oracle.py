@@ -45,6 +45,7 @@ def quiesce(wl: Workload) -> int:
     passes, every runnable workflow step runs, queues drain, every monitor runs — until two rounds change
     nothing. Returns the rounds used."""
     w = wl.w
+    wl.drain()  # invocations still in flight end first (faults still on: they were started under them)
     w.faults.enabled = False
     for h in wl._in_flight_hashes():
         w.node.resolve(h, "SUCCEEDED" if wl.rng.random() < 0.5 else "FAILED")

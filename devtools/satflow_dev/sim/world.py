@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from .asl import Execution, TaskError, load_definition
 from .clock import SimClock
+from .interleave import Interleaver
 
 ROOT = Path(__file__).resolve().parents[3]
 REGION = "us-east-1"
@@ -214,7 +215,15 @@ class FakeStepFunctions:
 
 class World:
     def __init__(self, seed: int, faults: Faults, *, wait_s: int = 5, max_tracks: int = 3,
-                 review_timeout_s: int = 600, endpoint_url: str | None = None) -> None:
+                 review_timeout_s: int = 600, endpoint_url: str | None = None, interleave: bool = True,
+                 isolate_environments: bool = True) -> None:
+        import threading
+
+        # Concurrent invocations stop at every DynamoDB/node call; the workload's scheduler picks who goes on
+        # (interleave.py). Off: each action runs to completion before the next (the first version's model).
+        self.interleave = interleave
+        self.sched = Interleaver(isolate=isolate_environments)
+        self._tl = threading.local()  # the invocation running on this thread (faults apply inside invocations)
         self.endpoint_url = endpoint_url  # DynamoDB Local; None: moto in-process
         self.seed = seed
         self.faults = faults
@@ -230,10 +239,17 @@ class World:
         self.crashes = 0
         self.handler_errors = 0
         self._msg_seq = 0
-        self._invocation: str | None = None
         self._mock: Any = None
         self._saved_call: Any = None
         self._saved_env: dict[str, str] = {}
+
+    @property
+    def _invocation(self) -> str | None:
+        return getattr(self._tl, "invocation", None)
+
+    @_invocation.setter
+    def _invocation(self, function: str | None) -> None:
+        self._tl.invocation = function
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> "World":
@@ -390,7 +406,10 @@ class World:
 
         def call(client: Any, operation: str, params: dict) -> Any:
             f = world.faults
-            if not f.enabled or world._invocation is None or client.meta.service_model.service_name != "dynamodb":
+            if world._invocation is None or client.meta.service_model.service_name != "dynamodb":
+                return original(client, operation, params)
+            world.sched.yield_point()  # another concurrent invocation may run here (interleave.py)
+            if not f.enabled:
                 return original(client, operation, params)
             r = world.fault_rng.random
             if r() < f.ddb_crash_before:
@@ -424,6 +443,8 @@ class World:
         class NodeTransport(httpx.BaseTransport):
             def handle_request(self, request: httpx.Request) -> httpx.Response:
                 f = world.faults
+                if world._invocation is not None:
+                    world.sched.yield_point()
                 active = f.enabled and world._invocation is not None
                 r = world.fault_rng.random
                 if active and r() < f.node_crash_before:
