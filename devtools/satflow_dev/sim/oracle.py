@@ -55,11 +55,18 @@ def quiesce(wl: Workload) -> int:
                 wl._worker(i)
     wl.pre_quiescence = _invoice_states(wl)  # before time moves on: expiry would hide a stale OPEN
     for op in wl.abandoned:  # the users who gave up try again, same key, until they get an answer
-        while not op.done and op.attempts < 2 * len(wl.abandoned) + 60:
+        tries = 0
+        while not op.done and tries < 60:
+            if tries % 10 == 0:  # the platform keeps running its schedules meanwhile (a 503 SENDS_PAUSED from a
+                for job in w.monitor_jobs():  # stale solvency check clears when the next check runs)
+                    w.run_monitor(job)
+            tries += 1
             op.attempts += 1
             getattr(wl, f"_op_{op.kind}")(op)
+            op.last = w.last_answer()
         if not op.done:
-            wl.model.anomalies.append(f"liveness: abandoned {op.kind} {op.args} never answered")
+            wl.model.anomalies.append(f"liveness: abandoned {op.kind} {op.args} never answered "
+                                      f"(last answer {op.last})")
     previous, stable = None, 0
     for rounds in range(1, QUIESCE_ROUNDS + 1):
         w.clock.advance(3600)

@@ -43,6 +43,7 @@ class Op:
     attempts: int = 0
     done: bool = False
     result: Any = None
+    last: Any = None  # the last (status, body) the client got
 
 
 class Workload:
@@ -183,6 +184,7 @@ class Workload:
         self.trace.append(f"w{i} {op.kind} #{op.attempts}")
         op.attempts += 1
         getattr(self, f"_op_{op.kind}")(op)
+        op.last = self.w.last_answer()
         if op.done:
             self.workers[i] = None
         elif op.result is None and self.rng.random() < ABANDON:
@@ -192,7 +194,8 @@ class Workload:
             self.abandoned.append(op)
             self.workers[i] = None
         elif op.attempts >= MAX_ATTEMPTS:
-            self.model.anomalies.append(f"liveness: {op.kind} {op.args} never answered in {MAX_ATTEMPTS} attempts")
+            self.model.anomalies.append(f"liveness: {op.kind} {op.args} never answered in {MAX_ATTEMPTS} attempts "
+                                        f"(last answer {op.last})")
             self.workers[i] = None
 
     def _account(self) -> tuple[str, str]:

@@ -487,7 +487,17 @@ class World:
 
     def api_call(self, method: str, path: str, *, key: str | None, body: dict | None = None,
                  idempotency_key: str | None = None, query: dict | None = None) -> tuple[int, dict]:
-        """A request through API Gateway to the API function. (502, {}) when the invocation died."""
+        """A request through API Gateway to the API function. (502, {}) when the invocation died. The answer is
+        also kept as this thread's ``last_answer`` (liveness anomalies say what the client kept getting)."""
+        answer = self._api_call(method, path, key=key, body=body, idempotency_key=idempotency_key, query=query)
+        self._tl.last_answer = (answer[0], json.dumps(answer[1])[:300])
+        return answer
+
+    def last_answer(self) -> Any:
+        return getattr(self._tl, "last_answer", None)
+
+    def _api_call(self, method: str, path: str, *, key: str | None, body: dict | None = None,
+                  idempotency_key: str | None = None, query: dict | None = None) -> tuple[int, dict]:
         headers = {"authorization": f"Bearer {key}", "content-type": "application/json", "host": "api.sim"}
         if idempotency_key:
             headers["idempotency-key"] = idempotency_key
