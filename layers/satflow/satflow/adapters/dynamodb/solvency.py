@@ -4,6 +4,7 @@
   SOLVINV     / <at>              one daily ledger invariant run (TTL 400 days)
   SOLVENCY    / BREAKER           the breaker: the ONE item the send path reads (sends open|paused, last success)
   SOLVENCY    / LNDPAYCURSOR      LND payment_index below which every node payment was accounted for
+  SOLVENCY    / LNDINVSCAN        LND invoice add_index up to which every invoice is final and fully credited
   SUSPENSE    / <suspense_id>     money booked against the suspense account, open until an admin assigns it
 
 The check and the breaker are written rarely (every 5 minutes, on a trip, on a resume): single partitions are
@@ -142,6 +143,28 @@ class DynamoSolvencyStore:
                 UpdateExpression="SET payment_index = :i",
                 ConditionExpression="attribute_not_exists(payment_index) OR payment_index < :i",  # 0 creates it
                 ExpressionAttributeValues={":i": _n(payment_index)})
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+
+    # ------------------------------------------------------------------ LND invoice scan watermark
+    def invoice_watermark(self) -> int | None:
+        """The check's own invoice scan start (not the catch-up's cursor: that one moves when a settlement is
+        published, before it is credited). None before the first check ever scanned the node's invoices."""
+        raw = self._client.get_item(TableName=self.table_name, Key={"pk": _s("SOLVENCY"), "sk": _s("LNDINVSCAN")},
+                                    ConsistentRead=True).get("Item")
+        return int(raw["add_index"]["N"]) if raw else None
+
+    def advance_invoice_watermark(self, add_index: int) -> None:
+        """Forward only: a late or concurrent check never moves it back (0 creates it)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self._client.update_item(
+                TableName=self.table_name, Key={"pk": _s("SOLVENCY"), "sk": _s("LNDINVSCAN")},
+                UpdateExpression="SET add_index = :i",
+                ConditionExpression="attribute_not_exists(add_index) OR add_index < :i",
+                ExpressionAttributeValues={":i": _n(add_index)})
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
                 raise
