@@ -258,6 +258,35 @@ def test_credit_due_names_what_the_credit_writes(svc, lsim, alice):
     assert (item.kind, item.transfer_id) == (SUSPENSE_DOUBLE_SETTLEMENT, transfer_id)
 
 
+def test_our_payment_unresolved_at_the_first_check_is_still_explained(svc, lsim, alice):
+    """The first check treats the node's earlier payments as history (the opening capital), not as foreign. It
+    used to jump its payment cursor past ALL of them, ours included: a payment of ours in flight at that moment
+    (an upgrade while sends run; soak seed 1006, where the first check ran late) that then succeeded before the
+    workflow posted it was seen by no run, and the gap showed as unexplained drift that paused sends."""
+    opening_capital(svc, lsim)
+    receive(svc, lsim, alice, 80_000_000)
+    history = lsim.foreign_pay(1_000_000)  # paid on the node before satflow's check ever ran: history
+    solvency.book_capital(svc, ADMIN, "capital-2", "lightning", 1_000_000 + 1_000 + 1, "out", "paid before satflow")
+    pr = lsim.external_invoice(30_000_000)
+    lsim.script(PaymentScript.succeed(hold=True), lsim.payment_hash_of(pr))
+    payment = payments.create_payment(svc, principal(alice), "pay-1", pr)
+    svc.lnd().send_payment(pr, fee_limit_msat=payment.fee_reserve_msat, timeout_seconds=10, wait_s=0)
+
+    check = solvency.run_check(svc)  # the first check: our payment is in flight on the node
+    ln = figures(check, LIGHTNING)
+    assert ln.unexplained_msat == 0 and ln.foreign_msat == 0 and not check.breaches
+    assert solvency.list_suspense(svc, ADMIN) == [] and history  # history is not foreign
+    lsim.resolve(payment.payment_hash, "SUCCEEDED")  # the node pays; the workflow has not posted yet
+    check = solvency.run_check(svc)
+    ln = figures(check, LIGHTNING)
+    assert ln.parts.get(PART_PAYMENTS_NOT_POSTED) == -(30_000_000 + 1_000 + 30)
+    assert ln.unexplained_msat == 0 and not check.breaches
+    payments.step_post(svc, payment.payment_id, payments.step_track(svc, payment.payment_id)["outcome"])
+    ln = figures(solvency.run_check(svc), LIGHTNING)
+    assert ln.parts == {} and ln.unexplained_msat == 0
+    assert solvency.list_suspense(svc, ADMIN) == []
+
+
 def test_foreign_payment_trips_the_breaker_until_assigned_and_resumed(svc, lsim, alice, bob):
     opening_capital(svc, lsim)
     receive(svc, lsim, alice, 80_000_000)

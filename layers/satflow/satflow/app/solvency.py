@@ -201,14 +201,18 @@ def _lightning(svc: Services, store: Any, system: dict, open_suspense: list, at:
 def _scan_node_payments(svc: Services, store: Any, lnd: Any, at: str) -> tuple[int, int, int]:
     """LND's payments after the cursor: (ours succeeded but not posted msat, foreign payments booked now, payments
     in flight). The cursor moves past a prefix of payments that need no more attention: final, and either
-    foreign (booked) or ours and resolved on the ledger."""
-    cursor = store.payment_cursor()
-    if cursor is None:
-        # The first check on this node: its history up to now is in the operator's opening capital (booked with
-        # POST /v1/admin/solvency/capital), not foreign. Start after the node's latest payment.
+    foreign (booked), history, or ours and resolved on the ledger.
+
+    The first check on a node: the payments it already made (up to ``history_end``, its latest one then) are in
+    the operator's opening capital (POST /v1/admin/solvency/capital), so one without our hash lock is history, not
+    foreign. Ours among them are scanned like any other: one in flight or not yet posted at that moment must still
+    be explained (the cursor used to start after ``history_end`` and never saw them: unexplained drift)."""
+    scan = store.payment_scan()
+    if scan is None:
         latest, _ = lnd.list_payments(0, 1, newest_first=True)
-        store.advance_payment_cursor(latest[-1].payment_index if latest else 0)
-        return 0, 0, 0
+        store.start_payment_scan(latest[-1].payment_index if latest else 0)
+        scan = store.payment_scan()
+    cursor, history_end = scan
     offset, advance_to, blocked = cursor, cursor, False
     not_posted = booked = in_flight = 0
     for _ in range(PAYMENT_PAGES_PER_RUN):
@@ -219,7 +223,7 @@ def _scan_node_payments(svc: Services, store: Any, lnd: Any, at: str) -> tuple[i
             if p.status not in ("SUCCEEDED", "FAILED"):
                 in_flight += 1
                 settled = False
-            elif owner is None and p.status == "SUCCEEDED":
+            elif owner is None and p.status == "SUCCEEDED" and p.payment_index > history_end:
                 booked += book_suspense(svc, kind=SUSPENSE_FOREIGN_PAYMENT, reference=p.payment_hash,
                                         amount_msat=p.value_msat + p.fee_msat, at=at,
                                         details={"payment_hash": p.payment_hash, "value_msat": p.value_msat,
