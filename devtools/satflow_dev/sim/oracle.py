@@ -194,6 +194,7 @@ def check(wl: Workload) -> Verdict:
             v.anomalies.append(f"{r['kind']} replay returned {r['again']}, first was {r['first']}")
 
     _check_outbox(w, v)
+    _check_breaker(w, v)
     _check_audit(w, v)
     _check_solvency(w, v)
     _check_workflows(w, v)
@@ -227,6 +228,23 @@ def _check_outbox(w: Any, v: Verdict) -> None:
         v.anomalies.append(f"outbox event {event_id} ({actual[event_id]}) has no committed transfer")
     for event_id in sorted(set(expected) - set(actual)):
         v.anomalies.append(f"transfer {expected[event_id]} committed without its event {event_id}")
+
+
+def _check_breaker(w: Any, v: Verdict) -> None:
+    """The simulated world has no theft and no foreign spend: every drift that trips the send breaker is a false
+    alarm, and a false alarm pauses every user's sends. (A pause because no check ran for a while in simulated time
+    is the breaker doing its job: not counted.)"""
+    from satflow.domain.solvency import STALE_CHECK_REASON
+
+    v.checks.append("the send breaker never tripped on drift")
+    for item in _scan(w, "OUTBOX#"):
+        if item["event_type"]["S"] != "solvency.breaker_tripped":
+            continue
+        data = json.loads(item.get("data_json", {}).get("S", "{}"))
+        # A stale check (simulated time ran on while no check ran) is the breaker doing its job, not drift.
+        drift = [r for r in data.get("reasons", []) if not r.startswith(STALE_CHECK_REASON)]
+        if drift:
+            v.anomalies.append(f"solvency breaker tripped on drift: {drift}")
 
 
 def _check_audit(w: Any, v: Verdict) -> None:

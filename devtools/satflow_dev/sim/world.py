@@ -349,7 +349,7 @@ class World:
                                   outbox_items=webhooks.transfer_outbox_items),
             audit=audit, webhooks=webhooks, accounts=DynamoAccounts(client, models),
             admin_key=lambda: ADMIN_KEY, system_shards=SHARDS, network="regtest",
-            clock=self.clock.iso, unix_clock=lambda: int(self.clock()),
+            clock=self.clock.iso, unix_clock=lambda: int(self.clock()), monotonic=self.clock,
             lightning=DynamoLightningStore(client, models), lnd=lambda: self.lnd,
             limits=DynamoLimitStore(client, models), risk=DynamoRiskStore(client, models), sanctions=sanctions,
             start_payment=lambda pid: self.start_execution("payment", pid, {"payment_id": pid}),
@@ -368,6 +368,10 @@ class World:
         except ImportError:
             pass
         self._load_sanctions(sanctions)
+        from satflow.app import solvency as _solvency
+
+        # Module state of a container: a new world is a new deployment (an earlier seed's store may share an id()).
+        _solvency._BREAKER_CACHE.clear()
         self.svc = svc
         bootstrap.override(svc)
         sfn = FakeStepFunctions(self)
