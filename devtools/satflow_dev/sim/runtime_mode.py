@@ -214,6 +214,7 @@ class RuntimeRunResult:
     workers: int
     dynamodb: str
     anomalies: list[str] = field(default_factory=list)
+    categories: dict[str, list[str]] = field(default_factory=dict)  # response, balance, history, ownership, ledger
     checks: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     seconds_start: float = 0.0  # runtime start
@@ -235,7 +236,7 @@ class RuntimeRunResult:
     def ops_per_s(self) -> float:
         return self.ops / max(self.seconds_clients, 1e-9)
 
-    def summary(self) -> str:
+    def summary(self, max_per_category: int = 8) -> str:
         first = "" if self.first_anomaly_s is None else f", first anomaly {self.first_anomaly_s:.1f} s into the clients"
         lines = [f"runtime seed {self.seed}: {'OK' if self.ok else 'ANOMALIES'} - {self.ops} ops, {self.workers} "
                  f"client threads, {self.accounts} accounts, DynamoDB {self.dynamodb}; clients {self.seconds_clients:.1f} s "
@@ -243,10 +244,10 @@ class RuntimeRunResult:
                  f"total {self.seconds_total:.1f} s, {self.retries} retries of unknown outcomes{first}",
                  f"  workload: {dict(sorted(self.counts.items()))}"]
         lines += [f"  checked: {c}" for c in self.checks]
-        shown = self.anomalies[:40]
-        lines += [f"  ANOMALY: {a}" for a in shown]
-        if len(self.anomalies) > len(shown):
-            lines.append(f"  ... {len(self.anomalies) - len(shown)} more anomalies")
+        for category, found in self.categories.items():  # a few of each kind, not 200 of the first
+            lines += [f"  ANOMALY ({category}): {a}" for a in found[:max_per_category]]
+            if len(found) > max_per_category:
+                lines.append(f"  ... {len(found) - max_per_category} more {category} anomalies")
         if not self.ok:
             lines.append(f"  replay: {self.replay_command()}")
         return "\n".join(lines)
@@ -295,11 +296,17 @@ class _Run:
         self.clients_started = 0.0
         self.account_of_id: dict[str, int] = {}
 
-    def anomaly(self, text: str) -> None:
+    def anomaly(self, text: str, category: str = "response") -> None:
         with self.lock:
             if self.result.first_anomaly_s is None and self.clients_started:
                 self.result.first_anomaly_s = time.perf_counter() - self.clients_started
             self.result.anomalies.append(text)
+            self.result.categories.setdefault(category, []).append(text)
+
+    def checked(self, category: str, claim: str) -> None:
+        """A check line that claims only what held: with anomalies of its category it says how many."""
+        found = len(self.result.categories.get(category, []))
+        self.result.checks.append(claim if not found else f"{category}: {found} anomalies ({claim}: NO)")
 
     def idem(self, op: Op) -> str:
         return f"rt-{self.nonce}-c{op.client}-o{op.index}"
@@ -542,11 +549,11 @@ class _Run:
                 inv = plan.invoices[op.invoice]
                 if final.get("payment_hash") != inv.payment_hash or final.get("amount_msat") != inv.amount:
                     self.anomaly(f"client {op.client} op {op.index}: GET /v1/payments/{op.body['payment_id']} "
-                                 f"shows another payment: {_short(final)}")
+                                 f"shows another payment: {_short(final)}", "outcome")
                 expected = "FAILED" if inv.kind == "external" and inv.fail else "SUCCEEDED"
                 if final["status"] != expected:
                     self.anomaly(f"client {op.client} op {op.index}: payment {op.body['payment_id']} ended "
-                                 f"{final['status']}, the node was scripted to {expected}: {_short(final)}")
+                                 f"{final['status']}, the node was scripted to {expected}: {_short(final)}", "outcome")
                 if final["status"] == "SUCCEEDED":
                     available[op.account] -= inv.amount + int(final.get("fee_msat") or 0)
                     if inv.kind == "internal":
@@ -555,23 +562,24 @@ class _Run:
                 final = op.final
                 if final.get("memo") != op.memo or final.get("amount_received_msat") != op.amount:
                     self.anomaly(f"client {op.client} op {op.index}: invoice {op.body['payment_hash'][:16]} paid "
-                                 f"{op.amount} from outside reads {_short(final)}")
+                                 f"{op.amount} from outside reads {_short(final)}", "outcome")
                 available[op.account] += op.amount
-        res.checks.append(f"{sum(o.accepted for o in ops)} accepted requests matched their own request")
+        self.checked("response", f"{sum(o.accepted for o in ops)} accepted requests matched their own request")
+        self.checked("outcome", "payments ended as the node was scripted, invoices paid from outside credited once")
 
         # 2. Balances, each read with the account's own key.
         for a in range(n):
             status, body = self.api.call("GET", "/v1/balance", key=self.keys[a])
             if status != 200:
-                self.anomaly(f"account {a}: GET /v1/balance {status} {_short(body)}")
+                self.anomaly(f"account {a}: GET /v1/balance {status} {_short(body)}", "balance")
                 continue
             bal = body["balances"][0]
             got = (bal["available_msat"], bal["pending_out_msat"])
             if got != (available[a], pending_out[a]):
                 self.anomaly(f"account {a} ({self.account_ids[a]}): balance available/pending_out {got}, the model "
                              f"from the accepted responses says {(available[a], pending_out[a])} "
-                             f"(diff {got[0] - available[a]:+d} msat)")
-        res.checks.append(f"{n} balances equal the reference model")
+                             f"(diff {got[0] - available[a]:+d} msat)", "balance")
+        self.checked("balance", f"{n} balances equal the reference model")
 
         # 3. Histories: exactly the transfers each key sent and received; no refused request's memo.
         refused_memos = {o.memo for o in ops if o.kind == "bad"}
@@ -584,23 +592,23 @@ class _Run:
             for tid in set(outs) - set(out_transfers[a]):
                 h = outs[tid]
                 self.anomaly(f"account {a} ({self.account_ids[a]}): money left under its key for a request its client "
-                             f"never had accepted: {tid} {h['amount_msat']} msat memo {h['memo']!r}")
+                             f"never had accepted: {tid} {h['amount_msat']} msat memo {h['memo']!r}", "history")
             for tid in set(out_transfers[a]) - set(outs):
-                self.anomaly(f"account {a}: accepted transfer {tid} is missing from its history")
+                self.anomaly(f"account {a}: accepted transfer {tid} is missing from its history", "history")
             for tid in set(in_transfers[a]) ^ {t for t in ins if ins[t]["status"] == "SETTLED"}:
                 self.anomaly(f"account {a}: incoming transfer {tid} differs from the model "
-                             f"({'unexpected' if tid in ins else 'missing'})")
+                             f"({'unexpected' if tid in ins else 'missing'})", "history")
             for tid, h in outs.items():
                 op = out_transfers[a].get(tid)
                 if op is not None and (h["memo"] != op.memo or h["amount_msat"] != op.amount
                                        or h["counterparty"] != self.account_ids[op.to]):
                     self.anomaly(f"account {a}: transfer {tid} booked as {h['amount_msat']} msat to "
                                  f"{h['counterparty']} memo {h['memo']!r}; its request was {op.amount} msat to "
-                                 f"{self.account_ids[op.to]} memo {op.memo!r}")
+                                 f"{self.account_ids[op.to]} memo {op.memo!r}", "history")
             for h in items:
                 if h.get("memo") in refused_memos:
-                    self.anomaly(f"account {a}: a refused request's memo {h['memo']!r} is in the ledger: {_short(h)}")
-        res.checks.append(f"{n} histories hold exactly their own transfers, no refused request booked")
+                    self.anomaly(f"account {a}: a refused request's memo {h['memo']!r} is in the ledger: {_short(h)}", "history")
+        self.checked("history", f"{n} histories hold exactly their own transfers, no refused request booked")
 
         # 4. Ownership: each invoice/payment readable with its owner's key, as sent; not with another client's key.
         for op in ops:
@@ -611,11 +619,11 @@ class _Run:
                     else f"/v1/payments/{op.body['payment_id']}")
             status, body = self.api.call("GET", path, key=self.keys[op.account])
             if status != 200 or (op.kind.startswith("invoice") and body.get("memo") != op.memo):
-                self.anomaly(f"client {op.client} op {op.index}: {path} with its owner's key: {status} {_short(body)}")
+                self.anomaly(f"client {op.client} op {op.index}: {path} with its owner's key: {status} {_short(body)}", "ownership")
             status, body = self.api.call("GET", path, key=stranger)
             if status != 404:
                 self.anomaly(f"client {op.client} op {op.index}: {path} with another client's key: {status} "
-                             f"{_short(body)} (want 404)")
+                             f"{_short(body)} (want 404)", "ownership")
         for inv in plan.invoices:
             if inv.kind != "internal":
                 continue
@@ -624,8 +632,8 @@ class _Run:
             want = "SETTLED" if paid else "OPEN"
             if status != 200 or body.get("status") != want:
                 self.anomaly(f"internal invoice {inv.payment_hash[:16]} of account {inv.payee}: {status} "
-                             f"{_short(body)} (want {want})")
-        res.checks.append("invoices and payments belong to their own key only")
+                             f"{_short(body)} (want {want})", "ownership")
+        self.checked("ownership", "invoices and payments belong to their own key only, in their expected state")
 
         # 5. The ledger invariants, run now by the monitor job that runs daily in production.
         status, fired = self.api.call("POST", "/_sim/schedules/fire",
@@ -636,9 +644,9 @@ class _Run:
         status, solvency = self.api.call("GET", "/v1/admin/solvency", key=self.admin_key)
         run = solvency.get("ledger_invariants") if isinstance(solvency, dict) else None
         if status != 200 or not run:
-            self.anomaly(f"GET /v1/admin/solvency: {status} {_short(solvency)}")
+            self.anomaly(f"GET /v1/admin/solvency: {status} {_short(solvency)}", "ledger")
         elif not run.get("ok") or run.get("violation_count"):
-            self.anomaly(f"ledger invariants violated: {run.get('violations')}")
+            self.anomaly(f"ledger invariants violated: {run.get('violations')}", "ledger")
         else:
             res.checks.append(f"ledger invariants hold over {run.get('balance_items')} balance items")
 
@@ -649,7 +657,7 @@ class _Run:
             path = "/v1/transactions?limit=100" + (f"&cursor={urllib.request.quote(cursor)}" if cursor else "")
             status, body = self.api.call("GET", path, key=self.keys[a])
             if status != 200:
-                self.anomaly(f"account {a}: GET /v1/transactions {status} {_short(body)}")
+                self.anomaly(f"account {a}: GET /v1/transactions {status} {_short(body)}", "history")
                 return None
             items += body["items"]
             cursor = body.get("next_cursor")
@@ -724,7 +732,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(log_fd, 1)
         os.close(log_fd)
         print(f"handler and runtime output: {args.runtime_log}", file=out, flush=True)
-    failures = 0
+    failures = seeds_run = 0
     started = time.perf_counter()
     total_ops = 0
     for seed in range(args.seed, args.seed + args.seeds):
@@ -732,11 +740,12 @@ def main(argv: list[str] | None = None) -> int:
                                      admin_key=args.admin_key)
         print(result.summary(), file=out, flush=True)
         total_ops += args.ops
+        seeds_run += 1
         failures += not result.ok
         if failures and args.stop_at_first:
             break
     if args.seeds > 1:
-        print(f"{args.seeds} seed(s), {total_ops} ops, {args.workers} client threads, "
+        print(f"{seeds_run} seed(s), {total_ops} ops, {args.workers} client threads, "
               f"{time.perf_counter() - started:.1f} s; failing seeds: {failures}", file=out, flush=True)
     return 1 if failures else 0
 
