@@ -220,18 +220,22 @@ class RuntimeRunResult:
     seconds_start: float = 0.0  # runtime start
     seconds_setup: float = 0.0  # accounts, funding, invoices
     seconds_clients: float = 0.0  # the concurrent phase
+    seconds_settle: float = 0.0  # payments and inbound invoices reaching a final state
+    seconds_check: float = 0.0  # the oracle's reads
     seconds_total: float = 0.0
     first_anomaly_s: float | None = None  # from the clients' start
     retries: int = 0
     accounts: int = 0
+    url: str | None = None  # a runtime that was already running (--url)
 
     @property
     def ok(self) -> bool:
         return not self.anomalies
 
     def replay_command(self) -> str:
+        target = f"--url {self.url}" if self.url else f"--dynamodb {self.dynamodb}"
         return (f"python -m satflow_dev.sim.runtime_mode --seed {self.seed} --ops {self.ops} "
-                f"--workers {self.workers} --dynamodb {self.dynamodb}")
+                f"--workers {self.workers} {target}")
 
     def ops_per_s(self) -> float:
         return self.ops / max(self.seconds_clients, 1e-9)
@@ -239,8 +243,10 @@ class RuntimeRunResult:
     def summary(self, max_per_category: int = 8) -> str:
         first = "" if self.first_anomaly_s is None else f", first anomaly {self.first_anomaly_s:.1f} s into the clients"
         lines = [f"runtime seed {self.seed}: {'OK' if self.ok else 'ANOMALIES'} - {self.ops} ops, {self.workers} "
-                 f"client threads, {self.accounts} accounts, DynamoDB {self.dynamodb}; clients {self.seconds_clients:.1f} s "
+                 f"client threads, {self.accounts} accounts, DynamoDB {self.dynamodb}; "
+                 f"clients {self.seconds_clients:.1f} s "
                  f"({self.ops_per_s():.2f} ops/s), start {self.seconds_start:.1f} s, setup {self.seconds_setup:.1f} s, "
+                 f"settle {self.seconds_settle:.1f} s, oracle {self.seconds_check:.1f} s, "
                  f"total {self.seconds_total:.1f} s, {self.retries} retries of unknown outcomes{first}",
                  f"  workload: {dict(sorted(self.counts.items()))}"]
         lines += [f"  checked: {c}" for c in self.checks]
@@ -374,7 +380,8 @@ class _Run:
     def execute(self, op: Op) -> None:
         key = self.keys[op.account]
         mine = self.account_ids[op.account]
-        where = f"client {op.client} op {op.index} ({op.kind}{'/' + op.bad if op.bad else ''}, key of account {op.account})"
+        kind = op.kind + (f"/{op.bad}" if op.bad else "")
+        where = f"client {op.client} op {op.index} ({kind}, key of account {op.account})"
         if op.kind == "transfer":
             to = self.account_ids[op.to]
             status, body = self.send("POST", "/v1/transfers", key, {"to": to, "amount_msat": op.amount,
@@ -479,7 +486,7 @@ class _Run:
     def wait_for_final_states(self) -> None:
         """Payments reach SUCCEEDED/FAILED and invoices paid from outside reach SETTLED (workflows, pollers)."""
         deadline = time.monotonic() + SETTLE_DEADLINE_S
-        next_catchup = time.monotonic() + 3
+        next_catchup = time.monotonic() + 1
         pending = [o for ops in self.plan.clients for o in ops if o.accepted
                    and o.kind in ("pay_external", "pay_internal", "invoice_paid_outside")]
         while pending and time.monotonic() < deadline:
@@ -507,7 +514,8 @@ class _Run:
                                                                     "job": "invoice_catchup"})
                 next_catchup = time.monotonic() + 5
         for op in pending:
-            self.anomaly(f"client {op.client} op {op.index} ({op.kind}): no final state after {SETTLE_DEADLINE_S:.0f} s")
+            self.anomaly(f"client {op.client} op {op.index} ({op.kind}): no final state after "
+                         f"{SETTLE_DEADLINE_S:.0f} s", "outcome")
             op.accepted = False  # judged by its anomaly; kept out of the model
 
     def check(self) -> None:
@@ -607,7 +615,8 @@ class _Run:
                                  f"{self.account_ids[op.to]} memo {op.memo!r}", "history")
             for h in items:
                 if h.get("memo") in refused_memos:
-                    self.anomaly(f"account {a}: a refused request's memo {h['memo']!r} is in the ledger: {_short(h)}", "history")
+                    self.anomaly(f"account {a}: a refused request's memo {h['memo']!r} is in the ledger: "
+                                 f"{_short(h)}", "history")
         self.checked("history", f"{n} histories hold exactly their own transfers, no refused request booked")
 
         # 4. Ownership: each invoice/payment readable with its owner's key, as sent; not with another client's key.
@@ -619,7 +628,8 @@ class _Run:
                     else f"/v1/payments/{op.body['payment_id']}")
             status, body = self.api.call("GET", path, key=self.keys[op.account])
             if status != 200 or (op.kind.startswith("invoice") and body.get("memo") != op.memo):
-                self.anomaly(f"client {op.client} op {op.index}: {path} with its owner's key: {status} {_short(body)}", "ownership")
+                self.anomaly(f"client {op.client} op {op.index}: {path} with its owner's key: {status} "
+                             f"{_short(body)}", "ownership")
             status, body = self.api.call("GET", path, key=stranger)
             if status != 404:
                 self.anomaly(f"client {op.client} op {op.index}: {path} with another client's key: {status} "
@@ -675,7 +685,8 @@ def run_against_runtime(seed: int, ops: int = 200, workers: int = 8, *, dynamodb
     """One seed through a local runtime: started here as `make run` starts it, or the one at ``url``."""
     started = time.perf_counter()
     plan = make_plan(seed, ops, workers)
-    result = RuntimeRunResult(seed, ops, workers, dynamodb if url is None else "external", accounts=plan.accounts)
+    result = RuntimeRunResult(seed, ops, workers, dynamodb if url is None else "as started", accounts=plan.accounts,
+                              url=url)
     with contextlib.ExitStack() as stack:
         if url is None:
             runtime = stack.enter_context(local_runtime(dynamodb, workers))
@@ -696,8 +707,12 @@ def run_against_runtime(seed: int, ops: int = 200, workers: int = 8, *, dynamodb
         for th in threads:
             th.join()
         result.seconds_clients = time.perf_counter() - run.clients_started
+        t = time.perf_counter()
         run.wait_for_final_states()
+        result.seconds_settle = time.perf_counter() - t
+        t = time.perf_counter()
         run.check()
+        result.seconds_check = time.perf_counter() - t
     result.seconds_total = time.perf_counter() - started
     return result
 
