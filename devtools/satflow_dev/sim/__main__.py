@@ -20,6 +20,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="local: DynamoDB Local (make regtest-build fetches it); moto slows down as tables grow")
     p.add_argument("--internal-share", type=float, default=0.0,
                    help="extra share of internal payments (aims a search at internal-invoice paths)")
+    p.add_argument("--no-interleave", action="store_true",
+                   help="run each invocation to completion before the next starts (no concurrent invocations)")
+    p.add_argument("--shared-environments", action="store_true",
+                   help="concurrent invocations share one environment's module state: reproduces the local "
+                        "runtime's old request mixing (issue 10) to show the oracle catches it")
     p.add_argument("--quiet", action="store_true", help="one line per seed; details only for anomalies")
     args = p.parse_args(argv)
     ddb = None
@@ -39,7 +44,8 @@ def _run(args: argparse.Namespace, endpoint_url: str | None) -> int:
     total_ops = failures = anomalies = invocations = crashes = 0
     for seed in range(args.seed, args.seed + args.seeds):
         result = run_seed(seed, args.ops, args.workers, args.faults, args.accounts, endpoint_url,
-                          args.internal_share)
+                          args.internal_share, interleave=not args.no_interleave,
+                          isolate_environments=not args.shared_environments)
         summary = result.summary()
         print(summary.splitlines()[0] if args.quiet and result.ok else summary, flush=True)
         total_ops += args.ops

@@ -93,7 +93,7 @@ def sends_blocked_because(svc: Services) -> str | None:
         return None
     ttl = svc.breaker_cache_s
     cached = _BREAKER_CACHE.get(id(store))
-    now = time.monotonic()
+    now = svc.monotonic()
     if cached is not None and cached[0] > now:
         state = cached[1]
     else:
