@@ -31,8 +31,8 @@ def test_the_plan_is_the_seeds():
     def shape(plan):
         return [(o.kind, o.account, o.amount, o.to, o.bad, o.replay_of, o.memo) for ops in plan.clients for o in ops]
 
-    assert shape(first) == shape(again)
-    assert shape(first) != shape(other)
+    assert shape(first) == shape(again) and first.digest() == again.digest()
+    assert shape(first) != shape(other) and first.digest() != other.digest()
     assert len({(o.client, o.amount) for ops in first.clients for o in ops}) == 60  # unique per request
     assert all(first.owner(o.to) != o.client for ops in first.clients for o in ops if o.kind == "transfer")
 

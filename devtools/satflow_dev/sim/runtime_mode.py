@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -123,6 +124,13 @@ class Plan:
 
     def owner(self, account: int) -> int:
         return account // self.accounts_per_client
+
+    def digest(self) -> str:
+        """The requests the seed makes (not their timing): equal digests mean a replay sent the same requests."""
+        shape = [(o.client, o.index, o.kind, o.account, o.amount, o.to, o.bad, o.replay_of, o.invoice, o.memo)
+                 for ops in self.clients for o in ops]
+        shape.append([(i.kind, i.amount, i.payee, i.fail) for i in self.invoices])  # type: ignore[arg-type]
+        return hashlib.sha256(repr(shape).encode()).hexdigest()[:16]
 
 
 def make_plan(seed: int, ops: int, workers: int) -> Plan:
@@ -227,6 +235,7 @@ class RuntimeRunResult:
     retries: int = 0
     accounts: int = 0
     url: str | None = None  # a runtime that was already running (--url)
+    plan_digest: str = ""
 
     @property
     def ok(self) -> bool:
@@ -248,7 +257,7 @@ class RuntimeRunResult:
                  f"({self.ops_per_s():.2f} ops/s), start {self.seconds_start:.1f} s, setup {self.seconds_setup:.1f} s, "
                  f"settle {self.seconds_settle:.1f} s, oracle {self.seconds_check:.1f} s, "
                  f"total {self.seconds_total:.1f} s, {self.retries} retries of unknown outcomes{first}",
-                 f"  workload: {dict(sorted(self.counts.items()))}"]
+                 f"  workload: {dict(sorted(self.counts.items()))}, plan {self.plan_digest}"]
         lines += [f"  checked: {c}" for c in self.checks]
         for category, found in self.categories.items():  # a few of each kind, not 200 of the first
             lines += [f"  ANOMALY ({category}): {a}" for a in found[:max_per_category]]
@@ -686,7 +695,7 @@ def run_against_runtime(seed: int, ops: int = 200, workers: int = 8, *, dynamodb
     started = time.perf_counter()
     plan = make_plan(seed, ops, workers)
     result = RuntimeRunResult(seed, ops, workers, dynamodb if url is None else "as started", accounts=plan.accounts,
-                              url=url)
+                              url=url, plan_digest=plan.digest())
     with contextlib.ExitStack() as stack:
         if url is None:
             runtime = stack.enter_context(local_runtime(dynamodb, workers))
