@@ -291,8 +291,10 @@ def local_runtime(dynamodb: str = "local", workers: int = 8) -> Iterator[Any]:
     from satflow_dev.runtime.regtest_service import service_factories
 
     with _env(MAKE_RUN_ENV):
+        # A stack name of its own: fresh table/queue names even where moto's state outlives a runtime (a test
+        # process, --seeds on moto); DynamoDB Local is a fresh in-memory database per runtime anyway.
         runtime = LocalRuntime(port=0, service_factories=service_factories("simulators"), dynamodb=dynamodb,
-                               write_admin_key_file=False)
+                               write_admin_key_file=False, stack_name=f"satflow-rtsim-{uuid.uuid4().hex[:8]}")
         with runtime:
             prewarm = getattr(runtime.invoker, "prewarm", None)
             if callable(prewarm):  # provisioned concurrency: cold starts before the clients, not during
