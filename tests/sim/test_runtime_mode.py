@@ -11,17 +11,18 @@ pytestmark = pytest.mark.slow
 
 
 def test_one_seed_through_the_runtime_matches_every_response():
-    """Seed 19: 20 requests from 4 client threads at once, every kind of request of the workload (a payment the
-    node fails among them); ~45 s with the runtime's start at load 11 on 2 cores."""
+    """Seed 19: 16 requests from 4 client threads at once, every kind of request of the workload (a payment the
+    node fails among them); 40-60 s with the runtime's start (~25 s of it) at load 8-10 on 2 cores. On the scratch
+    branch that brings back issue 10's runtime (handler copies in threads of one process) it fails at once."""
     from satflow_dev.runtime.__main__ import choose_dynamodb
 
-    plan = make_plan(19, 20, 4)
+    plan = make_plan(19, 16, 4)
     assert {o.kind for ops in plan.clients for o in ops} == set(MIX) and any(i.fail for i in plan.invoices)
     engine, _ = choose_dynamodb("auto")  # DynamoDB Local when fetched (make dynamodb-local), else moto
-    result = run_against_runtime(19, ops=20, workers=4, dynamodb=engine)
+    result = run_against_runtime(19, ops=16, workers=4, dynamodb=engine)
     print(result.summary())
     assert result.ok, result.summary()
-    assert sum(result.counts.values()) == 20
+    assert sum(result.counts.values()) == 16
     assert any("balances equal the reference model" in c for c in result.checks), result.checks
 
 
@@ -85,6 +86,8 @@ class FakeRuntime:
             return 200, {"items": list(self.accounts[key]["history"]), "next_cursor": None}
         if (method, path) == ("POST", "/_sim/schedules/fire"):
             return 200, {"result": {}}
+        if (method, path) == ("GET", "/v1/admin/audit/verify"):
+            return 200, {"ok": True, "complete": True}
         if (method, path) == ("GET", "/v1/admin/solvency"):
             total = sum(a["balance"] for a in self.accounts.values())
             return 200, {"ledger_invariants": {"ok": True, "violation_count": 0, "balance_items": total and 1}}

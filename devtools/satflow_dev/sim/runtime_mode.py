@@ -30,7 +30,8 @@ Oracle (``check``), after every payment and inbound invoice reached a final stat
 - each account's history holds exactly the transfers its client sent (ids, amounts, memos) and received, and no
   memo of a refused request: no money moved under a key that did not send the request;
 - payments and invoices are visible to their owner's key only, with their own hash/memo, in the expected state;
-- the ledger invariant job (fired now) reports no violation (GET /v1/admin/solvency -> ledger_invariants).
+- the ledger invariant job (fired now) reports no violation (GET /v1/admin/solvency -> ledger_invariants), and
+  GET /v1/admin/audit/verify says the audit chain is intact.
 A failure prints the seed and a one-line replay command.
 """
 from __future__ import annotations
@@ -670,6 +671,18 @@ class _Run:
             self.anomaly(f"ledger invariants violated: {run.get('violations')}", "ledger")
         else:
             res.checks.append(f"ledger invariants hold over {run.get('balance_items')} balance items")
+
+        # 6. The audit chain (every admin funding and every money movement writes one), verified from genesis in
+        # bounded steps.
+        for _ in range(20):
+            status, verdict = self.api.call("GET", "/v1/admin/audit/verify", key=self.admin_key)
+            if status != 200 or not isinstance(verdict, dict) or not verdict.get("ok"):
+                self.anomaly(f"GET /v1/admin/audit/verify: {status} {_short(verdict)}", "ledger")
+                return
+            if verdict.get("complete"):
+                res.checks.append("the audit chain verifies")
+                return
+        res.checks.append("audit verify NOT complete after 20 steps (no verdict)")
 
     def history(self, a: int) -> list[dict] | None:
         items: list[dict] = []
