@@ -232,12 +232,19 @@ def _check_outbox(w: Any, v: Verdict) -> None:
 
 def _check_breaker(w: Any, v: Verdict) -> None:
     """The simulated world has no theft and no foreign spend: every drift that trips the send breaker is a false
-    alarm, and a false alarm pauses every user's sends. (A pause because no check ran for a while is computed on
-    read and announces nothing: not counted here.)"""
+    alarm, and a false alarm pauses every user's sends. (A pause because no check ran for a while in simulated time
+    is the breaker doing its job: not counted.)"""
+    from satflow.domain.solvency import STALE_CHECK_REASON
+
     v.checks.append("the send breaker never tripped on drift")
     for item in _scan(w, "OUTBOX#"):
-        if item["event_type"]["S"] == "solvency.breaker_tripped":
-            v.anomalies.append(f"solvency breaker tripped: {item.get('data_json', {}).get('S', '')[:400]}")
+        if item["event_type"]["S"] != "solvency.breaker_tripped":
+            continue
+        data = json.loads(item.get("data_json", {}).get("S", "{}"))
+        # A stale check (simulated time ran on while no check ran) is the breaker doing its job, not drift.
+        drift = [r for r in data.get("reasons", []) if not r.startswith(STALE_CHECK_REASON)]
+        if drift:
+            v.anomalies.append(f"solvency breaker tripped on drift: {drift}")
 
 
 def _check_audit(w: Any, v: Verdict) -> None:
