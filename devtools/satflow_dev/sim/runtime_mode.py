@@ -149,8 +149,8 @@ def make_plan(seed: int, ops: int, workers: int) -> Plan:
         client_ops: list[Op] = []
         for i in range(per_client[c]):
             kind = rng.choices(kinds, weights)[0]
-            accepted_sends = [o for o in client_ops if o.kind in ("transfer", "pay_external", "pay_internal")]
-            if kind == "replay" and not accepted_sends:
+            earlier_sends = [o for o in client_ops if o.kind in ("transfer", "pay_external", "pay_internal")]
+            if kind == "replay" and not earlier_sends:
                 kind = "transfer"
             # Unique per (client, op) and within x1.3 of each other (see TIER above).
             amount = 100_000 + c * 2_000 + i % 2_000 if i < 2_000 else 100_000 + c * 2_000 + rng.randrange(2_000)
@@ -158,7 +158,7 @@ def make_plan(seed: int, ops: int, workers: int) -> Plan:
             if kind == "transfer":
                 op.to = rng.choice(others)
             elif kind == "replay":
-                op.replay_of = rng.choice(accepted_sends).index
+                op.replay_of = rng.choice(earlier_sends).index
             elif kind == "pay_external":
                 plan.invoices.append(SetupInvoice("external", amount, fail=rng.random() < 0.25))
                 op.invoice = len(plan.invoices) - 1
@@ -763,14 +763,34 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     logging.basicConfig(level=logging.WARNING)
-    out = sys.stdout
-    if args.runtime_log != "-":
-        # The handlers' JSON log lines (worker processes inherit fd 1) go to a file; the verdicts to the terminal.
-        out = os.fdopen(os.dup(1), "w", buffering=1)
-        log_fd = os.open(args.runtime_log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.dup2(log_fd, 1)
-        os.close(log_fd)
-        print(f"handler and runtime output: {args.runtime_log}", file=out, flush=True)
+    with _handler_output_to(args.runtime_log) as out:
+        return _run_seeds(args, out)
+
+
+@contextlib.contextmanager
+def _handler_output_to(path: str) -> Iterator[Any]:
+    """The handlers' JSON log lines (the worker processes inherit fd 1) go to ``path``; what is yielded is the
+    terminal, for the verdicts. fd 1 is put back afterwards (main() may be called from another CLI)."""
+    if path == "-":
+        yield sys.stdout
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    out = os.fdopen(os.dup(1), "w", buffering=1)
+    log_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(log_fd, 1)
+    os.close(log_fd)
+    print(f"handler and runtime output: {path}", file=out, flush=True)
+    try:
+        yield out
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+        out.close()
+
+
+def _run_seeds(args: argparse.Namespace, out: Any) -> int:
     failures = seeds_run = 0
     started = time.perf_counter()
     total_ops = 0
@@ -787,7 +807,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{seeds_run} seed(s), {total_ops} ops, {args.workers} client threads, "
               f"{time.perf_counter() - started:.1f} s; failing seeds: {failures}", file=out, flush=True)
     return 1 if failures else 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
