@@ -12,7 +12,7 @@ pytestmark = pytest.mark.slow
 
 def test_one_seed_through_the_runtime_matches_every_response():
     """Seed 19: 16 requests from 4 client threads at once, every kind of request of the workload (a payment the
-    node fails among them); 40-60 s with the runtime's start (~25 s of it) at load 8-10 on 2 cores. On the scratch
+    node fails among them); 40-70 s with the runtime's start (~25 s of it) at load 8-10 on 2 cores. On the scratch
     branch that brings back issue 10's runtime (handler copies in threads of one process) it fails at once."""
     from satflow_dev.runtime.__main__ import choose_dynamodb
 
