@@ -1,4 +1,6 @@
-"""python -m satflow_dev.sim --seed N --ops K --workers W [--faults all|none|name=p,...] [--seeds M]"""
+"""python -m satflow_dev.sim --seed N --ops K --workers W [--faults all|none|name=p,...] [--seeds M]
+
+--via-runtime: concurrent HTTP clients against the real local runtime instead (see runtime_mode.py)."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +11,12 @@ from .run import run_seed
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--via-runtime" in argv:  # the same kind of workload through the real local runtime (runtime_mode.py)
+        from .runtime_mode import main as runtime_main
+
+        argv.remove("--via-runtime")
+        return runtime_main(argv)
     p = argparse.ArgumentParser(prog="python -m satflow_dev.sim", description=__doc__)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--seeds", type=int, default=1, help="run seeds seed .. seed+N-1")

@@ -92,7 +92,12 @@ class Interleaver:
         own = _capture() if self.isolate else None
         task.go.set()
         if not task.back.wait(HANDOFF_TIMEOUT_S):
-            raise InterleaveDeadlock(f"invocation {task.key} neither yielded nor ended in {HANDOFF_TIMEOUT_S:.0f} s")
+            import traceback
+
+            frame = sys._current_frames().get(task.thread.ident)
+            where = "".join(traceback.format_stack(frame)[-12:]) if frame is not None else "(no frame)"
+            raise InterleaveDeadlock(f"invocation {task.key} neither yielded nor ended in {HANDOFF_TIMEOUT_S:.0f} s; "
+                                     f"it is at:\n{where}")
         task.back.clear()
         if own is not None:
             _restore(own)

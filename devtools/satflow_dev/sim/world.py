@@ -343,7 +343,7 @@ class World:
         self.node = LightningSimulator(clock=self.clock, randbytes=self.ids.randbytes)
         self.lnd = LndRestClient(base_url="https://lnd.sim:8080", macaroon_hex=self.node.macaroon_hex,
                                  transport=self._node_transport(self.node.transport()))
-        sanctions = DynamoSanctionsStore(client, self.table)
+        sanctions = DynamoSanctionsStore(client, self.table, monotonic=self.clock)  # cache hits by the seed
         svc = Services(
             ledger=RecordedLedger(DynamoLedger(client, models, SHARDS), audit,
                                   outbox_items=webhooks.transfer_outbox_items),
