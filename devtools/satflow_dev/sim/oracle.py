@@ -167,6 +167,15 @@ def check(wl: Workload) -> Verdict:
         if w.node_sends.get(p["hash"]):
             v.anomalies.append(f"refused payment (HTTP {p['status']}) was sent to the node: {p['hash']}")
 
+    # 3b. an invoice claimed by an internal payment (ACCEPTED) is settled or released once the system is quiet
+    v.checks.append("no invoice left ACCEPTED (claimed by an internal payment) after quiescence")
+    owners = {a: k for a, k in wl.accounts}
+    for inv in m.invoices:
+        status, body = w.api_call("GET", f"/v1/invoices/{inv['hash']}", key=owners[inv["account"]])
+        if status == 200 and body.get("status") == "ACCEPTED":
+            v.anomalies.append(f"invoice {inv['hash']} still ACCEPTED after quiescence (node: "
+                               f"{w.node.invoice_state(inv['hash'])})")
+
     # 4. never the same payment hash twice
     v.checks.append("no payment hash sent twice")
     for h, n in sorted(w.node_sends.items()):
