@@ -1,10 +1,20 @@
 """One JSON call to a running local runtime's HTTP API, for the end-to-end tests (stdlib only, like a client)."""
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import urllib.error
 import urllib.request
 from typing import Any
+
+_stacks = itertools.count(1)
+
+
+def fresh_stack_name() -> str:
+    """A stack name of its own for each runtime a test starts: moto's state outlives a runtime in the test process,
+    so runtimes sharing `satflow-local-LedgerTable` would inherit each other's invoice cursor and chain tip."""
+    return f"satflow-t{os.getpid()}-{next(_stacks)}"
 
 
 def call(runtime, method: str, path: str, *, key: str | None = None, body: dict | None = None,

@@ -17,6 +17,7 @@ from satflow.domain import errors
 from satflow.domain.templates import admin_adjustment, internal_transfer
 
 from tests.conftest import SHARDS, build_services
+from tests.runtime_http import fresh_stack_name
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = "2026-11-21T12:00:00.000Z"
@@ -157,7 +158,7 @@ def runtime():
 
     factories = [lambda rt: StreamPoller.from_runtime(rt, background=False), schedule_runner_factory]
     with LocalRuntime(ROOT / "template.yaml", port=0, service_factories=factories, write_admin_key_file=False,
-                      environ={"SATFLOW_SCHEDULE_SCALE": "0"}) as rt:
+                      stack_name=fresh_stack_name(), environ={"SATFLOW_SCHEDULE_SCALE": "0"}) as rt:
         yield rt
 
 

@@ -6,7 +6,7 @@ import contextlib
 import time
 
 from tests.runtime.conftest import REAL_TEMPLATE
-from tests.runtime_http import call
+from tests.runtime_http import call, fresh_stack_name
 
 
 @contextlib.contextmanager
@@ -18,26 +18,9 @@ def started_runtime():
     factories = [lightning_service_factory, lambda rt: SqsPoller.from_runtime(rt, background=False),
                  schedule_runner_factory]
     with LocalRuntime(REAL_TEMPLATE, port=0, service_factories=factories, write_admin_key_file=False,
+                      stack_name=fresh_stack_name(),
                       environ={"SATFLOW_SCHEDULE_SCALE": "0", "SATFLOW_WORKFLOW_WAIT_S": "1"}) as rt:
-        _forget_invoice_cursor(rt)
-        try:
-            yield rt
-        finally:
-            _forget_invoice_cursor(rt)
-
-
-def _forget_invoice_cursor(runtime) -> None:
-    """moto's state outlives a runtime in this process, so the ledger table (same name every time) keeps the
-    invoice cursor of the previous runtime's simulator. A new simulator is a new node whose settle indexes start at
-    1 again: its cursor must start at 0, as it would on a fresh table (and we leave none behind for the next)."""
-    import boto3
-
-    client = boto3.client("dynamodb", endpoint_url=runtime.moto_url, region_name="us-east-1")
-    for table in client.list_tables()["TableNames"]:
-        if table.endswith("LedgerTable"):
-            client.delete_item(TableName=table, Key={"pk": {"S": "LNDCURSOR"}, "sk": {"S": "INVOICES"}})
-
-
+        yield rt
 
 
 def new_account(runtime, ref: str, fund_msat: int = 0) -> dict:

@@ -225,6 +225,44 @@ def test_internal_invoice_is_settled_on_the_ledger_and_cancelled_on_the_node(lig
     flow.assert_invariants()
 
 
+def test_internal_payment_whose_invocation_died_after_the_node_cancel_is_finished_by_the_reconciler(lightning_flow):
+    """The invocation dies right after the node cancelled the payee's invoice (sim seed 31): the intent (payment
+    PENDING, invoice ACCEPTED) is left; the reconciler cancels again (idempotent on lnd) and settles it once."""
+    flow = lightning_flow
+    alice, bob = flow.new_account(FUNDS), flow.new_account()
+    invoice = invoices.create_invoice(flow.svc, bob, amount_msat=AMOUNT)
+
+    class Died(BaseException):
+        pass
+
+    node = flow.svc.lnd
+
+    class DiesAfterCancel:
+        def cancel_invoice(self, payment_hash):
+            node().cancel_invoice(payment_hash)
+            raise Died
+
+    flow.svc.lnd = DiesAfterCancel
+    try:
+        with pytest.raises(Died):
+            flow.pay(alice, invoice.payment_request, key="crash")
+    finally:
+        flow.svc.lnd = node
+    assert flow.node.node_invoice_state(invoice.payment_hash) == "CANCELED"
+    assert flow.svc.lightning.get_invoice(invoice.payment_hash).status is InvoiceStatus.ACCEPTED  # never OPEN
+
+    counts = payments.reconcile(flow.svc, min_age_s=0)
+    assert (counts["internal_settled"], counts["errors"]) == (1, 0)
+    payment = flow.pay(alice, invoice.payment_request, key="crash")  # the payer's retry: the same answer
+    assert payment.internal and payment.status is PaymentStatus.SUCCEEDED
+    assert flow.svc.lightning.get_invoice(invoice.payment_hash).settled_by == payment.payment_id
+    assert flow.balance(alice.account_id) == (FUNDS - AMOUNT, 0) and flow.balance(bob.account_id) == (AMOUNT, 0)
+    with pytest.raises(ExternalPaymentFailed):
+        flow.node.external_pay(invoice.payment_request)
+    assert flow.started == [] and flow.lnd.sends == {}
+    flow.assert_invariants()
+
+
 # ------------------------------------------------------------------------------------------------- crash
 def test_crash_between_send_and_record_is_finished_by_the_reconciler_from_the_nodes_answer(lightning_flow):
     flow = lightning_flow

@@ -191,7 +191,7 @@ def test_payment_reconciler_job_with_nothing_pending(handlers):
     _, monitor_handler = handlers
     result = monitor_handler(sample("monitor/payment_reconciler.json"), LambdaContext())
     assert result == {"job": "payment_reconciler", "checked": 0, "posted": 0, "voided": 0, "still_pending": 0,
-                      "past_cltv": 0, "errors": 0}
+                      "past_cltv": 0, "errors": 0, "internal_settled": 0, "internal_failed": 0}
 
 
 @pytest.mark.parametrize("event", [{"job": "nope"}, {}, {"job": None}, ["invoice_catchup"]])

@@ -1,6 +1,8 @@
 """An internal invoice payment whose ledger write fails after the payee's invoice was cancelled on the node
-(issue 11 item 4): a transient failure is retried to completion (admit_with_retry, same transfer id); if it persists, the stored invoice follows the
-node (CANCELED), never OPEN while the node has cancelled it."""
+(issue 11 item 4): a transient failure is retried to completion (admit_with_retry, same transfer id); if it persists
+the outcome is unknown, not failed: the payment stays PENDING and the invoice ACCEPTED (never OPEN while the node has
+cancelled it) until the payer's retry or the reconciler finishes it (tests/inbound/test_internal_payment_crashes.py
+covers the invocation dying at each step)."""
 from __future__ import annotations
 
 import pytest
@@ -9,6 +11,7 @@ from satflow.app import invoices, payments
 from satflow.domain import errors
 from satflow.domain.invoices import InvoiceStatus
 from satflow.domain.payments import PaymentStatus
+from satflow.domain.templates import admin_adjustment
 
 from .conftest import assert_invariants, available, fund
 
@@ -46,19 +49,52 @@ def test_a_transient_ledger_failure_after_the_node_cancel_is_retried_to_completi
     assert_invariants(svc)
 
 
-def test_a_persistent_failure_leaves_the_invoice_cancelled_like_the_node_and_nothing_moved(svc, sim, funded,
-                                                                                          monkeypatch):
+def test_a_persistent_failure_leaves_the_payment_pending_never_the_invoice_open_and_a_retry_finishes_it(
+        svc, sim, funded, monkeypatch):
     alice, bob = funded
     invoice = invoices.create_invoice(svc, bob, amount_msat=250_000)
     _failing_ledger(svc, monkeypatch, failures=100)
     with pytest.raises(errors.TransientError):
         payments.create_payment(svc, alice, "pay-1", invoice.payment_request)
     assert sim.invoice_state(invoice.payment_hash) == "CANCELED"
-    assert svc.lightning.get_invoice(invoice.payment_hash).status is InvoiceStatus.CANCELED  # not OPEN
-    monkeypatch.undo()
-    with pytest.raises(errors.InvoiceNotPayable):  # the payer's retry: the invoice is gone, nothing is moved
-        payments.create_payment(svc, alice, "pay-1", invoice.payment_request)
+    assert svc.lightning.get_invoice(invoice.payment_hash).status is InvoiceStatus.ACCEPTED  # not OPEN
+    payment_id = payments.derive_id("pay", alice.account_id, "payment", "pay-1")
+    assert svc.lightning.get_payment(payment_id).status is PaymentStatus.PENDING  # unknown is not failed
     assert available(svc, alice.account_id) == 1_000_000 and available(svc, bob.account_id) == 0
+    monkeypatch.undo()
+    again = payments.create_payment(svc, alice, "pay-1", invoice.payment_request)  # the payer's retry finishes it
+    assert again.status is PaymentStatus.SUCCEEDED and again == svc.lightning.get_payment(payment_id)
+    assert svc.lightning.get_invoice(invoice.payment_hash).status is InvoiceStatus.SETTLED
+    assert available(svc, alice.account_id) == 750_000 and available(svc, bob.account_id) == 250_000
+    assert_invariants(svc)
+
+
+def test_a_refusal_after_the_node_cancel_fails_the_payment_and_cancels_the_invoice(svc, sim, funded, monkeypatch):
+    """The ledger refuses (here: the payer's funds went to another send between the pre-check and the write): the
+    node has cancelled the invoice, nothing moved; the payment is FAILED with the refusal's code and the invoice
+    CANCELED, in one transaction. The payer's retry gets that payment, and the reconciler has nothing to do."""
+    alice, bob = funded
+    invoice = invoices.create_invoice(svc, bob, amount_msat=250_000)
+    real = svc.lightning.settle_invoice_items
+
+    def funds_gone_meanwhile(*args, **kwargs):
+        svc.ledger.execute(admin_adjustment(transfer_id="drain", account_id=alice.account_id, amount_msat=900_000,
+                                            direction="debit", reason="test", created_at=svc.clock(),
+                                            shards=svc.system_shards))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(svc.lightning, "settle_invoice_items", funds_gone_meanwhile)
+    with pytest.raises(errors.InsufficientFunds):
+        payments.create_payment(svc, alice, "pay-1", invoice.payment_request)
+    monkeypatch.undo()
+    payment_id = payments.derive_id("pay", alice.account_id, "payment", "pay-1")
+    failed = svc.lightning.get_payment(payment_id)
+    assert failed.status is PaymentStatus.FAILED and failed.failure_reason == "INSUFFICIENT_FUNDS"
+    assert svc.lightning.get_invoice(invoice.payment_hash).status is InvoiceStatus.CANCELED
+    assert sim.invoice_state(invoice.payment_hash) == "CANCELED"
+    assert payments.create_payment(svc, alice, "pay-1", invoice.payment_request) == failed
+    assert payments.reconcile(svc, min_age_s=0)["checked"] == 0
+    assert available(svc, alice.account_id) == 100_000 and available(svc, bob.account_id) == 0
     assert_invariants(svc)
 
 

@@ -11,6 +11,7 @@ import pytest
 from tests.realnodes.session_stack import unavailable
 from tests.realnodes.test_runtime_regtest import _available, _call
 from tests.runtime.conftest import REAL_TEMPLATE
+from tests.runtime_http import fresh_stack_name
 
 pytestmark = [pytest.mark.realnodes, pytest.mark.filterwarnings("ignore:No application metrics to publish")]
 
@@ -28,7 +29,7 @@ def runtime():
     factories = [lightning_service_factory, lambda rt: SqsPoller.from_runtime(rt, background=False),
                  lambda rt: StreamPoller.from_runtime(rt, background=False), schedule_runner_factory]
     with LocalRuntime(REAL_TEMPLATE, port=0, service_factories=factories, write_admin_key_file=False,
-                      environ={"SATFLOW_SCHEDULE_SCALE": "0"}, dynamodb="local") as rt:
+                      stack_name=fresh_stack_name(), environ={"SATFLOW_SCHEDULE_SCALE": "0"}, dynamodb="local") as rt:
         yield rt
 
 

@@ -15,7 +15,7 @@ import uuid
 import pytest
 
 from tests.runtime.conftest import REAL_TEMPLATE
-from tests.runtime_http import call
+from tests.runtime_http import call, fresh_stack_name
 
 pytestmark = [pytest.mark.realnodes, pytest.mark.filterwarnings("ignore:No application metrics to publish")]
 
@@ -30,20 +30,8 @@ def runtime(regtest_stack):
     factories = [lambda rt: RegtestService.from_runtime(rt, stack=regtest_stack),
                  lambda rt: SqsPoller.from_runtime(rt, background=False), schedule_runner_factory]
     with LocalRuntime(REAL_TEMPLATE, port=0, service_factories=factories, write_admin_key_file=False,
-                      environ={"SATFLOW_SCHEDULE_SCALE": "0"}) as rt:
+                      stack_name=fresh_stack_name(), environ={"SATFLOW_SCHEDULE_SCALE": "0"}) as rt:
         yield rt
-        forget_the_table(rt)
-
-
-def forget_the_table(rt) -> None:
-    """moto's state is process-global and every runtime names its table satflow-local-LedgerTable: drop ours, or
-    the next runtime in this process inherits this one's invoice cursor (the real node's settle indexes)."""
-    from satflow_dev.runtime.resources import aws_client
-
-    ddb = aws_client("dynamodb", rt.moto_url)
-    for table in ddb.list_tables()["TableNames"]:
-        if table.startswith("satflow-local-"):
-            ddb.delete_table(TableName=table)
 
 
 _call = functools.partial(call, timeout=60)

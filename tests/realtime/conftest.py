@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from tests.runtime_http import call
+from tests.runtime_http import call, fresh_stack_name
 
 ROOT = Path(__file__).resolve().parents[2]
 REAL_TEMPLATE = ROOT / "template.yaml"
@@ -35,6 +35,7 @@ def runtime():
     # In-process handlers: test_each_key_form_connects_and_the_key_is_never_logged reads the handlers' log records
     # with caplog (in worker processes they go to the worker's stdout; the other tests pass either way).
     with LocalRuntime(REAL_TEMPLATE, port=0, service_factories=factories, write_admin_key_file=False,
+                      stack_name=fresh_stack_name(),
                       environ={"SATFLOW_SCHEDULE_SCALE": "0"}, invocation="in-process") as rt:
         yield rt
 

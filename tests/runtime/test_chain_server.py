@@ -17,6 +17,7 @@ from satflow.adapters.bitcoind import BitcoinRpcClient
 from satflow.domain.bitcoin import BitcoinNodeAuthFailed, BitcoinRpcMethodNotFound, FeeEstimateMode
 from satflow_dev.runtime.chain_server import ChainService, bip84_test_account, signer_refusal
 from satflow_dev.runtime.resources import aws_client
+from tests.runtime_http import fresh_stack_name
 
 from .conftest import REAL_TEMPLATE
 
@@ -353,6 +354,7 @@ def test_the_real_template_gets_a_chain_node_and_a_signer():
     if "BitcoindSecret:" not in REAL_TEMPLATE.read_text():
         pytest.skip("the template declares no bitcoind secret yet")
     with LocalRuntime(REAL_TEMPLATE, port=0, service_factories=[chain_service_factory, schedule_runner_factory],
+                      stack_name=fresh_stack_name(),
                       write_admin_key_file=False, environ={"SATFLOW_SCHEDULE_SCALE": "0"}) as rt:
         chain = rt.service("chain")
         secrets = aws_client("secretsmanager", rt.moto_url)

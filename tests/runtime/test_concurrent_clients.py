@@ -14,6 +14,8 @@ import uuid
 
 import pytest
 
+from tests.runtime_http import fresh_stack_name
+
 from .conftest import REAL_TEMPLATE
 
 ROOT = REAL_TEMPLATE.parent
@@ -31,7 +33,7 @@ def runtime():
     from satflow_dev.runtime.services import lightning_service_factory
 
     with LocalRuntime(REAL_TEMPLATE, port=0, service_factories=[lightning_service_factory],
-                      write_admin_key_file=False,
+                      stack_name=fresh_stack_name(), write_admin_key_file=False,
                       # Timeouts stay enforced, with room for a test machine at load 15 on 2 cores.
                       environ={**os.environ, "SATFLOW_LOCAL_CONCURRENCY": str(CLIENTS),
                                "SATFLOW_LOCAL_TIMEOUT_SCALE": "4"},

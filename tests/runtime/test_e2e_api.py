@@ -8,6 +8,8 @@ import uuid
 
 import pytest
 
+from tests.runtime_http import fresh_stack_name
+
 from .conftest import REAL_TEMPLATE
 
 API_HANDLER = REAL_TEMPLATE.parent / "functions" / "api" / "app.py"
@@ -19,7 +21,8 @@ pytestmark = pytest.mark.skipif(not API_HANDLER.exists(), reason="functions/api/
 def api_runtime():
     from satflow_dev.runtime.local_runtime import LocalRuntime
 
-    with LocalRuntime(REAL_TEMPLATE, port=0, service_factories=[], write_admin_key_file=False) as runtime:
+    with LocalRuntime(REAL_TEMPLATE, port=0, service_factories=[], write_admin_key_file=False,
+                      stack_name=fresh_stack_name()) as runtime:
         yield runtime
 
 

@@ -9,8 +9,9 @@ import uuid
 
 import pytest
 
+from tests.runtime_http import call, fresh_stack_name
+
 from .conftest import REAL_TEMPLATE
-from tests.runtime_http import call
 
 ROOT = REAL_TEMPLATE.parent
 NEEDED = [ROOT / "functions" / name / "app.py" for name in ("api", "invoice", "monitor", "payment")]
@@ -29,7 +30,7 @@ def runtime():
     factories = [lightning_service_factory, lambda rt: SqsPoller.from_runtime(rt, background=False),
                  schedule_runner_factory]
     with LocalRuntime(REAL_TEMPLATE, port=0, service_factories=factories, write_admin_key_file=False,
-                      environ={"SATFLOW_SCHEDULE_SCALE": "0"}) as rt:
+                      stack_name=fresh_stack_name(), environ={"SATFLOW_SCHEDULE_SCALE": "0"}) as rt:
         yield rt
 
 

@@ -10,6 +10,8 @@ import urllib.request
 
 import pytest
 
+from tests.runtime_http import fresh_stack_name
+
 from .conftest import REAL_TEMPLATE
 
 
@@ -20,6 +22,7 @@ def runtime():
 
     factories = [lightning_service_factory, chain_service_factory, schedule_runner_factory]
     with LocalRuntime(REAL_TEMPLATE, port=0, service_factories=factories, write_admin_key_file=False,
+                      stack_name=fresh_stack_name(),
                       environ={"SATFLOW_SCHEDULE_SCALE": "0", "SATFLOW_BREAKER_CACHE_S": "0"}) as rt:
         yield rt
 

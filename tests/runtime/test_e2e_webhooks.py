@@ -10,8 +10,9 @@ import uuid
 
 import pytest
 
+from tests.runtime_http import call, fresh_stack_name
+
 from .conftest import REAL_TEMPLATE
-from tests.runtime_http import call
 
 ROOT = REAL_TEMPLATE.parent
 pytestmark = pytest.mark.skipif("WebhookRelayFunction:" not in REAL_TEMPLATE.read_text(),
@@ -34,7 +35,7 @@ def runtime():
     os.environ["SATFLOW_WEBHOOK_RETRY_BASE_S"] = "0"  # a failed attempt comes back at once
     try:
         with LocalRuntime(REAL_TEMPLATE, port=0, service_factories=factories, write_admin_key_file=False,
-                          environ={"SATFLOW_SCHEDULE_SCALE": "0"}) as rt:
+                          stack_name=fresh_stack_name(), environ={"SATFLOW_SCHEDULE_SCALE": "0"}) as rt:
             yield rt
     finally:
         if previous is None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from .conftest import REAL_TEMPLATE
+from tests.runtime_http import fresh_stack_name
+
 from .test_e2e_api import _call
 
 LOCAL_LISTED_ADDRESS = "bcrt1qfgqfxyftnzcj3kr6jkqwqew6v67x22xju763m9"  # the README's blocked payout example
@@ -16,7 +18,7 @@ def runtime():
     from satflow_dev.runtime.services import lightning_service_factory
 
     with LocalRuntime(REAL_TEMPLATE, port=0, service_factories=[lightning_service_factory],
-                      write_admin_key_file=False) as rt:
+                      stack_name=fresh_stack_name(), write_admin_key_file=False) as rt:
         yield rt
 
 

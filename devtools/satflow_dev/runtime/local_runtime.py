@@ -19,7 +19,7 @@ from .invoker import InProcessInvoker
 from .moto_server import LambdaInvokeResult, start_moto_server
 from .resources import CreatedResources, create_resources
 from .services import DEFAULT_SERVICE_FACTORIES, BackgroundService, ServiceFactory
-from .template import FunctionSpec, TemplateModel, load_template
+from .template import STACK_NAME, FunctionSpec, TemplateModel, load_template
 from .workers import ProcessInvoker
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ class LocalRuntime:
         environ: Mapping[str, str] | None = None,
         dynamodb: str = "moto",
         invocation: str = "process",
+        stack_name: str = STACK_NAME,
     ) -> None:
         if dynamodb not in ("moto", "local"):
             raise ValueError("dynamodb must be 'moto' or 'local' (DynamoDB Local)")
@@ -62,6 +63,10 @@ class LocalRuntime:
         if invocation not in ("process", "in-process"):
             raise ValueError("invocation must be 'process' or 'in-process'")
         self.invocation = invocation
+        # Prefix of every undeclared physical name (tables, queues, functions). Tests that start several runtimes
+        # in one process give each its own (tests/runtime_http.fresh_stack_name): moto's state outlives a runtime,
+        # so a shared table name would hand one runtime the last one's invoice cursor and chain tip.
+        self.stack_name = stack_name
         self.dynamodb = dynamodb
         self.dynamodb_local: Any = None
         self.template_path = Path(template)
@@ -102,7 +107,8 @@ class LocalRuntime:
 
     def _start(self) -> None:
         self._refuse_account_shaped_admin_key()
-        self.model = load_template(self.template_path, self.parameter_overrides, LOCAL_PARAMETER_DEFAULTS)
+        self.model = load_template(self.template_path, self.parameter_overrides, LOCAL_PARAMETER_DEFAULTS,
+                                   stack_name=self.stack_name)
         # Bind the HTTP port before touching anything else: a second `make run` must fail without overwriting
         # the first one's admin key file or secret.
         self.gateway = HttpGateway(RouteTable(self.model.routes()), self._invoke, self.host, self.port)

@@ -180,6 +180,7 @@ class TemplateModel:
     functions: tuple[FunctionSpec, ...]
     state_machines: tuple[StateMachineSpec, ...]
     ignored: tuple[tuple[str, str], ...]  # (logical id, type) of resources not created locally
+    stack_name: str = STACK_NAME
 
     @property
     def root(self) -> Path:
@@ -199,12 +200,13 @@ class TemplateModel:
 
 
 def load_template(path: str | Path, parameter_overrides: Mapping[str, str] | None = None,
-                  local_defaults: Mapping[str, str] | None = None) -> TemplateModel:
+                  local_defaults: Mapping[str, str] | None = None, *, stack_name: str = STACK_NAME) -> TemplateModel:
     """Parse template.yaml and build the model. ``local_defaults`` replace the template's Default of parameters
-    the template declares (and the caller did not override): values that only make sense locally."""
+    the template declares (and the caller did not override): values that only make sense locally.
+    ``stack_name`` prefixes undeclared physical names and is AWS::StackName (two stacks, two sets of tables)."""
     path = Path(path).resolve()
     return _ModelBuilder(path, load_template_document(path), dict(parameter_overrides or {}),
-                         dict(local_defaults or {})).build()
+                         dict(local_defaults or {}), stack_name).build()
 
 
 def load_template_document(path: str | Path) -> dict[str, Any]:
@@ -246,7 +248,8 @@ def _physical_name_property(resource_type: str) -> str | None:
 class Resolver:
     """Resolves intrinsic functions against parameter values and local physical names."""
 
-    def __init__(self, raw: dict[str, Any], parameters: dict[str, str]) -> None:
+    def __init__(self, raw: dict[str, Any], parameters: dict[str, str], stack_name: str = STACK_NAME) -> None:
+        self.stack_name = stack_name
         self.list_parameters = {  # Ref of these gives a list
             name for name, spec in (raw.get("Parameters") or {}).items()
             if str(spec.get("Type", "")).startswith("List<") or spec.get("Type") == "CommaDelimitedList"
@@ -271,7 +274,7 @@ class Resolver:
             resource = self._resources.get(logical_id) or {}
             prop = _physical_name_property(resource.get("Type", ""))
             declared = (resource.get("Properties") or {}).get(prop) if prop else None
-            name = str(self.resolve(declared)) if declared is not None else f"{STACK_NAME}-{logical_id}"
+            name = str(self.resolve(declared)) if declared is not None else f"{self.stack_name}-{logical_id}"
             if resource.get("Type") == "AWS::SQS::Queue" and declared is None and _truthy(
                 (resource.get("Properties") or {}).get("FifoQueue")
             ):
@@ -285,8 +288,8 @@ class Resolver:
         pseudo = {
             "AWS::Region": REGION,
             "AWS::AccountId": ACCOUNT_ID,
-            "AWS::StackName": STACK_NAME,
-            "AWS::StackId": f"arn:aws:cloudformation:{REGION}:{ACCOUNT_ID}:stack/{STACK_NAME}/local",
+            "AWS::StackName": self.stack_name,
+            "AWS::StackId": f"arn:aws:cloudformation:{REGION}:{ACCOUNT_ID}:stack/{self.stack_name}/local",
             "AWS::Partition": "aws",
             "AWS::URLSuffix": "amazonaws.com",
             "AWS::NoValue": NO_VALUE,
@@ -300,7 +303,7 @@ class Resolver:
         if resource_type is None:
             # SAM's generated resources (FunctionRole, ServerlessHttpApi, ...): a stable placeholder.
             log.debug("Ref %s: not in the template, using a placeholder", target)
-            return f"{STACK_NAME}-{target}"
+            return f"{self.stack_name}-{target}"
         name = self.name(target)
         if resource_type == "AWS::SQS::Queue":
             return queue_url(name)
@@ -449,12 +452,12 @@ def _merge_globals(global_props: dict[str, Any], props: dict[str, Any]) -> dict[
 
 class _ModelBuilder:
     def __init__(self, path: Path, raw: dict[str, Any], overrides: dict[str, str],
-                 local_defaults: dict[str, str] | None = None) -> None:
+                 local_defaults: dict[str, str] | None = None, stack_name: str = STACK_NAME) -> None:
         self.path = path
         self.raw = raw
         self.local_defaults = local_defaults or {}
         self.parameters = self._parameters(overrides)
-        self.resolver = Resolver(raw, self.parameters)
+        self.resolver = Resolver(raw, self.parameters, stack_name)
         self.globals = raw.get("Globals") or {}
 
     def _parameters(self, overrides: dict[str, str]) -> dict[str, str]:
@@ -510,7 +513,7 @@ class _ModelBuilder:
                 if rtype not in _KNOWN_UNUSED_TYPES:
                     log.info("template: %s (%s) is not created by the local runtime", logical_id, rtype)
         return TemplateModel(self.path, self.parameters, tuple(tables), tuple(secrets), tuple(queues),
-                             tuple(functions), tuple(machines), tuple(ignored))
+                             tuple(functions), tuple(machines), tuple(ignored), self.resolver.stack_name)
 
     # -- resources
 

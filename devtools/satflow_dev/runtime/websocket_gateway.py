@@ -62,7 +62,7 @@ def websocket_api(model: TemplateModel) -> WebSocketApiSpec | None:
     """The template's first WEBSOCKET API with its routes (Route -> Integration -> function), or None."""
     raw = load_template_document(model.path)
     resources = raw.get("Resources") or {}
-    resolver = Resolver(raw, dict(model.parameters))
+    resolver = Resolver(raw, dict(model.parameters), model.stack_name)
     by_type: dict[str, dict[str, dict]] = {}
     for lid, res in resources.items():
         by_type.setdefault(res.get("Type", ""), {})[lid] = res.get("Properties") or {}

@@ -246,6 +246,8 @@ class Execution:
                 self.token = None
                 self._handle_error(spec, exc)
                 return
+            if getattr(self, "_token_done", False):
+                return  # answered while the task that received the token was still running (interleaved)
             timeout = _get(self.data, spec["TimeoutSecondsPath"], self.context) if "TimeoutSecondsPath" in spec \
                 else spec.get("TimeoutSeconds")
             self.token_deadline = self.now() + float(timeout) if timeout is not None else None

@@ -34,16 +34,24 @@ class RunResult:
 
     dynamodb: str = "moto"
     internal_share: float = 0.0
+    interleave: bool = True
+    isolate_environments: bool = True
+    switches: int = 0  # interleaving: how often an invocation stopped at an I/O edge for another to run
+    max_concurrent: int = 0
 
     def replay_command(self) -> str:
         return (f"python -m satflow_dev.sim --seed {self.seed} --ops {self.ops} --workers {self.workers} "
                 f"--faults {self.faults}" + (" --dynamodb local" if self.dynamodb == "local" else "")
-                + (f" --internal-share {self.internal_share}" if self.internal_share else ""))
+                + (f" --internal-share {self.internal_share}" if self.internal_share else "")
+                + ("" if self.interleave else " --no-interleave")
+                + ("" if self.isolate_environments else " --shared-environments"))
 
     def summary(self) -> str:
         lines = [f"seed {self.seed}: {'OK' if self.ok else 'ANOMALIES'} — {self.ops} ops, {self.workers} workers, "
                  f"{self.actions} actions, {self.invocations} invocations, {self.executions} workflows, "
-                 f"{self.crashes} crashes, faults {self.injected}, quiesced in {self.quiesce_rounds} rounds, "
+                 f"{self.crashes} crashes, faults {self.injected}, "
+                 f"interleaved: {self.switches} switches, up to {self.max_concurrent} concurrent, "
+                 f"quiesced in {self.quiesce_rounds} rounds, "
                  f"{self.seconds:.1f} s ({self.ops / max(self.seconds, 1e-9):.1f} ops/s), trace {self.trace_digest}"]
         lines.append(f"  workload: {self.mix}")
         lines += [f"  checked: {c}" for c in self.verdict.checks]
@@ -55,9 +63,11 @@ class RunResult:
 
 
 def run_seed(seed: int, ops: int = 100, workers: int = 4, faults: str = "all", accounts: int = 6,
-             endpoint_url: str | None = None, internal_share: float = 0.0) -> RunResult:
+             endpoint_url: str | None = None, internal_share: float = 0.0, interleave: bool = True,
+             isolate_environments: bool = True) -> RunResult:
     started = time.perf_counter()
-    world = World(seed, Faults.parse(faults), endpoint_url=endpoint_url).start()
+    world = World(seed, Faults.parse(faults), endpoint_url=endpoint_url, interleave=interleave,
+                  isolate_environments=isolate_environments).start()
     try:
         wl = Workload(world, seed, ops, workers, accounts, internal_share)
         wl.setup()
@@ -77,6 +87,8 @@ def run_seed(seed: int, ops: int = 100, workers: int = 4, faults: str = "all", a
                          seconds=time.perf_counter() - started,
                          trace_digest=hashlib.sha256("\n".join(wl.trace).encode()).hexdigest()[:16],
                          counts=dict(wl.counts), mix=wl.mix(), dynamodb="local" if endpoint_url else "moto",
-                         internal_share=internal_share)
+                         internal_share=internal_share, interleave=interleave,
+                         isolate_environments=isolate_environments, switches=world.sched.switches,
+                         max_concurrent=world.sched.max_concurrent)
     finally:
         world.stop()

@@ -17,6 +17,13 @@ MONITOR_JOBS = ("invoice_catchup", "invoice_expiry", "payment_reconciler", "revi
 ONCHAIN_SHARE = 0.45  # share of client operations that are on-chain (addresses, deposits, payouts, signer, bumps)
 
 
+_CONCURRENT = ("worker", "step", "deliver", "monitor", "sealer")  # actions that run Lambda invocations
+
+
+def _task_key(kind: str, arg: Any) -> str:
+    return f"{kind}:{arg}"
+
+
 @dataclass
 class Model:
     """What every user balance must be once the system is quiet."""
@@ -38,6 +45,7 @@ class Op:
     attempts: int = 0
     done: bool = False
     result: Any = None
+    last: Any = None  # the last (status, body) the client got
 
 
 class Workload:
@@ -97,18 +105,20 @@ class Workload:
 
     # ------------------------------------------------------------------ the scheduler
     def actions(self) -> list[tuple[float, str, Any]]:
-        acts: list[tuple[float, str, Any]] = []
+        acts: list[tuple[float, str, Any]] = [(3.0, "resume", key) for key in self.w.sched.suspended()]
+        busy = self.w.sched.busy
         for i, current in enumerate(self.workers):
-            if current is not None or self.ops_issued < self.ops_target:
+            if (current is not None or self.ops_issued < self.ops_target) and not busy(_task_key("worker", i)):
                 acts.append((3.0, "worker", i))
         for key, execution in self.w.executions.items():
-            if execution.runnable():
+            if execution.runnable() and not busy(_task_key("step", key)):
                 acts.append((3.0, "step", key))
-        if self.w.invoice_queue:
+        if self.w.invoice_queue and not busy(_task_key("deliver", None)):
             acts.append((2.0, "deliver", None))
         for job in self.w.monitor_jobs():
-            acts.append((0.3, "monitor", job))
-        if self.w.sealer_fn is not None:
+            if not busy(_task_key("monitor", job)):
+                acts.append((0.3, "monitor", job))
+        if self.w.sealer_fn is not None and not busy(_task_key("sealer", "sweep")):
             acts.append((0.3, "sealer", "sweep"))
         acts.append((0.4, "advance", None))
         acts += self.onchain.actions()
@@ -117,7 +127,8 @@ class Workload:
         return acts
 
     def busy(self) -> bool:
-        return self.ops_issued < self.ops_target or any(op is not None for op in self.workers)
+        return (self.ops_issued < self.ops_target or any(op is not None for op in self.workers)
+                or bool(self.w.sched.suspended()))
 
     def tick(self) -> None:
         acts = self.actions()
@@ -131,6 +142,20 @@ class Workload:
 
     def do(self, kind: str, arg: Any) -> None:
         self.counts[kind] = self.counts.get(kind, 0) + 1
+        if kind == "resume":
+            self.trace.append(f"resume {arg}")
+            self.w.sched.resume(arg)
+        elif self.w.interleave and kind in _CONCURRENT:
+            # A concurrent invocation: runs until its first DynamoDB/node call, then waits to be resumed.
+            self.w.sched.spawn(_task_key(kind, arg), lambda: self._do(kind, arg))
+        else:
+            self._do(kind, arg)
+
+    def drain(self) -> None:
+        """Let every suspended invocation finish (in a seeded order)."""
+        self.w.sched.drain(lambda keys: self.rng.choice(keys))
+
+    def _do(self, kind: str, arg: Any) -> None:
         if kind == "worker":
             self._worker(arg)
         elif kind == "step":
@@ -174,6 +199,7 @@ class Workload:
         self.trace.append(f"w{i} {op.kind} #{op.attempts}")
         op.attempts += 1
         getattr(self, f"_op_{op.kind}")(op)
+        op.last = self.w.last_answer()
         if op.done:
             self.workers[i] = None
         elif op.result is None and self.rng.random() < ABANDON:
@@ -183,7 +209,8 @@ class Workload:
             self.abandoned.append(op)
             self.workers[i] = None
         elif op.attempts >= MAX_ATTEMPTS:
-            self.model.anomalies.append(f"liveness: {op.kind} {op.args} never answered in {MAX_ATTEMPTS} attempts")
+            self.model.anomalies.append(f"liveness: {op.kind} {op.args} never answered in {MAX_ATTEMPTS} attempts "
+                                        f"(last answer {op.last})")
             self.workers[i] = None
 
     def _account(self) -> tuple[str, str]:
@@ -264,6 +291,7 @@ class Workload:
             self.model.anomalies.append(f"funding refused: {status} {body}")
             op.done = True
             return
+        self._echo("funding", body, {"account_id": acct, "amount_msat": a["amount"]})
         if op.result is None:
             op.result = body["adjustment_id"]
             self.model.balance[acct] += a["amount"]
@@ -281,6 +309,7 @@ class Workload:
         if status >= 500:
             return
         if status in (201, 202):
+            self._echo("transfer", body, {"to": a["to"], "amount_msat": a["amount"]})
             if op.result is None:
                 op.result = body["transfer_id"]
                 self.model.transfers.append({"from": sender, "key": key, "to": a["to"], "amount": a["amount"],
@@ -300,6 +329,14 @@ class Workload:
         code = body.get("error", {}).get("code") if isinstance(body.get("error"), dict) else body.get("error")
         name = f"refused_{kind}_{status}_{code}"
         self.refusals[name] = self.refusals.get(name, 0) + 1
+        if code == "VALIDATION_ERROR":  # the workload only sends well-formed requests
+            self.model.anomalies.append(f"a well-formed {kind} request was refused as malformed: {status} {body}")
+
+    def _echo(self, kind: str, body: dict, sent: dict) -> None:
+        """A response describes its own request (issue 10: concurrent requests once got each other's answers)."""
+        wrong = {k: (body.get(k), v) for k, v in sent.items() if body.get(k) != v}
+        if wrong:
+            self.model.anomalies.append(f"{kind} response does not match its request (got, sent): {wrong}")
 
     def _op_invoice(self, op: Op) -> None:
         acct, key = op.args["account"]
@@ -308,6 +345,7 @@ class Workload:
         if status >= 500:
             return
         if status == 201:
+            self._echo("invoice", body, {"amount_msat": op.args["amount"]})
             self.model.invoices.append({"account": acct, "amount": op.args["amount"], "hash": body["payment_hash"],
                                         "payment_request": body["payment_request"]})
         op.done = True
@@ -337,6 +375,7 @@ class Workload:
         if status >= 500:
             return
         if status in (200, 201, 202):
+            self._echo("payment", body, {"payment_hash": a["hash"], "amount_msat": a["amount"]})
             if op.result is None:
                 op.result = body["payment_id"]
                 self.model.payments.append({"account": acct, "key": key, "id": body["payment_id"], "hash": a["hash"],
@@ -361,6 +400,8 @@ class Workload:
             return
         if status not in (200, 201, 202) and op.result is None:
             self._refused("internal_payment", status, body)
+        if status in (200, 201, 202):
+            self._echo("internal payment", body, {"payment_hash": inv["hash"], "amount_msat": inv["amount"]})
         if status in (200, 201, 202) and op.result is None:
             op.result = body["payment_id"]
             self.model.payments.append({"account": acct, "key": key, "id": body["payment_id"], "hash": inv["hash"],

@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from .asl import Execution, TaskError, load_definition
 from .clock import SimClock
+from .interleave import Interleaver
 
 ROOT = Path(__file__).resolve().parents[3]
 REGION = "us-east-1"
@@ -285,7 +286,15 @@ class FakeStepFunctions:
 
 class World:
     def __init__(self, seed: int, faults: Faults, *, wait_s: int = 5, max_tracks: int = 3,
-                 review_timeout_s: int = 600, endpoint_url: str | None = None) -> None:
+                 review_timeout_s: int = 600, endpoint_url: str | None = None, interleave: bool = True,
+                 isolate_environments: bool = True) -> None:
+        import threading
+
+        # Concurrent invocations stop at every DynamoDB/node call; the workload's scheduler picks who goes on
+        # (interleave.py). Off: each action runs to completion before the next (the first version's model).
+        self.interleave = interleave
+        self.sched = Interleaver(isolate=isolate_environments)
+        self._tl = threading.local()  # the invocation running on this thread (faults apply inside invocations)
         self.endpoint_url = endpoint_url  # DynamoDB Local; None: moto in-process
         self.seed = seed
         self.faults = faults
@@ -302,10 +311,17 @@ class World:
         self.crashes = 0
         self.handler_errors = 0
         self._msg_seq = 0
-        self._invocation: str | None = None
         self._mock: Any = None
         self._saved_call: Any = None
         self._saved_env: dict[str, str] = {}
+
+    @property
+    def _invocation(self) -> str | None:
+        return getattr(self._tl, "invocation", None)
+
+    @_invocation.setter
+    def _invocation(self, function: str | None) -> None:
+        self._tl.invocation = function
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> "World":
@@ -420,13 +436,13 @@ class World:
         self.node = LightningSimulator(clock=self.clock, randbytes=self.ids.randbytes)
         self.lnd = LndRestClient(base_url="https://lnd.sim:8080", macaroon_hex=self.node.macaroon_hex,
                                  transport=self._node_transport(self.node.transport()))
-        sanctions = DynamoSanctionsStore(client, self.table)
+        sanctions = DynamoSanctionsStore(client, self.table, monotonic=self.clock)  # cache hits by the seed
         svc = Services(
             ledger=RecordedLedger(DynamoLedger(client, models, SHARDS), audit,
                                   outbox_items=webhooks.transfer_outbox_items),
             audit=audit, webhooks=webhooks, accounts=DynamoAccounts(client, models),
             admin_key=lambda: ADMIN_KEY, system_shards=SHARDS, network="regtest",
-            clock=self.clock.iso, unix_clock=lambda: int(self.clock()),
+            clock=self.clock.iso, unix_clock=lambda: int(self.clock()), monotonic=self.clock,
             lightning=DynamoLightningStore(client, models), lnd=lambda: self.lnd,
             limits=DynamoLimitStore(client, models), risk=DynamoRiskStore(client, models), sanctions=sanctions,
             start_payment=lambda pid: self.start_execution("payment", pid, {"payment_id": pid}),
@@ -445,6 +461,10 @@ class World:
         except ImportError:
             pass
         self._load_sanctions(sanctions)
+        from satflow.app import solvency as _solvency
+
+        # Module state of a container: a new world is a new deployment (an earlier seed's store may share an id()).
+        _solvency._BREAKER_CACHE.clear()
         self.svc = svc
         bootstrap.override(svc)
         sfn = FakeStepFunctions(self)
@@ -518,7 +538,10 @@ class World:
 
         def call(client: Any, operation: str, params: dict) -> Any:
             f = world.faults
-            if not f.enabled or world._invocation is None or client.meta.service_model.service_name != "dynamodb":
+            if world._invocation is None or client.meta.service_model.service_name != "dynamodb":
+                return original(client, operation, params)
+            world.sched.yield_point()  # another concurrent invocation may run here (interleave.py)
+            if not f.enabled:
                 return original(client, operation, params)
             r = world.fault_rng.random
             if r() < f.ddb_crash_before:
@@ -552,6 +575,8 @@ class World:
         class NodeTransport(httpx.BaseTransport):
             def handle_request(self, request: httpx.Request) -> httpx.Response:
                 f = world.faults
+                if world._invocation is not None:
+                    world.sched.yield_point()
                 active = f.enabled and world._invocation is not None
                 r = world.fault_rng.random
                 if active and r() < f.node_crash_before:
@@ -594,7 +619,17 @@ class World:
 
     def api_call(self, method: str, path: str, *, key: str | None, body: dict | None = None,
                  idempotency_key: str | None = None, query: dict | None = None) -> tuple[int, dict]:
-        """A request through API Gateway to the API function. (502, {}) when the invocation died."""
+        """A request through API Gateway to the API function. (502, {}) when the invocation died. The answer is
+        also kept as this thread's ``last_answer`` (liveness anomalies say what the client kept getting)."""
+        answer = self._api_call(method, path, key=key, body=body, idempotency_key=idempotency_key, query=query)
+        self._tl.last_answer = (answer[0], json.dumps(answer[1])[:300])
+        return answer
+
+    def last_answer(self) -> Any:
+        return getattr(self._tl, "last_answer", None)
+
+    def _api_call(self, method: str, path: str, *, key: str | None, body: dict | None = None,
+                  idempotency_key: str | None = None, query: dict | None = None) -> tuple[int, dict]:
         headers = {"authorization": f"Bearer {key}", "content-type": "application/json", "host": "api.sim"}
         if idempotency_key:
             headers["idempotency-key"] = idempotency_key

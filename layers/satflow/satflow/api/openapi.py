@@ -26,12 +26,14 @@ _TRANSFER = {
                    "review_id": {"type": "string", "description": "only when held by a risk review (202)"}},
 }
 _HASH = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+_INVOICE_STATUSES = ["OPEN", "ACCEPTED", "SETTLED", "EXPIRED", "CANCELED"]  # domain.invoices.InvoiceStatus
 _INVOICE = {
     "type": "object",
     "required": ["payment_hash", "payment_request", "amount_msat", "expires_at", "status"],
     "properties": {"payment_hash": _HASH, "payment_request": _STR, "amount_msat": _INT,
                    "expires_at": {"type": "string", "format": "date-time"},
-                   "status": {"type": "string", "enum": ["OPEN", "SETTLED", "EXPIRED", "CANCELED"]},
+                   "status": {"type": "string", "enum": _INVOICE_STATUSES, "description":
+                              "ACCEPTED: an internal payment is settling it (SETTLED or CANCELED follows)"},
                    "amount_received_msat": _INT, "settled_at": {"type": "string", "nullable": True},
                    "memo": {"type": "string", "nullable": True}, "metadata": {"type": "object"}},
 }
@@ -440,7 +442,7 @@ ROUTES = ROUTES + (
           response={"type": "object", "required": ["items", "next_cursor"],
                     "properties": {"items": {"type": "array", "items": _INVOICE},
                                    "next_cursor": {"type": "string", "nullable": True}}},
-          parameters=(_q("status", {"type": "string", "enum": ["OPEN", "SETTLED", "EXPIRED", "CANCELED"]}),
+          parameters=(_q("status", {"type": "string", "enum": _INVOICE_STATUSES}),
                       _q("from", {"type": "string", "description": "UTC date or time, inclusive"}),
                       _q("to", {"type": "string", "description": "UTC date or time, exclusive"}),
                       _q("limit", {"type": "integer", "minimum": 1, "maximum": 100}), _q("cursor"))),

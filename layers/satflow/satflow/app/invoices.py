@@ -93,6 +93,34 @@ def credit_settled_invoice(svc: Services, *, payment_hash: str, amount_paid_msat
     return CreditResult("duplicate" if result.replayed else "credited", transfer.id)
 
 
+def credit_due(invoice: Invoice | None, amount_paid_msat: int) -> tuple[str, int] | None:
+    """What :func:`credit_settled_invoice` books for the node's settlement of ``invoice`` (``amount_paid_msat``:
+    the node's total paid) that the invoice record says is not booked yet: (ledger transfer id, msat), or None
+    when nothing is due. The same branches as the credit, so the solvency check and the credit cannot disagree
+    about which ledger entry answers a settlement:
+
+    * not our invoice: nothing (ignored; the node's money stays unexplained);
+    * settled by the node before: the increase over what was credited, keyed by the new total (AMP);
+    * OPEN or EXPIRED: the whole amount, keyed by the payment hash;
+    * settled internally or cancelled: the credit refuses, the amount goes to SUSPENSE (keyed by kind and hash).
+
+    The record is written in the same transaction as each ledger entry; the id lets a caller confirm on the ledger.
+    """
+    from satflow.domain.solvency import SUSPENSE_DOUBLE_SETTLEMENT, suspense_id
+    from satflow.domain.templates import invoice_credit_id
+
+    if invoice is None or amount_paid_msat <= 0:
+        return None
+    if invoice.status is InvoiceStatus.SETTLED and invoice.settled_by == "lnd":
+        previous = invoice.amount_received_msat or 0
+        if amount_paid_msat <= previous:
+            return None
+        return invoice_credit_id(invoice.payment_hash, amount_paid_msat), amount_paid_msat - previous
+    if invoice.status in (InvoiceStatus.OPEN, InvoiceStatus.EXPIRED):
+        return invoice_credit_id(invoice.payment_hash), credited_amount(invoice, amount_paid_msat)
+    return suspense_id(SUSPENSE_DOUBLE_SETTLEMENT, invoice.payment_hash), amount_paid_msat
+
+
 def _credit_further_settlement(svc: Services, invoice: Invoice, amount_paid_msat: int) -> CreditResult:
     """The node settled this invoice before and reports it paid again (AMP/keysend to an invoice: several
     payments of one hash; LND's amount paid is their growing total). The owner received that money: credit the

@@ -63,6 +63,8 @@ def create_payment(svc: Services, principal: Principal, idempotency_key: str | N
     if existing is not None:  # a retry: the same request returns the payment as it is now
         if existing.request_hash != fingerprint:
             raise errors.IdempotencyKeyReused("this Idempotency-Key was already used with a different request")
+        if existing.internal and existing.status is PaymentStatus.PENDING:
+            return _resume_internal(svc, existing, invoice)  # its first run did not finish: finish it now
         return existing
     if invalid is not None:
         raise invalid
@@ -88,53 +90,102 @@ def create_payment(svc: Services, principal: Principal, idempotency_key: str | N
 
 
 def _pay_internal(svc: Services, payment: Payment, invoice) -> Payment:
-    """Another satflow account's invoice: settle on the ledger at once, free. The invoice is cancelled on the node
-    FIRST, so nobody can pay it outside afterwards; if the node says it was already paid, the external payment
-    wins and this one is refused. The ledger transaction then moves the money, settles the invoice (conditional:
-    OPEN) and records the payment, all at once."""
+    """Another satflow account's invoice: settled on the ledger at once, free. Three writes, in this order:
+
+    1. the intent, one transaction: the payment PENDING (record, hash lock, pending index), the invoice OPEN ->
+       ACCEPTED claimed by it, the risk assessment — before anything is asked of the node;
+    2. the node cancels the invoice, so nobody can pay it outside afterwards (if the node says it was already paid,
+       the external payment wins and this one fails);
+    3. the ledger transaction: the money, the invoice SETTLED, the payment SUCCEEDED, all at once.
+
+    An invocation that dies anywhere after 1 leaves a PENDING payment that the payer's retry (same Idempotency-Key)
+    or the payment reconciler finishes through the same ``_settle_internal``: an invoice is never left claimed, nor
+    OPEN here while the node has cancelled it."""
     if invoice.account_id == payment.account_id:
         raise errors.SelfPayment("you cannot pay your own invoice")
     if invoice.status is not InvoiceStatus.OPEN or invoice.expires_at_unix <= svc.unix_clock():
-        raise errors.InvoiceNotPayable(f"the invoice is {invoice.status.value.lower()}")
+        status = "being paid" if invoice.status is InvoiceStatus.ACCEPTED else invoice.status.value.lower()
+        raise errors.InvoiceNotPayable(f"the invoice is {status}")
     if invoice.amount_msat and payment.amount_msat != invoice.amount_msat:
         raise errors.AmountNotAllowed("the amount differs from the invoice's")
     # Pre-checks only (the ledger transaction's conditions are the real guards): they keep a payment the ledger
-    # would refuse from cancelling the payee's invoice on the node first.
+    # would refuse from claiming the invoice and cancelling it on the node.
     _precheck_internal(svc, payment, invoice.account_id)
-    assessed = _assess_internal(svc, payment, invoice.account_id)  # before the node-side cancel: refusals undo nothing
+    assessed = _assess_internal(svc, payment, invoice.account_id)  # before the intent: refusals undo nothing
+    intent = replace(payment, internal=True, status=PaymentStatus.PENDING, fee_reserve_msat=0)
+    svc.lightning.run(svc.lightning.claim_invoice_items(invoice, intent.payment_id)
+                      + svc.lightning.new_payment_items(intent) + risk.allow_items(svc, assessed))
+    return _settle_internal(svc, intent, invoice)
+
+
+def _resume_internal(svc: Services, payment: Payment, invoice=None) -> Payment:
+    """A PENDING internal payment whose invocation did not finish it (it died, or its ledger write kept failing):
+    the payer's retry and the reconciler resume it here, with the steps and rules of the first run."""
+    invoice = invoice if invoice is not None else svc.lightning.get_invoice(payment.payment_hash)
+    if invoice is None:  # the intent and the invoice's claim were one transaction: this cannot be
+        raise errors.InvoiceNotFound(f"invoice {payment.payment_hash} of internal payment {payment.payment_id}")
+    return _settle_internal(svc, payment, invoice)
+
+
+def _settle_internal(svc: Services, payment: Payment, invoice) -> Payment:
+    """Steps 2 and 3 of an internal payment whose intent is written (``payment`` PENDING, the invoice ACCEPTED by
+    it); each is safe to run again, by the first run, a retry or the reconciler, even concurrently:
+
+    * the node cancel is idempotent; "already settled" means an outside payer paid first: this payment FAILS
+      (INVOICE_NOT_PAYABLE) and the invoice is left to the inbound credit, which settles it from ACCEPTED;
+    * the ledger transaction's id is the payment id (a replay is success); it is conditional on the payment being
+      PENDING and the invoice ACCEPTED by it. Refused (funds, limits, frozen payer, closed payee): the node has
+      cancelled the invoice and nothing moved, so the payment FAILS and the invoice becomes CANCELED (one
+      transaction); the refusal is raised. Still failing transiently (unknown): the payment stays PENDING and the
+      error is raised (503): unknown is not failed; a retry or the reconciler resumes it.
+    Whoever finishes second finds the payment no longer PENDING and returns it as the first one left it."""
     try:
-        svc.lnd().cancel_invoice(invoice.payment_hash)
+        svc.lnd().cancel_invoice(payment.payment_hash)
     except errors.LightningInvoiceAlreadySettled as exc:
-        raise errors.InvoiceNotPayable("the invoice was just paid from outside") from exc
-    done = replace(payment, internal=True, status=PaymentStatus.SUCCEEDED, fee_reserve_msat=0, fee_msat=0)
+        refused = errors.InvoiceNotPayable("the invoice was just paid from outside")
+        return _fail_internal(svc, payment, invoice, refused, cancel_invoice=False, cause=exc)
+    now = svc.clock()
+    done = replace(payment, status=PaymentStatus.SUCCEEDED, fee_msat=0, updated_at=now)
+    # created_at (the intent's time), not now: a resumed run must build the identical transfer, or it is no replay
     transfer = internal_invoice_payment(payment_id=payment.payment_id, payer=payment.account_id,
                                         payee=invoice.account_id, amount_msat=payment.amount_msat,
                                         payment_hash=payment.payment_hash, created_at=payment.created_at,
                                         shards=svc.system_shards)
     extra = (svc.lightning.settle_invoice_items(invoice, amount_received_msat=payment.amount_msat,
                                                 settled_at=payment.created_at, settled_by=payment.payment_id)
-             + svc.lightning.new_payment_items(done) + risk.allow_items(svc, assessed))
-    # The node has cancelled the invoice: from here the payment completes, or our record says CANCELED too.
+             + svc.lightning.finish_payment_items(payment, PaymentStatus.SUCCEEDED, now, fee_msat=0))
     # admit_with_retry already retries the ledger's plain transient errors (same transfer id: a replay is safe).
     try:
         admit_with_retry(svc, payment.account_id, payment.amount_msat,
                          lambda limit_items: svc.ledger.execute(transfer, extra + list(limit_items)),
                          send_id=payment.payment_id)
-    except errors.SatflowError as exc:  # refused, or still failing: transient or not, the node has cancelled it
-        _follow_the_node(svc, invoice, exc)
+    except errors.TransientError:
+        log.warning("internal payment %s: ledger write still failing; left PENDING for a retry or the reconciler",
+                    payment.payment_id)
         raise
+    except errors.SatflowError as exc:
+        # The invoice follows the node (CANCELED) unless the refusal is that it is no longer ours to settle.
+        return _fail_internal(svc, payment, invoice, exc,
+                              cancel_invoice=not isinstance(exc, errors.InvoiceNotPayable))
     return done
 
 
-def _follow_the_node(svc: Services, invoice, cause: Exception) -> None:
-    """The payee's invoice is cancelled on the node but the payment did not commit: our record must say CANCELED,
-    not OPEN (a no-op if the payment did commit after all: the invoice is SETTLED and stays so). The payer's
-    retry then gets 422 INVOICE_NOT_PAYABLE; nothing moved."""
+def _fail_internal(svc: Services, payment: Payment, invoice, refusal: errors.SatflowError, *, cancel_invoice: bool,
+                   cause: Exception | None = None) -> Payment:
+    """Record the refusal, one transaction: the payment PENDING -> FAILED (failure_reason: the refusal's code) and,
+    when the node has cancelled the invoice, the invoice ACCEPTED -> CANCELED (it follows the node). Then raise
+    the refusal — unless another run finished the payment first: its outcome is the answer."""
+    items = svc.lightning.finish_payment_items(payment, PaymentStatus.FAILED, svc.clock(),
+                                               failure_reason=refusal.code)
+    if cancel_invoice:
+        items += svc.lightning.cancel_claimed_invoice_items(invoice, payment.payment_id)
     try:
-        svc.lightning.close_invoice(invoice, InvoiceStatus.CANCELED)
-    except Exception:  # the store is unreachable too: say so loudly, the error the payer sees is the first one
-        log.error("invoice %s is cancelled on the node but still OPEN in satflow (payment failed: %s)",
-                  invoice.payment_hash, cause, exc_info=True)
+        svc.lightning.run(items)
+    except errors.PendingAlreadyResolved:
+        return _load(svc, payment.payment_id)
+    if cause is not None:
+        raise refusal from cause
+    raise refusal
 
 
 def _assess_internal(svc: Services, payment: Payment, payee_id: str) -> risk.Assessed:
@@ -336,8 +387,12 @@ MAX_IN_FLIGHT_S = 2016 * 600
 
 def reconcile(svc: Services, *, min_age_s: int = 60) -> dict[str, int]:
     """Track every PENDING external payment until LND reports a terminal state. Never voids on unknown.
-    A payment whose send was never claimed (its workflow did not start or died before Send) is sent here."""
-    counts = {"checked": 0, "posted": 0, "voided": 0, "still_pending": 0, "past_cltv": 0, "errors": 0}
+    A payment whose send was never claimed (its workflow did not start or died before Send) is sent here.
+    A PENDING internal payment (its API invocation died after writing the intent, or its ledger write kept
+    failing) is resumed through the very steps of the API call (``_settle_internal``): settled or failed.
+    ``min_age_s`` (60 s, four times the API function's 15 s timeout): the invocation that wrote it is gone."""
+    counts = {"checked": 0, "posted": 0, "voided": 0, "still_pending": 0, "past_cltv": 0, "errors": 0,
+              "internal_settled": 0, "internal_failed": 0}
     now_iso = svc.clock()
     for payment_id in svc.lightning.pending_payment_ids():
         try:
@@ -351,7 +406,10 @@ def reconcile(svc: Services, *, min_age_s: int = 60) -> dict[str, int]:
 def _reconcile_one(svc: Services, payment_id: str, now_iso: str, min_age_s: int, counts: dict[str, int]) -> None:
     """One pending payment: send it if never claimed, else track it; post, void or leave it pending."""
     payment = svc.lightning.get_payment(payment_id)
-    if payment is None or payment.internal:
+    if payment is None:
+        return
+    if payment.internal:
+        _reconcile_internal(svc, payment, now_iso, min_age_s, counts)
         return
     if payment.status is PaymentStatus.IN_REVIEW:
         _reconcile_review(svc, payment, now_iso, counts)
@@ -390,6 +448,29 @@ def _reconcile_one(svc: Services, payment_id: str, now_iso: str, min_age_s: int,
             # Past the CLTV horizon and still not final: an operator must look. Funds stay reserved.
             counts["past_cltv"] += 1
             log.error("payment %s still in flight past its CLTV expiry horizon", payment_id)
+
+
+def _reconcile_internal(svc: Services, payment: Payment, now_iso: str, min_age_s: int,
+                        counts: dict[str, int]) -> None:
+    """An internal payment left PENDING: resume it (the payer's retry would do the same). A transient failure
+    leaves it PENDING for the next run; a refusal has been recorded (FAILED, invoice CANCELED) by the steps."""
+    if payment.status is not PaymentStatus.PENDING or _age_s(payment.created_at, now_iso) < min_age_s:
+        return
+    counts["checked"] += 1
+    try:
+        final = _resume_internal(svc, payment)
+    except errors.TransientError:
+        counts["still_pending"] += 1
+        log.warning("internal payment %s: still unfinished, retried next run", payment.payment_id, exc_info=True)
+        return
+    except errors.SatflowError as refusal:
+        if _load(svc, payment.payment_id).status is PaymentStatus.PENDING:
+            raise  # not a refusal the steps recorded (e.g. the node answered an error): counted as an error
+        counts["internal_failed"] += 1
+        log.warning("internal payment %s resumed and refused: %s", payment.payment_id, refusal.code)
+        return
+    counts["internal_settled" if final.status is PaymentStatus.SUCCEEDED else "internal_failed"] += 1
+    log.warning("internal payment %s resumed by the reconciler: %s", payment.payment_id, final.status.value)
 
 
 REVIEW_RECOVER_AFTER_S = 600

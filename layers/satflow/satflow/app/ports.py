@@ -103,6 +103,9 @@ class Services:
     solvency_thresholds_sat: dict = field(default_factory=lambda: {"lightning": 10_000, "onchain": 10_000})
     solvency_max_check_age_s: int = 1_800  # no successful check for longer: sends pause
     breaker_cache_s: float = 10.0  # how long a container reuses its read of the breaker item
+    # The clock of in-container caches (the breaker read above): a port, so a simulation on a fake clock decides
+    # cache hits from its seed, not from how fast the machine ran.
+    monotonic: Callable[[], float] = time.monotonic
     # Real-time updates over WebSocket (app/realtime.py)
     realtime: Any = None  # DynamoRealtimeStore: connections, topics, the per-account replay feed
     connections: Any = None  # ConnectionsApi: post(connection_id, data), close(connection_id) via @connections

@@ -8,8 +8,9 @@ The check, per run (every 5 minutes; safe to run twice or concurrently: every wr
 2. Lightning (LND REST): channel local balances + outgoing HTLCs + the node's on-chain wallet, against the node
    asset account; LND's payment list since a stored cursor, each payment matched with our hash locks: a SUCCEEDED
    payment that satflow did not make is booked against SUSPENSE at once (``foreign_payment``), one of ours the
-   ledger has not posted yet explains part of the difference; invoices the node settled since the catch-up
-   cursor and the ledger has not credited explain another part;
+   ledger has not posted yet explains part of the difference; invoices the node settled whose ledger credit is
+   not there yet (in transit from the node to the ledger: published to the queue or not yet) explain another
+   part, found by the check's own invoice scan watermark (never the catch-up's cursor);
 3. on-chain: every output satflow tracks (AVAILABLE/RESERVED) verified with ``gettxout`` (confirmed view; Bitcoin
    Core and btcd alike, no wallet needed): the ones still unspent are what the chain says we hold; an input of a
    batch that confirmed but is not posted yet, and that batch's change, explain the difference; any other tracked
@@ -74,6 +75,7 @@ BREAKER_TRIPPED, SENDS_RESUMED = SOLVENCY_BREAKER_TRIPPED, SOLVENCY_SENDS_RESUME
 ANNOUNCE_ACCOUNT = "sys:solvency"  # outbox events of the breaker go to admin subscriptions only
 PAYMENT_PAGES_PER_RUN = 10
 PAYMENT_PAGE = 100
+INVOICE_PAGE = 100
 MAX_PAGE = 100
 
 _BREAKER_CACHE: dict[int, tuple[float, BreakerState]] = {}
@@ -93,7 +95,7 @@ def sends_blocked_because(svc: Services) -> str | None:
         return None
     ttl = svc.breaker_cache_s
     cached = _BREAKER_CACHE.get(id(store))
-    now = time.monotonic()
+    now = svc.monotonic()
     if cached is not None and cached[0] > now:
         state = cached[1]
     else:
@@ -181,7 +183,7 @@ def _lightning(svc: Services, store: Any, system: dict, open_suspense: list, at:
     lnd = svc.lnd()
     node = lnd.node_balances()
     ours_not_posted, foreign_booked, in_flight = _scan_node_payments(svc, store, lnd, at)
-    not_credited = _invoices_not_credited(svc, lnd)
+    not_credited, credits_in_transit = _invoices_not_credited(svc, store, lnd)
     if foreign_booked:  # booked just now: read the node account again so the ledger side includes them
         system = {**system, SOURCE_ACCOUNT[LIGHTNING]: svc.ledger.balances(SOURCE_ACCOUNT[LIGHTNING])}
         open_suspense = _store(svc).suspense_items("open")
@@ -192,20 +194,25 @@ def _lightning(svc: Services, store: Any, system: dict, open_suspense: list, at:
         {"channel_local_msat": node.local_msat, "pending_open_local_msat": node.pending_open_local_msat,
          "htlcs_out_msat": node.htlcs_out_msat, "htlcs_in_msat": node.htlcs_in_msat,
          "node_wallet_msat": node.wallet_msat, "commit_fee_msat": node.commit_fee_msat,
-         "payments_in_flight": in_flight, "foreign_payments_booked": foreign_booked})
+         "payments_in_flight": in_flight, "foreign_payments_booked": foreign_booked,
+         "invoice_credits_in_transit": credits_in_transit})
 
 
 def _scan_node_payments(svc: Services, store: Any, lnd: Any, at: str) -> tuple[int, int, int]:
     """LND's payments after the cursor: (ours succeeded but not posted msat, foreign payments booked now, payments
     in flight). The cursor moves past a prefix of payments that need no more attention: final, and either
-    foreign (booked) or ours and resolved on the ledger."""
-    cursor = store.payment_cursor()
-    if cursor is None:
-        # The first check on this node: its history up to now is in the operator's opening capital (booked with
-        # POST /v1/admin/solvency/capital), not foreign. Start after the node's latest payment.
+    foreign (booked), history, or ours and resolved on the ledger.
+
+    The first check on a node: the payments it already made (up to ``history_end``, its latest one then) are in
+    the operator's opening capital (POST /v1/admin/solvency/capital), so one without our hash lock is history, not
+    foreign. Ours among them are scanned like any other: one in flight or not yet posted at that moment must still
+    be explained (the cursor used to start after ``history_end`` and never saw them: unexplained drift)."""
+    scan = store.payment_scan()
+    if scan is None:
         latest, _ = lnd.list_payments(0, 1, newest_first=True)
-        store.advance_payment_cursor(latest[-1].payment_index if latest else 0)
-        return 0, 0, 0
+        store.start_payment_scan(latest[-1].payment_index if latest else 0)
+        scan = store.payment_scan()
+    cursor, history_end = scan
     offset, advance_to, blocked = cursor, cursor, False
     not_posted = booked = in_flight = 0
     for _ in range(PAYMENT_PAGES_PER_RUN):
@@ -216,7 +223,7 @@ def _scan_node_payments(svc: Services, store: Any, lnd: Any, at: str) -> tuple[i
             if p.status not in ("SUCCEEDED", "FAILED"):
                 in_flight += 1
                 settled = False
-            elif owner is None and p.status == "SUCCEEDED":
+            elif owner is None and p.status == "SUCCEEDED" and p.payment_index > history_end:
                 booked += book_suspense(svc, kind=SUSPENSE_FOREIGN_PAYMENT, reference=p.payment_hash,
                                         amount_msat=p.value_msat + p.fee_msat, at=at,
                                         details={"payment_hash": p.payment_hash, "value_msat": p.value_msat,
@@ -236,17 +243,56 @@ def _scan_node_payments(svc: Services, store: Any, lnd: Any, at: str) -> tuple[i
     return not_posted, booked, in_flight
 
 
-def _invoices_not_credited(svc: Services, lnd: Any) -> int:
-    """Invoices the node settled after the catch-up cursor whose credit the ledger does not have yet (the listener
-    or the poller is about to post them)."""
-    settle_index, add_index = svc.lightning.invoice_cursor()
-    total = 0
-    for inv in lnd.settled_since(settle_index, from_add_index=add_index):
-        if svc.ledger.get_transfer(f"inv_{inv.payment_hash}") is None:
-            ours = svc.lightning.get_invoice(inv.payment_hash)
-            if ours is not None and ours.status.value != "SETTLED":
-                total += inv.amt_paid_msat
-    return total
+def _invoices_not_credited(svc: Services, store: Any, lnd: Any) -> tuple[int, int]:
+    """Money the node received for our invoices that the ledger has not credited yet: (msat, invoices).
+
+    Credits in transit: the listener or the catch-up published the settlement and InvoiceFunction has not posted
+    it yet (a queue backlog, a failing consumer, redeliveries). The catch-up's cursor cannot tell: it moves as
+    soon as a settlement is PUBLISHED (before, a large payment received in that window showed as unexplained
+    drift and paused every send). So the check keeps its own scan watermark (SOLVENCY/LNDINVSCAN): every invoice
+    at or below it is final on the node (settled, cancelled) and, if settled and ours, fully credited on the
+    ledger. Each run scans the node's invoices above it; for a SETTLED one, :func:`invoices.credit_due` (the
+    credit's own rule) names the ledger entry still due for the node's amount paid (AMP: the increase, keyed by
+    the new total), and the ledger says whether it exists. The watermark then moves over the prefix that is final
+    and credited; an OPEN/ACCEPTED invoice or a credit still due holds it.
+
+    First run (no watermark): from add_index 0, once: a settlement published before this check existed may still
+    be in transit, and starting at the catch-up's watermark would miss exactly that (decisions log).
+
+    Cost per run, n = invoices above the watermark (those created since the oldest one not yet final and
+    credited; not the node's history): LND ceil((n + 1) / 100) GET /v1/invoices; DynamoDB 1 GetItem (watermark)
+    + 1 GetItem per SETTLED invoice among the n (its record) + 1 GetItem per credit due (the ledger transfer)
+    + at most 1 UpdateItem per page (only while the scanned prefix is final and credited).
+    """
+    from satflow.domain.lightning import InvoiceState
+
+    from .invoices import credit_due
+
+    watermark = store.invoice_watermark()
+    start = offset = advance_to = watermark or 0
+    blocked = False
+    due_msat = due_count = 0
+    while True:
+        page = lnd.list_invoices(offset, INVOICE_PAGE)
+        for inv in page.invoices:
+            final = inv.state is InvoiceState.CANCELED
+            if inv.state is InvoiceState.SETTLED:
+                due = credit_due(svc.lightning.get_invoice(inv.payment_hash), inv.amt_paid_msat)
+                if due is not None and svc.ledger.get_transfer(due[0]) is None:
+                    due_msat += due[1]
+                    due_count += 1
+                else:
+                    final = True  # credited, or not ours (nothing will credit it: unexplained, not in transit)
+            blocked = blocked or not final
+            if not blocked:
+                advance_to = inv.add_index
+        if advance_to > start:
+            store.advance_invoice_watermark(advance_to)
+            start = advance_to
+        if len(page.invoices) < INVOICE_PAGE or page.last_index_offset <= offset:
+            break
+        offset = page.last_index_offset
+    return due_msat, due_count
 
 
 def _onchain(svc: Services, store: Any, system: dict, open_suspense: list, at: str) -> SourceFigures:

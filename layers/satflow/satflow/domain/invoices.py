@@ -16,6 +16,10 @@ MAX_METADATA_BYTES = 2048
 
 class InvoiceStatus(str, enum.Enum):
     OPEN = "OPEN"
+    # An internal payment claimed it (its intent is written) and is settling it: SETTLED or CANCELED follows, by
+    # that payment's own steps or the payment reconciler's (app.payments). No longer payable by anyone else; the
+    # node's invoice is being (or has been) cancelled. LND names its "paid, not yet settled" state the same way.
+    ACCEPTED = "ACCEPTED"
     SETTLED = "SETTLED"
     EXPIRED = "EXPIRED"
     CANCELED = "CANCELED"
@@ -37,6 +41,7 @@ class Invoice:
     amount_received_msat: int = 0
     settled_at: str | None = None
     settled_by: str | None = None  # "lnd" (external payment) or the internal payment id
+    claimed_by: str | None = None  # the internal payment that made it ACCEPTED (kept once it is settled/cancelled)
 
 
 def validate_invoice_request(amount_msat: object, expiry_s: object, description_hash: object,

@@ -56,6 +56,7 @@ FOREIGN_KINDS = (SUSPENSE_FOREIGN_PAYMENT, SUSPENSE_FOREIGN_SPEND)
 ASSIGN_TARGETS = {"equity": SystemAccount.OWNER_EQUITY.value, "expense": SystemAccount.LOSS_EXPENSE.value}
 
 SENDS_OPEN, SENDS_PAUSED = "open", "paused"
+STALE_CHECK_REASON = "no successful solvency check"  # how a pause for a stale check is worded (vs drift)
 
 
 def holding_msat(balances: Sequence[Balance]) -> int:
@@ -191,7 +192,7 @@ class BreakerState:
             return "; ".join(self.reasons) or "paused"
         last = max(self.last_success_at or 0, self.resumed_at or 0)
         if last and now - last > max_age_s:
-            return f"no successful solvency check for {now - last} s (limit {max_age_s} s)"
+            return f"{STALE_CHECK_REASON} for {now - last} s (limit {max_age_s} s)"
         return None
 
     def to_dict(self) -> dict[str, Any]:

@@ -67,12 +67,18 @@ def admin_adjustment(
 
 
 # --- Lightning -------------------------------------------------------------------------------------------------
+def invoice_credit_id(payment_hash: str, total_paid_msat: int | None = None) -> str:
+    """The ledger id of an inbound credit: the first settlement is keyed by the payment hash, a further one (AMP)
+    by the hash and the node's new total paid. The credit path and the solvency check both name credits by it."""
+    return f"inv_{payment_hash}" if total_paid_msat is None else f"inv_{payment_hash}:paid:{total_paid_msat}"
+
+
 def invoice_settled(*, payment_hash: str, account_id: str, amount_msat: int, created_at: str, shards: int,
                     asset: str = BTC) -> Transfer:
     """Inbound Lightning: our node received ``amount_msat`` for the user's invoice. Keyed by payment hash, so a
     duplicate or late settlement event can never credit twice."""
     return new_transfer(
-        transfer_id=f"inv_{payment_hash}", kind=TransferKind.POSTED,
+        transfer_id=invoice_credit_id(payment_hash), kind=TransferKind.POSTED,
         debit=LedgerAccount(SystemAccount.LND_NODE.value, asset), credit=LedgerAccount(account_id, asset),
         amount=amount_msat, template="invoice_settled", created_at=created_at, shards=shards,
         metadata={"payment_hash": payment_hash},
@@ -85,7 +91,7 @@ def invoice_settled_again(*, payment_hash: str, account_id: str, amount_msat: in
     reports the growing total paid): the owner is credited the increase. Keyed by the new total, which only
     grows, so each settlement credits once and a replayed or older event credits nothing."""
     return new_transfer(
-        transfer_id=f"inv_{payment_hash}:paid:{total_paid_msat}", kind=TransferKind.POSTED,
+        transfer_id=invoice_credit_id(payment_hash, total_paid_msat), kind=TransferKind.POSTED,
         debit=LedgerAccount(SystemAccount.LND_NODE.value, asset), credit=LedgerAccount(account_id, asset),
         amount=amount_msat, template="invoice_settled_again", created_at=created_at, shards=shards,
         metadata={"payment_hash": payment_hash, "total_paid_msat": str(total_paid_msat)},

@@ -14,7 +14,7 @@ from satflow.domain.payments import Payment, PaymentStatus
 
 from .batch import ItemRead
 from .models import Models, key
-from .transaction import TxItem, delete, put, transact, update, update_if
+from .transaction import TxItem, delete, put, run_or_raise, transact, update, update_if
 
 INDEX_SHARDS = 8
 
@@ -66,7 +66,10 @@ class DynamoLightningStore:
 
     def settle_invoice_items(self, inv: Invoice, *, amount_received_msat: int, settled_at: str,
                              settled_by: str) -> list[TxItem]:
-        """OPEN (or EXPIRED: the node may settle at the edge of expiry) -> SETTLED, exactly once."""
+        """-> SETTLED, exactly once. By the node (``settled_by="lnd"``): from OPEN, EXPIRED (the node may settle at
+        the edge of expiry) or ACCEPTED (the node settled it before an internal payer's cancel reached it: that
+        payment then fails, the node's word wins). By an internal payment (``settled_by`` = its id): only from the
+        ACCEPTED state its own intent wrote."""
         I, K = self._m.Invoice, self._m.Marker
         model = I(f"INVOICE#{inv.payment_hash}", "INVOICE")
 
@@ -76,12 +79,48 @@ class DynamoLightningStore:
             return errors.InvoiceNotPayable(
                 f"invoice {inv.payment_hash} is {old['status']['S']}", settled_by=old.get("settled_by", {}).get("S"))
 
+        if settled_by == "lnd":
+            condition = I.status.is_in(InvoiceStatus.OPEN.value, InvoiceStatus.EXPIRED.value,
+                                       InvoiceStatus.ACCEPTED.value)
+        else:
+            condition = (I.status == InvoiceStatus.ACCEPTED.value) & (I.claimed_by == settled_by)
         return [
             update(model, [I.status.set(InvoiceStatus.SETTLED.value), I.amount_received_msat.set(amount_received_msat),
-                           I.settled_at.set(settled_at), I.settled_by.set(settled_by)],
-                   I.status.is_in(InvoiceStatus.OPEN.value, InvoiceStatus.EXPIRED.value), "invoice", already),
+                           I.settled_at.set(settled_at), I.settled_by.set(settled_by)], condition, "invoice", already),
             delete(K(*self._open_invoice_key(inv.payment_hash, inv.expires_at_unix)), None, "invoice_index"),
         ]
+
+    def claim_invoice_items(self, inv: Invoice, payment_id: str) -> list[TxItem]:
+        """OPEN -> ACCEPTED by an internal payment (its intent, written before the node is asked to cancel): nobody
+        else can claim it, and the expiry sweeper no longer sees it (its index entry goes)."""
+        I, K = self._m.Invoice, self._m.Marker
+
+        def taken(old: dict | None) -> errors.SatflowError:
+            if old is None:
+                return errors.InvoiceNotFound(f"invoice {inv.payment_hash} not found")
+            status = old["status"]["S"]
+            return errors.InvoiceNotPayable("the invoice is being paid" if status == InvoiceStatus.ACCEPTED.value
+                                            else f"the invoice is {status.lower()}")
+
+        return [
+            update(I(f"INVOICE#{inv.payment_hash}", "INVOICE"),
+                   [I.status.set(InvoiceStatus.ACCEPTED.value), I.claimed_by.set(payment_id)],
+                   I.status == InvoiceStatus.OPEN.value, "invoice", taken),
+            delete(K(*self._open_invoice_key(inv.payment_hash, inv.expires_at_unix)), None, "invoice_index"),
+        ]
+
+    def cancel_claimed_invoice_items(self, inv: Invoice, payment_id: str) -> list[TxItem]:
+        """ACCEPTED (claimed by ``payment_id``) -> CANCELED: the internal payment failed after the node cancelled
+        the invoice; the record follows the node."""
+        I = self._m.Invoice
+        return [update(I(f"INVOICE#{inv.payment_hash}", "INVOICE"), [I.status.set(InvoiceStatus.CANCELED.value)],
+                       (I.status == InvoiceStatus.ACCEPTED.value) & (I.claimed_by == payment_id), "invoice",
+                       lambda old: errors.Conflict(f"invoice {inv.payment_hash} is no longer claimed by {payment_id}"))]
+
+    def run(self, items: list[TxItem]) -> None:
+        """One TransactWriteItems of invoice/payment items that move no money (an internal payment's intent, its
+        failure). A failed condition raises the first failing item's typed error."""
+        run_or_raise(self._client, items)
 
     def add_settlement_items(self, inv: Invoice, *, previous_msat: int, total_msat: int) -> list[TxItem]:
         """A further node settlement of a SETTLED invoice (AMP): the received total grows from ``previous_msat``
@@ -129,7 +168,8 @@ class DynamoLightningStore:
             payment_request=m.payment_request, status=InvoiceStatus(m.status), created_at=m.created_at,
             expires_at=m.expires_at, expires_at_unix=int(m.expires_at_unix), memo=m.memo,
             description_hash=m.description_hash, metadata=json.loads(m.metadata_json) if m.metadata_json else {},
-            amount_received_msat=int(m.amount_received_msat or 0), settled_at=m.settled_at, settled_by=m.settled_by)
+            amount_received_msat=int(m.amount_received_msat or 0), settled_at=m.settled_at, settled_by=m.settled_by,
+            claimed_by=m.claimed_by)
 
     # ------------------------------------------------------------------ the listener/poller cursor
     def invoice_cursor(self) -> tuple[int, int]:
@@ -154,7 +194,8 @@ class DynamoLightningStore:
         return None if raw is None else self._payment(raw)
 
     def new_payment_items(self, p: Payment) -> list[TxItem]:
-        """The payment record, the hash lock and (external payments) the pending index, for the reserve tx."""
+        """The payment record, the hash lock and (a PENDING payment: external, or an internal one's intent) the
+        pending index the reconciler walks; for the reserve tx or the internal payment's intent."""
         P, K = self._m.Payment, self._m.Marker
         record = P(f"PAYMENT#{p.payment_id}", "PAYMENT", payment_id=p.payment_id, account_id=p.account_id,
                    payment_hash=p.payment_hash, payment_request=p.payment_request, destination=p.destination,

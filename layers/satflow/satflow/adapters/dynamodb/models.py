@@ -8,11 +8,11 @@ Key design (pk / sk):
   BAL#<sys:...>        / <asset>#<shard>    system balance shard (N items, summed on read)
   TRANSFER#<id>        / TRANSFER           immutable transfer; a pending one gains resolved_by exactly once
   HIST#<owner>#<asset>[#<shard>] / <created_at>#<transfer_id>   per-account history, newest first
-  INVOICE#<payment_hash> / INVOICE         our invoice: owner, amount, status (OPEN -> SETTLED exactly once)
+  INVOICE#<payment_hash> / INVOICE         our invoice: owner, amount, status (OPEN [-> ACCEPTED] -> SETTLED once)
   OPENINV#<shard>      / <expires_unix>#<hash>   index of OPEN invoices for the expiry sweeper
   PAYMENT#<payment_id> / PAYMENT           an outbound payment and its state
   PAYHASH#<payment_hash> / LOCK            one payment per hash across all accounts, ever (never freed)
-  PAYPENDING#<shard>   / <payment_id>      index of PENDING payments for the reconciler
+  PAYPENDING#<shard>   / <payment_id>      index of PENDING payments (internal ones too) for the reconciler
   LNDCURSOR            / INVOICES          the settle/add index the invoice listener and poller resume from
   UTXO#<shard>         / <txid>:<vout>     our spendable outputs (sharded partitions; AVAILABLE/RESERVED/SPENT)
 """
@@ -149,6 +149,7 @@ def build_models(table_name: str, region: str, host: str | None = None) -> Model
         amount_received_msat = NumberAttribute(null=True)
         settled_at = UnicodeAttribute(null=True)
         settled_by = UnicodeAttribute(null=True)
+        claimed_by = UnicodeAttribute(null=True)  # the internal payment settling it (status ACCEPTED)
 
     class Payment(_Base):
         Meta = meta()

@@ -101,16 +101,19 @@ class DynamoSanctionsStore:
             now = self._monotonic()
             if self._checked_at is not None and now - self._checked_at < self.cache_s:
                 return self._cached
-            try:
-                loaded = self._refresh_cache()
-            except errors.TransientError:
-                if self._cached is None:
-                    raise
-                log.warning("sanctions list: DynamoDB unreadable; screening with cached version %s",
-                            self._cached.head.version)
-                return self._cached
+        # The refresh reads DynamoDB outside the lock: a thread waiting on the network must not hold up the others
+        # (two threads refreshing at once read the list twice, harmlessly).
+        try:
+            loaded = self._refresh_cache()
+        except errors.TransientError:
+            cached = self._cached
+            if cached is None:
+                raise
+            log.warning("sanctions list: DynamoDB unreadable; screening with cached version %s", cached.head.version)
+            return cached
+        with self._lock:
             self._cached, self._checked_at = loaded, now
-            return loaded
+        return loaded
 
     def invalidate(self) -> None:
         """Forget the cache (the next ``current`` reads DynamoDB)."""

@@ -3,7 +3,10 @@
   SOLVCHECK   / <at>#<check_id>   one solvency check (history; TTL 90 days), newest first by query
   SOLVINV     / <at>              one daily ledger invariant run (TTL 400 days)
   SOLVENCY    / BREAKER           the breaker: the ONE item the send path reads (sends open|paused, last success)
-  SOLVENCY    / LNDPAYCURSOR      LND payment_index below which every node payment was accounted for
+  SOLVENCY    / LNDPAYCURSOR      LND payment_index below which every node payment was accounted for, and
+                                  history_end: the node's latest payment at the first check (older ones without
+                                  our hash lock are the operator's history, not foreign)
+  SOLVENCY    / LNDINVSCAN        LND invoice add_index up to which every invoice is final and fully credited
   SUSPENSE    / <suspense_id>     money booked against the suspense account, open until an admin assigns it
 
 The check and the breaker are written rarely (every 5 minutes, on a trip, on a resume): single partitions are
@@ -127,11 +130,29 @@ class DynamoSolvencyStore:
         run_or_raise(self._client, items)
 
     # ------------------------------------------------------------------ LND payment cursor
-    def payment_cursor(self) -> int | None:
-        """None before the first check ever ran against the node."""
+    def payment_scan(self) -> tuple[int, int] | None:
+        """(cursor, history_end); None before the first check ever ran against the node. An item written before
+        history_end existed has none: 0 (its first check had already skipped the history)."""
         raw = self._client.get_item(TableName=self.table_name, Key={"pk": _s("SOLVENCY"), "sk": _s("LNDPAYCURSOR")},
                                     ConsistentRead=True).get("Item")
-        return int(raw["payment_index"]["N"]) if raw else None
+        if not raw:
+            return None
+        return int(raw["payment_index"]["N"]), int(raw["history_end"]["N"]) if "history_end" in raw else 0
+
+    def start_payment_scan(self, history_end: int) -> None:
+        """The first check: the scan starts at the node's first payment; ``history_end`` is fixed once (a
+        concurrent first check loses the condition and reads the winner's item)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self._client.put_item(
+                TableName=self.table_name,
+                Item={"pk": _s("SOLVENCY"), "sk": _s("LNDPAYCURSOR"), "payment_index": _n(0),
+                      "history_end": _n(history_end)},
+                ConditionExpression="attribute_not_exists(pk)")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
 
     def advance_payment_cursor(self, payment_index: int) -> None:
         from botocore.exceptions import ClientError
@@ -142,6 +163,28 @@ class DynamoSolvencyStore:
                 UpdateExpression="SET payment_index = :i",
                 ConditionExpression="attribute_not_exists(payment_index) OR payment_index < :i",  # 0 creates it
                 ExpressionAttributeValues={":i": _n(payment_index)})
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+
+    # ------------------------------------------------------------------ LND invoice scan watermark
+    def invoice_watermark(self) -> int | None:
+        """The check's own invoice scan start (not the catch-up's cursor: that one moves when a settlement is
+        published, before it is credited). None before the first check ever scanned the node's invoices."""
+        raw = self._client.get_item(TableName=self.table_name, Key={"pk": _s("SOLVENCY"), "sk": _s("LNDINVSCAN")},
+                                    ConsistentRead=True).get("Item")
+        return int(raw["add_index"]["N"]) if raw else None
+
+    def advance_invoice_watermark(self, add_index: int) -> None:
+        """Forward only: a late or concurrent check never moves it back (0 creates it)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self._client.update_item(
+                TableName=self.table_name, Key={"pk": _s("SOLVENCY"), "sk": _s("LNDINVSCAN")},
+                UpdateExpression="SET add_index = :i",
+                ConditionExpression="attribute_not_exists(add_index) OR add_index < :i",
+                ExpressionAttributeValues={":i": _n(add_index)})
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
                 raise
