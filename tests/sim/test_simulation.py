@@ -59,6 +59,19 @@ def test_seed_keeps_the_money_right(seed):
     _judge(result)
 
 
+# The on-chain half (deposits, reorgs, payouts, signer, bumps) in the non-interleaved mode: under interleaving it
+# shows anomalies not triaged yet (README). Seed 2 of this mode is the named foreign-spend finding (xfail, slow: its
+# batches never close, so quiescence runs all 60 rounds); it is left to the replay command in the README.
+ONCHAIN_SEEDS = [1, 3, 5]
+
+
+@pytest.mark.parametrize("seed", ONCHAIN_SEEDS)
+def test_onchain_seed_keeps_the_money_right(seed):
+    result = run_seed(seed, OPS, WORKERS, "all", interleave=False)
+    assert result.mix.get("payouts_accepted") and result.mix.get("payout_batches"), result.mix
+    _judge(result)
+
+
 def test_internal_payments_under_transient_failures():
     """Aimed at internal payments (issue 11 item 4 and the crash window after the node cancel, both found by this
     seed on main): many internal payments, DynamoDB throttling/conflicts/crashes, clients that give up after a

@@ -35,6 +35,7 @@ class RunResult:
     dynamodb: str = "moto"
     internal_share: float = 0.0
     interleave: bool = True
+    onchain_share: float | None = None  # None: the default for the interleave mode (workload.onchain_default)
     isolate_environments: bool = True
     switches: int = 0  # interleaving: how often an invocation stopped at an I/O edge for another to run
     max_concurrent: int = 0
@@ -44,6 +45,7 @@ class RunResult:
                 f"--faults {self.faults}" + (" --dynamodb local" if self.dynamodb == "local" else "")
                 + (f" --internal-share {self.internal_share}" if self.internal_share else "")
                 + ("" if self.interleave else " --no-interleave")
+                + (f" --onchain-share {self.onchain_share}" if self.onchain_share is not None else "")
                 + ("" if self.isolate_environments else " --shared-environments"))
 
     def summary(self) -> str:
@@ -64,12 +66,16 @@ class RunResult:
 
 def run_seed(seed: int, ops: int = 100, workers: int = 4, faults: str = "all", accounts: int = 6,
              endpoint_url: str | None = None, internal_share: float = 0.0, interleave: bool = True,
+             onchain_share: float | None = None,
              isolate_environments: bool = True) -> RunResult:
     started = time.perf_counter()
     world = World(seed, Faults.parse(faults), endpoint_url=endpoint_url, interleave=interleave,
                   isolate_environments=isolate_environments).start()
     try:
-        wl = Workload(world, seed, ops, workers, accounts, internal_share)
+        from .workload import onchain_default
+
+        wl = Workload(world, seed, ops, workers, accounts, internal_share,
+                      onchain_default(interleave) if onchain_share is None else onchain_share)
         wl.setup()
         world.faults.enabled = True
         actions = 0
@@ -87,7 +93,7 @@ def run_seed(seed: int, ops: int = 100, workers: int = 4, faults: str = "all", a
                          seconds=time.perf_counter() - started,
                          trace_digest=hashlib.sha256("\n".join(wl.trace).encode()).hexdigest()[:16],
                          counts=dict(wl.counts), mix=wl.mix(), dynamodb="local" if endpoint_url else "moto",
-                         internal_share=internal_share, interleave=interleave,
+                         internal_share=internal_share, interleave=interleave, onchain_share=onchain_share,
                          isolate_environments=isolate_environments, switches=world.sched.switches,
                          max_concurrent=world.sched.max_concurrent)
     finally:

