@@ -319,8 +319,11 @@ class Onchain:
     # ------------------------------------------------------------------ quiescence
     def quiesce_round(self) -> None:
         """The signer answers slowly: per round it signs and submits an awaiting batch (40 %), signs and keeps it
-        (35 %: the workflow's signing timeout may pass first, then the signature is late), or does nothing yet; kept signatures from earlier rounds are used (late submits, sometimes its own broadcast). Fee
-        estimates settle back; a block is mined."""
+        (35 %: the workflow's signing timeout may pass first, then the signature is late), or does nothing yet;
+        kept signatures from earlier rounds are used (late submits, sometimes its own broadcast); the operator bumps
+        some broadcast batches. Fee estimates settle back; a block is mined."""
+        if not self.wl.onchain_share:  # no on-chain workload in this run
+            return
         for record in [s for s in self.m.signatures.values() if not s["used"]]:
             self._late(record)
         status, body = self.w.api_call("GET", "/v1/admin/payout-batches", key=ADMIN_KEY)
@@ -354,6 +357,8 @@ class Onchain:
                                                    "signed": psbt.to_base64(), "used": False, "txid": txid})
 
     def settled(self) -> bool:
+        if not self.wl.onchain_share:  # no on-chain workload in this run
+            return True
         svc = self.w.svc
         return (not self.w.chain.mempool_txids() and not svc.payouts.open_payout_ids()
                 and not svc.payouts.open_batch_ids()
@@ -361,6 +366,8 @@ class Onchain:
                         if d.height is not None or d.status.value == "CREDITED"))
 
     def fingerprint(self) -> list:
+        if not self.wl.onchain_share:  # no on-chain workload in this run
+            return []
         svc = self.w.svc
         return [sorted(svc.payouts.open_payout_ids()), sorted(svc.payouts.open_batch_ids()),
                 len(self.w.chain.mempool_txids())]
@@ -377,6 +384,8 @@ class Onchain:
     def check(self, v: "Verdict", balance: dict[str, int]) -> None:
         """Deposits credited once at the production depth; payouts terminal, agreeing with the chain and paid once;
         the model's balances take both. Called before the oracle's balance check."""
+        if not self.wl.onchain_share:  # no on-chain workload in this run
+            return
         w, svc = self.w, self.w.svc
         confirmations = svc.payout_confirmations
 
@@ -478,6 +487,8 @@ class Onchain:
         """Events that do not come from a ledger transfer: ``payout.broadcast`` (only for a transaction the chain
         accepted, paying that payout — a fee bump's replacement only once it was accepted) and
         ``deposit.confirmed`` (only for a block that held the deposit)."""
+        if not self.wl.onchain_share:  # no on-chain workload in this run
+            return
         import json
 
         v.checks.append("payout.broadcast / deposit.confirmed events <-> what the chain accepted")

@@ -12,8 +12,8 @@ from .world import ADMIN_KEY, World
 
 MAX_ATTEMPTS = 40  # a client retries a 5xx (a crashed invocation) with the same Idempotency-Key, boundedly
 ABANDON = 0.15  # after a 5xx, the chance the client stops retrying for now
-MONITOR_JOBS = ("invoice_catchup", "invoice_expiry", "payment_reconciler", "review_sweeper", "chain_scan",
-                "payout_batcher")
+MONITOR_JOBS = ("invoice_catchup", "invoice_expiry", "payment_reconciler", "review_sweeper")
+CHAIN_JOBS = ("chain_scan", "payout_batcher")  # scheduled only when the workload is on-chain
 ONCHAIN_SHARE = 0.45  # share of client operations that are on-chain (addresses, deposits, payouts, signer, bumps)
 
 
@@ -97,7 +97,9 @@ class Workload:
                                            body={"source": "lightning", "amount_msat": self.w.node.our_balance_msat,
                                                  "direction": "in", "reason": "simulated node opening liquidity"})
             assert status == 201, (status, body)
-        self.onchain.setup()
+        if self.onchain_share:
+            self.w.chain_jobs = True
+            self.onchain.setup()
 
     def mix(self) -> dict[str, int]:
         m = self.model
@@ -231,7 +233,7 @@ class Workload:
                 return Op("invoice", {"account": self._account(), "amount": self.rng.choice([10_000, 2_500_000]),
                                       "expiry": 3600})
             return self._pay_internal_op(n)
-        if n >= len(self.accounts) and self.rng.random() < self.onchain_share:
+        if self.onchain_share and n >= len(self.accounts) and self.rng.random() < self.onchain_share:
             return self.onchain.new_op(n)
         if r < 0.14 or n < len(self.accounts):
             acct = self.accounts[n % len(self.accounts)] if n < len(self.accounts) else self._account()

@@ -306,6 +306,7 @@ class World:
         self.invoice_queue: list[dict] = []  # SQS messages: {"id", "body", "receives"}
         self.node_sends: dict[str, int] = {}  # payment hash -> /v2/router/send requests that reached the node
         self.metrics: dict[str, int] = {}  # alert metrics the use cases emitted (svc.emit_metric)
+        self.chain_jobs = False  # chain_scan + payout_batcher scheduled (the on-chain workload turns them on)
         self.log: list[str] = []
         self.invocations = 0
         self.crashes = 0
@@ -749,10 +750,11 @@ class World:
     def monitor_jobs(self) -> tuple[str, ...]:
         """The scheduled monitor jobs the workload interleaves: the base four, plus issue 12's solvency check when
         this branch's MonitorFunction has it."""
-        from .workload import MONITOR_JOBS
+        from .workload import CHAIN_JOBS, MONITOR_JOBS
 
         jobs = sys.modules["satflow_fn_monitor"].JOBS
-        return MONITOR_JOBS + tuple(j for j in ("solvency_check",) if j in jobs)
+        return MONITOR_JOBS + (CHAIN_JOBS if self.chain_jobs else ()) + tuple(
+            j for j in ("solvency_check",) if j in jobs)
 
     def run_sealer(self, job: str) -> Any:
         """The audit sealer's scheduled job (the stream path is not simulated: the sweep seals what it missed)."""
