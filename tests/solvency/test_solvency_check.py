@@ -243,12 +243,14 @@ def test_credit_due_names_what_the_credit_writes(svc, lsim, alice):
 
     # settled internally, then the node reports a payment too: the credit books it to SUSPENSE under that id
     internal = invoices.create_invoice(svc, principal(alice), amount_msat=3_000)
+    svc.lightning.run(svc.lightning.claim_invoice_items(svc.lightning.get_invoice(internal.payment_hash),
+                                                       "internal-pay"))  # the internal payment's intent
     record = svc.lightning.get_invoice(internal.payment_hash)
     svc.ledger.execute(admin_adjustment(transfer_id="internal-pay", account_id=alice, amount_msat=3_000,
                                         direction="credit", reason="stands for the internal payment",
                                         created_at=svc.clock(), shards=SHARDS),
                        svc.lightning.settle_invoice_items(record, amount_received_msat=3_000, settled_at=svc.clock(),
-                                                          settled_by="internal"))
+                                                          settled_by="internal-pay"))
     transfer_id, amount = due(internal.payment_hash, 3_000)
     assert invoices.credit_settled_invoice(svc, payment_hash=internal.payment_hash,
                                            amount_paid_msat=3_000).outcome == "conflict"

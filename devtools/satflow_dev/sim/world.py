@@ -338,6 +338,10 @@ class World:
         import logging
 
         logging.disable(logging.CRITICAL)  # handlers log every step; a run of thousands must stay readable
+        # Powertools sets its service loggers to POWERTOOLS_LOG_LEVEL (CRITICAL here) at import: put levels back on
+        # stop, or a later caller's records below CRITICAL vanish (a pytest process runs other tests after this).
+        self._logger_levels = {name: lg.level for name, lg in logging.root.manager.loggerDict.items()
+                               if isinstance(lg, logging.Logger)}
         self.ids.install()
         if self.endpoint_url is None:
             from moto import mock_aws
@@ -400,6 +404,9 @@ class World:
         import logging
 
         logging.disable(logging.NOTSET)
+        for name, lg in list(logging.root.manager.loggerDict.items()):
+            if isinstance(lg, logging.Logger):
+                lg.setLevel(getattr(self, "_logger_levels", {}).get(name, logging.NOTSET))
         os.environ.clear()
         os.environ.update(self._saved_env)
 
