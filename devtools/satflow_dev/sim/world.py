@@ -374,6 +374,19 @@ class World:
         return self
 
     @staticmethod
+    def _clear_metrics() -> None:
+        """Powertools keeps metrics, dimensions and metadata in state shared by every Metrics instance of the
+        process: what the world's handlers buffered (e.g. a monitor's ``job`` dimension) must not be flushed by a
+        later test's handler (tests/contracts/test_alarms.py reads the EMF it prints)."""
+        try:
+            from aws_lambda_powertools import Metrics
+
+            for namespace in ("satflow", "satflow-sim"):
+                Metrics(namespace=namespace).clear_metrics()
+        except Exception:  # Powertools absent or changed: nothing buffered to leak
+            pass
+
+    @staticmethod
     def _fresh_containers() -> None:
         """Process-wide caches a Lambda container keeps (the monitor's mempool memory, the address index, the breaker
         read) start empty in every world: a second run of one seed in this process sees the same txids and table
@@ -386,6 +399,7 @@ class World:
         getattr(solvency, "forget_breaker_cache", lambda: None)()
 
     def stop(self) -> None:
+        self._clear_metrics()
         from satflow import bootstrap
 
         bootstrap.override(None)
