@@ -288,6 +288,42 @@ def test_an_abandoned_transaction_broadcast_late_is_adopted_and_its_successor_su
     flow.assert_invariants()
 
 
+def test_the_chain_monitor_does_not_call_a_late_abandoned_transaction_a_foreign_spend(flow):
+    """The simulation found it (sim seed 2, on-chain half): the abandoned batch's transaction, broadcast by the
+    signer after the timeout, spends inputs now held by the successor; the chain monitor asked only the holding batch
+    and booked our own payout as a FOREIGN SPEND (suspense, breaker, and an adoption that could never post); the
+    solvency check called the same window drift. Both ask the payout side's supersedes chain now."""
+    from satflow.adapters.dynamodb.solvency import DynamoSolvencyStore
+    from satflow.app import deposits, solvency
+
+    from .conftest import ADMIN
+
+    batch_id, users, ps, signed_late = _abandoned_after_export(flow)
+    abandoned = flow.batch(batch_id)
+    flow.seed_utxos(40_000)
+    payouts.run_batcher(flow.svc)  # a successor takes the abandoned inputs over and waits for the signer
+    successor_id = flow.started[-1]
+    flow.wait_for(lambda: flow.batch(successor_id).status is BatchStatus.SIGNING, what="successor SIGNING")
+    _broadcast_psbt(flow, abandoned, signed_late)
+    flow.confirm()
+    ddb = flow.moto.client("dynamodb")
+    table = ddb.list_tables()["TableNames"]
+    flow.svc.solvency = DynamoSolvencyStore(ddb, next(t for t in table if t.startswith("payouts-")))
+    counts = deposits.scan_chain(flow.svc)
+    assert counts.get("foreign_spends", 0) == 0, counts
+    assert solvency.list_suspense(flow.svc, ADMIN, "open") == []
+    # ...and the solvency check explains the window until adoption: the abandoned inputs are gone as "confirmed, not
+    # posted", the change the scan recorded is "change not posted" (it called this drift and tripped the breaker).
+    # (This fixture books no opening capital, so only the explanation is compared, not the ledger side.)
+    onchain = solvency._onchain(flow.svc, flow.svc.solvency, solvency.system_totals(flow.svc), [], flow.svc.clock())
+    assert onchain.details["gone_unexplained_outputs"] == 0, onchain
+    assert onchain.parts["payouts_confirmed_not_posted"] == -sum(u.value_sat for u in abandoned.inputs) * 1000
+    assert onchain.parts.get("change_of_unposted_payouts", 0) > 0, onchain  # the abandoned transaction's change
+    payouts.run_batcher(flow.svc, recover_after_s=0)
+    assert flow.batch(batch_id).status is BatchStatus.CONFIRMED  # adopted, as the payout side decides
+    flow.assert_invariants()
+
+
 # ------------------------------------------------------------------ item 6: the IAM the payout function needs
 def test_the_payout_functions_own_aws_calls_are_recorded_and_declared(flow):
     """The autouse recorder (tests/aws_calls_recorder.py) sees PayoutFunction send states:SendTaskSuccess when an

@@ -24,22 +24,15 @@ OPS, WORKERS = 30, 4
 # before the ledger write: the invoice stayed OPEN here) was listed here too until the internal payment wrote its
 # intent before the node call (payment PENDING + invoice ACCEPTED) and the payer's retry and the payment
 # reconciler resume it (app/payments.py _settle_internal; tests/inbound/test_internal_payment_crashes.py).
-KNOWN_FAILURES: dict[str, str] = {
-    # Found by the on-chain workload (seed 2 of the CI set): an external batch times out (ABANDONED), its successor
-    # takes over its inputs, then the signer broadcasts the abandoned transaction after all. The chain monitor's
-    # foreign-spend check (app/deposits.py _foreign_spends) looks only at the batch now holding the input, not at
-    # the abandoned batch it was handed over from (payouts.on_our_input_spent knows), so it books our own payout
-    # transaction as a FOREIGN SPEND (suspense); the adoption then conflicts on that input forever: both batches
-    # stay open and the on-chain source drifts by the input's value. Remove this entry with the fix.
-    "FOREIGN SPEND booked for our own payout transaction": "chain monitor books an abandoned batch's late "
-                                                           "transaction as a foreign spend (open finding, see note)",
-}
+# The on-chain workload's first finding (seed 2): an external batch times out (ABANDONED), its successor takes its
+# inputs over, the signer broadcasts the abandoned transaction after all; the chain monitor asked only the batch
+# holding the input and booked our own payout transaction as a FOREIGN SPEND (suspense, a breaker trip, an adoption
+# that could never post), and the solvency check called the window until adoption drift. Listed here until both asked
+# the payout side's supersedes chain (payouts.on_our_input_spent / abandoned_predecessors;
+# tests/payouts/test_recovery_rules.py::test_the_chain_monitor_does_not_call_a_late_abandoned_transaction_...).
+KNOWN_FAILURES: dict[str, str] = {}
 # Anomalies that follow from a known failure in the same seed (allowed only when their cause's tag is present).
-KNOWN_CONSEQUENCES: dict[str, tuple[str, ...]] = {
-    "FOREIGN SPEND booked for our own payout transaction": (
-        "unexplained drift", "breaker tripped on drift", "still open (ABANDONED)", "still open (SUPERSEDED)",
-        "still open (SIGNED)"),
-}
+KNOWN_CONSEQUENCES: dict[str, tuple[str, ...]] = {}
 
 
 def _judge(result):
@@ -60,9 +53,8 @@ def test_seed_keeps_the_money_right(seed):
 
 
 # The on-chain half (deposits, reorgs, payouts, signer, bumps) in the non-interleaved mode: under interleaving it
-# shows anomalies not triaged yet (README). Seed 2 of this mode is the named foreign-spend finding (xfail, slow: its
-# batches never close, so quiescence runs all 60 rounds); it is left to the replay command in the README.
-ONCHAIN_SEEDS = [1, 3, 5]
+# shows anomalies not triaged yet (README). Seed 2 found the foreign-spend bug (fixed).
+ONCHAIN_SEEDS = [1, 2, 3, 5]
 
 
 @pytest.mark.parametrize("seed", ONCHAIN_SEEDS)

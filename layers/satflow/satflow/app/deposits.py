@@ -213,9 +213,10 @@ class _ChainScan:
             if utxo is None:
                 continue
             if utxo.reserved_by and self.svc.payouts is not None:
-                batch = self.svc.payouts.get_batch(utxo.reserved_by)
-                if batch is not None and tx.txid in batch.txids:
-                    continue  # our own payout batch (or one of its fee bumps)
+                from .payouts import on_our_input_spent  # the payout side's one rule for "is this spend ours"
+
+                if on_our_input_spent(self.svc, outpoint, tx.txid) != "unknown":
+                    continue  # our own batch, one of its fee bumps, or the ABANDONED batch it was handed over from
             log.error("FOREIGN SPEND: our output %s (%d sat) spent by %s in block %d, which satflow did not make",
                       outpoint, utxo.value_sat, tx.txid, block.height)
             try:

@@ -302,8 +302,13 @@ def _onchain(svc: Services, store: Any, system: dict, open_suspense: list, at: s
     for u in utxos:
         if u.reserved_by and u.reserved_by not in batches:
             batches[u.reserved_by] = svc.payouts.get_batch(u.reserved_by) if svc.payouts else None
-    unposted_txids = {txid: b for b in batches.values() if b is not None and b.status.value == "BROADCAST"
-                      for txid in b.txids}
+    from .payouts import abandoned_predecessors
+
+    # Transactions of ours not posted yet: a BROADCAST batch's, and an ABANDONED predecessor's (its signer may have
+    # broadcast it after all; the chain monitor records its change like any of ours).
+    unposted = [b for b in batches.values() if b is not None and b.status.value == "BROADCAST"]
+    unposted += [a for b in batches.values() if b is not None for a in abandoned_predecessors(svc, b)]
+    unposted_txids = {txid: b for b in unposted for txid in b.txids}
     node_sat = payouts_not_posted = change_not_posted = gone = 0
     for u in utxos:
         value = rpc.gettxout(u.txid, u.vout, include_mempool=False)  # a spend in the mempool is not final yet
@@ -313,7 +318,7 @@ def _onchain(svc: Services, store: Any, system: dict, open_suspense: list, at: s
                 change_not_posted += u.value_sat
             continue
         batch = batches.get(u.reserved_by or "")
-        if u.status is UtxoStatus.RESERVED and batch is not None and batch.status.value == "BROADCAST":
+        if u.status is UtxoStatus.RESERVED and batch is not None and _unposted_spender(svc, batch, u.outpoint):
             payouts_not_posted += u.value_sat
         else:
             gone += 1
@@ -326,6 +331,15 @@ def _onchain(svc: Services, store: Any, system: dict, open_suspense: list, at: s
         {k: v for k, v in parts.items() if v}, _foreign(open_suspense, ONCHAIN),
         {"tracked_outputs": len(utxos), "tracked_sat": sum(u.value_sat for u in utxos), "unspent_on_chain_sat": node_sat,
          "gone_unexplained_outputs": gone})
+
+
+def _unposted_spender(svc: Services, holder: Any, outpoint: str) -> bool:
+    """A batch of ours not posted yet spent it: the holder once BROADCAST, or an ABANDONED batch the holder took the
+    output over from, whose late transaction confirmed (the payout side's rule; sim seed 2 of the on-chain half
+    tripped the breaker on that window until adoption)."""
+    from .payouts import unposted_batch_spending
+
+    return unposted_batch_spending(svc, holder, outpoint) is not None
 
 
 # ================================================================================================ the breaker

@@ -27,5 +27,6 @@ from .common import (  # noqa: F401
 )
 from .request import apply_risk_verdict, cancel_payout, create_payout, get_payout, payout_view  # noqa: F401
 from .workflow import (  # noqa: F401
-    adopt_abandoned_transaction, on_our_input_spent, step_abandon, step_await_signature, step_broadcast, step_check, step_post, step_prepare, step_sign_hot,
+    abandoned_predecessors, adopt_abandoned_transaction, on_our_input_spent, step_abandon, step_await_signature,
+    step_broadcast, step_check, step_post, step_prepare, step_sign_hot, unposted_batch_spending,
 )

@@ -377,6 +377,33 @@ def on_our_input_spent(svc: Services, outpoint: str, spending_txid: str) -> str:
     return "unknown"
 
 
+def abandoned_predecessors(svc: Services, holder: Batch | None) -> list[Batch]:
+    """The ABANDONED batches ``holder`` took its inputs over from, nearest first: their signer may still broadcast
+    them (the batcher adopts one that confirms, at the posting depth). The supersedes chain of
+    :func:`on_our_input_spent`. Reads only."""
+    found: list[Batch] = []
+    seen = {holder.batch_id} if holder is not None else set()
+    batch = svc.payouts.get_batch(holder.supersedes) if holder is not None and holder.supersedes else None
+    while batch is not None and batch.batch_id not in seen:
+        seen.add(batch.batch_id)
+        if batch.status is BatchStatus.ABANDONED:
+            found.append(batch)
+        batch = svc.payouts.get_batch(batch.supersedes) if batch.supersedes else None
+    return found
+
+
+def unposted_batch_spending(svc: Services, holder: Batch | None, outpoint: str) -> Batch | None:
+    """For the solvency check, when an output held by ``holder`` is gone from the chain: the batch of ours not
+    posted yet whose transaction may have spent it — the holder once BROADCAST, or an ABANDONED batch it took the
+    output over from. None: nothing of ours explains the spend."""
+    if holder is None:
+        return None
+    if holder.status is BatchStatus.BROADCAST:
+        return holder
+    return next((b for b in abandoned_predecessors(svc, holder) if any(u.outpoint == outpoint for u in b.inputs)),
+                None)
+
+
 def _abandoned_transaction_seen(svc: Services, batch: Batch, txid: str) -> None:
     log.error("abandoned payout batch %s: its transaction %s reached the network", batch.batch_id, txid)
     if svc.emit_metric is not None:
