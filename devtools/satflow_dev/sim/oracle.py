@@ -57,8 +57,9 @@ def quiesce(wl: Workload) -> int:
     for op in wl.abandoned:  # the users who gave up try again, same key, until they get an answer
         tries = 0
         while not op.done and tries < 60:
-            if tries % 10 == 0:  # the platform keeps running its schedules meanwhile (a 503 SENDS_PAUSED from a
-                for job in w.monitor_jobs():  # stale solvency check clears when the next check runs)
+            if tries % 10 == 0:  # time passes and the platform keeps running its schedules meanwhile (a 503
+                w.clock.advance(60)  # SENDS_PAUSED for a stale check clears once a check ran and the containers'
+                for job in w.monitor_jobs():  # 10 s breaker cache expired)
                     w.run_monitor(job)
             tries += 1
             op.attempts += 1
