@@ -136,8 +136,9 @@ class Workload:
         return acts
 
     def busy(self) -> bool:
-        return (self.ops_issued < self.ops_target or any(op is not None for op in self.workers)
-                or bool(self.w.sched.suspended()))
+        # Clients still working (an op in flight keeps its worker set). Suspended monitor/workflow invocations are
+        # drained by quiescence: counting them would never end a run whose scheduled jobs keep starting.
+        return self.ops_issued < self.ops_target or any(op is not None for op in self.workers)
 
     def tick(self) -> None:
         acts = self.actions()
