@@ -61,6 +61,7 @@ def quiesce(wl: Workload) -> int:
                 w.clock.advance(60)  # SENDS_PAUSED for a stale check clears once a check ran and the containers'
                 for job in w.monitor_jobs():  # 10 s breaker cache expired)
                     w.run_monitor(job)
+                _on_call_resumes_a_stale_pause(w)
             tries += 1
             op.attempts += 1
             getattr(wl, f"_op_{op.kind}")(op)
@@ -92,6 +93,24 @@ def quiesce(wl: Workload) -> int:
                 and wl.onchain.settled():
             return rounds
     return QUIESCE_ROUNDS
+
+
+def _on_call_resumes_a_stale_pause(w: Any) -> None:
+    """The operator's answer to the alarm when the breaker paused sends because checks failed for too long (node
+    faults): once a check succeeds again, POST /v1/admin/solvency/resume, as the runbook says. A pause with a drift
+    reason is never resumed here (it is an anomaly of its own, see _check_breaker)."""
+    from satflow.domain.solvency import SENDS_PAUSED, STALE_CHECK_REASON
+
+    store = getattr(w.svc, "solvency", None)
+    if store is None:
+        return
+    breaker = store.breaker(consistent=True)
+    if breaker.sends != SENDS_PAUSED or not all(r.startswith(STALE_CHECK_REASON) for r in breaker.reasons):
+        return
+    status, body = w.api_call("POST", "/v1/admin/solvency/resume", key=ADMIN_KEY,
+                              body={"reason": "on-call: checks succeed again after node faults"})
+    if status != 200:
+        raise AssertionError(f"the operator could not resume a stale pause: {status} {body}")
 
 
 def _invoice_states(wl: Workload) -> list[str]:
