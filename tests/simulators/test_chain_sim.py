@@ -209,6 +209,32 @@ def test_reorg_drops_descendants_of_a_dropped_transaction(
             client.getrawtransaction(txid)
 
 
+def test_reorg_keeps_a_coinbase_spend_that_is_mature_on_the_new_chain(
+    sim: ChainSimulator, client: BitcoinRpcClient
+) -> None:
+    """Core re-admits a reorg's disconnected transactions against the new, longer chain: a spend of a coinbase
+    mature there survives. Checking maturity at the fork point lost the faucet's payments (and everything spending
+    them) in a 3-deep reorg right after the first spendable coinbase: sim seed 1 --onchain-share 0.45 saw the
+    operator's hot wallet capital vanish from the chain in a 7-deep reorg and the solvency breaker trip."""
+    height = client.getblockcount()
+    txid = sim.send_to_address("bcrt1q6rz28mcfaxtmd6v789l9rrlrusdprr9pz3cppk", 80_000)
+    child_of = sim.send_to_address("bcrt1q6rz28mcfaxtmd6v789l9rrlrusdprr9pz3cppk", 70_000)  # spends txid's change
+    sim.mine(1)
+    assert sim.confirmed_block_of(txid) is not None
+    new_hashes = sim.reorg(depth=3)  # fork point height - 2: the faucet's coinbase is immature there, not at the tip
+    assert client.getblockcount() == height + 2
+    for paid in (txid, child_of):
+        moved = client.getrawtransaction(paid)
+        assert moved.block_hash in new_hashes, paid
+
+
+def test_reorg_drops_a_coinbase_spend_still_immature_on_the_new_chain(sim: ChainSimulator) -> None:
+    txid = sim.send_to_address("bcrt1q6rz28mcfaxtmd6v789l9rrlrusdprr9pz3cppk", 80_000)
+    sim.mine(1)
+    sim.reorg(depth=3, replacement_blocks=0)  # the new chain is shorter: the coinbase spent is immature at its tip
+    assert sim.confirmed_block_of(txid) is None and txid not in sim.mempool_txids()
+
+
 def test_reorg_arguments_are_checked(sim: ChainSimulator) -> None:
     with pytest.raises(ValueError):
         sim.reorg(depth=0)

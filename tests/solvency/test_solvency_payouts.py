@@ -69,3 +69,47 @@ def test_a_payout_batch_is_never_drift(flow):
     check, posted = _onchain(svc)
     assert check.ok and posted.parts == {} and posted.unexplained_msat == 0 and not check.breaches, posted.to_dict()
     assert posted.node_msat == 700_000_000 - inputs_msat + mined.parts[PART_CHANGE_NOT_POSTED]
+
+
+def test_a_signed_batch_whose_transaction_confirmed_before_its_broadcast_write_is_not_drift(flow):
+    """The broadcast step sends the signed transaction, then records BROADCAST: a crash (or a slow retry) in between
+    leaves the batch SIGNED while a block confirms the transaction. Its inputs are gone and its change is ours, as for
+    a BROADCAST batch; calling it unexplained tripped the breaker (sim seed 2 --onchain-share 0.45)."""
+    svc = flow.svc
+    svc.solvency = DynamoSolvencyStore(flow.moto.client("dynamodb"), svc.utxos._m.table_name)
+    svc.breaker_cache_s = 0
+    lsim = LightningSimulator(our_balance_msat=0)
+    lnd = LndRestClient.from_secret(lsim.secret(), transport=lsim.transport())
+    svc.lnd = lambda: lnd
+    from satflow.adapters.dynamodb.lightning import DynamoLightningStore
+    from satflow.domain.payouts import BatchStatus
+
+    svc.lightning = DynamoLightningStore(flow.moto.client("dynamodb"), svc.utxos._m)
+    flow.seed_utxos(400_000, 300_000)
+    solvency.book_capital(svc, ADMIN, "cap-chain", "onchain", 700_000_000, "in", "seeded hot wallet coins")
+    user = flow.new_account(funds_sat=1_000_000)
+    flow.payout(user, external_address(1), 120_000)
+    seen = []
+
+    def sent_then_died(event, result):
+        batch = svc.payouts.get_batch(event["batch_id"])
+        assert batch.status is BatchStatus.SIGNED
+        flow.rpc.sendrawtransaction(batch.current.signed_hex)  # the broadcast step's send, its write not done yet
+        flow.sim.mine(1)
+        tx = flow.rpc.getrawtransaction(batch.current.txid, True).transaction
+        change_script = flow.deriver.derive(batch.change.index, Chain.CHANGE).script_pubkey_hex
+        [out] = [o for o in tx.outputs if o.script_pubkey_hex == change_script]
+        svc.utxos.add(Utxo(txid=tx.txid, vout=out.n, value_sat=out.value_sat, script_pubkey_hex=change_script,
+                           chain=1, index=batch.change.index, height=flow.sim.height))  # the chain monitor's part
+        seen.append(_onchain(svc))
+
+    flow.after_step["sign_hot"] = sent_then_died
+    assert payouts.run_batcher(svc)["batches"] == 1
+    (batch_id,) = flow.started
+    flow.wait(batch_id)
+    [(check, mined)] = seen
+    inputs_msat = sum(u.value_sat for u in svc.payouts.get_batch(batch_id).inputs) * 1000
+    assert mined.parts[PART_PAYOUTS_NOT_POSTED] == -inputs_msat and mined.parts[PART_CHANGE_NOT_POSTED] > 0
+    assert mined.unexplained_msat == 0 and not check.breaches, mined.to_dict()
+    solvency.forget_breaker_cache()
+    assert solvency.sends_blocked_because(svc) is None

@@ -283,9 +283,17 @@ class ChainSimulator:
                 disconnected[:0] = self._disconnect_tip()
             candidates = disconnected + [entry.tx for entry in self._mempool.values()]
             self._branch += 1
-            self._rebuild_mempool(candidates, dropped)
+            self._mempool.clear()
+            self._mempool_spends.clear()
+            # Like Core, a coinbase spend is judged against the new chain, not the fork point: one immature only at
+            # the fork point waits and joins the first replacement block where it is mature.
+            waiting = self._readmit(candidates, set(dropped))
             script = self._script_for(to_address) if to_address else self._faucet_script
-            return [self._connect_new_block(script, include_mempool=True).hash for _ in range(replacement)]
+            hashes = []
+            for _ in range(replacement):
+                hashes.append(self._connect_new_block(script, include_mempool=True).hash)
+                waiting = self._readmit(waiting, set())
+            return hashes  # what is still immature at the new tip is gone (Core's removeForReorg)
 
     # --- the external faucet wallet ----------------------------------------------------------------------------
     def send_to_address(self, address: str, amount_sat: int) -> str:
@@ -469,20 +477,31 @@ class ChainSimulator:
         block.undo = []
         return block.txs[1:]
 
-    def _rebuild_mempool(self, candidates: list[Transaction], dropped: set[str]) -> None:
-        """Re-admit ``candidates`` in order; drop listed txids, their descendants and whatever is now invalid."""
-        self._mempool.clear()
-        self._mempool_spends.clear()
+    def _readmit(self, candidates: list[Transaction], dropped: set[str]) -> list[Transaction]:
+        """Re-admit ``candidates`` in order into the mempool; drop listed txids, their descendants and whatever is
+        now invalid. Returns those that spend a coinbase not mature yet at this height (and their descendants)."""
         gone = set(dropped)
+        waiting: list[Transaction] = []
+        waiting_ids: set[str] = set()
         for tx in candidates:
             txid = txid_hex(tx)
-            if txid in gone or any(inp.txid.hex() in gone for inp in tx.vin):
+            parents = {inp.txid.hex() for inp in tx.vin}
+            if txid in gone or parents & gone:
                 gone.add(txid)
+                continue
+            if parents & waiting_ids:
+                waiting.append(tx)
+                waiting_ids.add(txid)
                 continue
             try:
                 self._accept(tx, max_fee_rate_sat_per_kvb=None)
-            except TxRejected:
-                gone.add(txid)  # e.g. it spent the coinbase of a disconnected block
+            except TxRejected as rejected:
+                if rejected.reason == "bad-txns-premature-spend-of-coinbase":
+                    waiting.append(tx)
+                    waiting_ids.add(txid)
+                else:
+                    gone.add(txid)  # e.g. it spent the coinbase of a disconnected block
+        return waiting
 
     def _script_for(self, address: str) -> bytes:
         return bytes.fromhex(validate_address(address, self.network).script_pubkey_hex)

@@ -304,9 +304,10 @@ def _onchain(svc: Services, store: Any, system: dict, open_suspense: list, at: s
             batches[u.reserved_by] = svc.payouts.get_batch(u.reserved_by) if svc.payouts else None
     from .payouts import abandoned_predecessors
 
-    # Transactions of ours not posted yet: a BROADCAST batch's, and an ABANDONED predecessor's (its signer may have
-    # broadcast it after all; the chain monitor records its change like any of ours).
-    unposted = [b for b in batches.values() if b is not None and b.status.value == "BROADCAST"]
+    # Transactions of ours not posted yet: a SIGNED or BROADCAST batch's (the broadcast step sends before it records
+    # BROADCAST: a crash in between leaves it SIGNED with its transaction out), and an ABANDONED predecessor's (its
+    # signer may have broadcast it after all; the chain monitor records its change like any of ours).
+    unposted = [b for b in batches.values() if b is not None and b.status.value in ("SIGNED", "BROADCAST")]
     unposted += [a for b in batches.values() if b is not None for a in abandoned_predecessors(svc, b)]
     unposted_txids = {txid: b for b in unposted for txid in b.txids}
     node_sat = payouts_not_posted = change_not_posted = gone = 0

@@ -394,11 +394,12 @@ def abandoned_predecessors(svc: Services, holder: Batch | None) -> list[Batch]:
 
 def unposted_batch_spending(svc: Services, holder: Batch | None, outpoint: str) -> Batch | None:
     """For the solvency check, when an output held by ``holder`` is gone from the chain: the batch of ours not
-    posted yet whose transaction may have spent it — the holder once BROADCAST, or an ABANDONED batch it took the
-    output over from. None: nothing of ours explains the spend."""
+    posted yet whose transaction may have spent it — the holder once SIGNED (the broadcast step sends before it
+    records BROADCAST) or BROADCAST, or an ABANDONED batch it took the output over from. None: nothing of ours
+    explains the spend."""
     if holder is None:
         return None
-    if holder.status is BatchStatus.BROADCAST:
+    if holder.status in (BatchStatus.SIGNED, BatchStatus.BROADCAST):
         return holder
     return next((b for b in abandoned_predecessors(svc, holder) if any(u.outpoint == outpoint for u in b.inputs)),
                 None)
