@@ -66,3 +66,14 @@ def test_suspense_booking_direction_and_identity():
                                                       SystemAccount.ONCHAIN_HOT_WALLET.value)
     again = suspense_booked(kind="foreign_spend", reference="t:0", amount_msat=5, created_at="c", shards=4)
     assert again.same_as(lost) and found.id != lost.id  # keyed by (kind, reference): found twice, booked once
+
+
+def test_breaches_to_trip_foreign_at_once_drift_when_seen_twice():
+    from satflow.domain.solvency import SourceFigures, breaches_to_trip
+
+    drift = SourceFigures("lightning", 0, 50_000_000)
+    stolen = SourceFigures("onchain", 0, 0, foreign_msat=20_000_000)
+    breached = ("lightning: unexplained 50000000 msat ...", "onchain: unexplained 0 msat + foreign 20000000 msat ...")
+    assert breaches_to_trip((drift, stolen), breached, []) == breached[1:]  # foreign trips at once
+    assert breaches_to_trip((drift, stolen), breached, ["lightning: unexplained 1 msat"]) == breached
+    assert breaches_to_trip((drift,), breached[:1], ["onchain: unexplained 1 msat"]) == ()  # another source

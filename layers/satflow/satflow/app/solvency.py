@@ -54,6 +54,7 @@ from satflow.domain.solvency import (
     BreakerState,
     SolvencyCheck,
     SourceFigures,
+    breaches_to_trip,
     SuspenseItem,
     assign_target,
     breaches,
@@ -148,7 +149,13 @@ def run_check(svc: Services) -> SolvencyCheck:
         if attempt == 1:
             log.warning("solvency check: breach on the first reading, reading again: %s", "; ".join(reasons))
     check = SolvencyCheck(new_id("sol"), at, tuple(sources), totals, liabilities_msat(totals), reasons)
+    previous, _ = store.checks(1)  # before this one is saved
     store.save_check(check, now)
+    breached = reasons
+    reasons = breaches_to_trip(sources, breached, previous[0].get("breaches", []) if previous else [])
+    if breached and not reasons:
+        log.warning("solvency check: drift seen once, the breaker trips if the next check sees it too: %s",
+                    "; ".join(breached))
     if check.ok:
         store.record_success(now)
     else:

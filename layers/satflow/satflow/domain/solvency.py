@@ -155,6 +155,18 @@ def breaches(sources: Sequence[SourceFigures], thresholds_sat: Mapping[str, int]
     return tuple(out)
 
 
+def breaches_to_trip(sources: Sequence[SourceFigures], breached: Sequence[str],
+                     previous_breaches: Sequence[str]) -> tuple[str, ...]:
+    """Which of this check's ``breached`` reasons pause sends now. A source with foreign money booked (a payment or
+    spend satflow did not make) trips at once. Unexplained drift alone trips only when the previous check breached
+    on the same source too: the ledger and the node are read one after the other, and under load credits and posts
+    land between the readings (the simulation's soak found both of a run's readings torn); a real difference is
+    still there one check later, a torn reading is not. Every breach stays on the check's record either way."""
+    foreign = {s.source for s in sources if s.error is None and s.foreign_msat > 0}
+    before = {b.split(":", 1)[0] for b in previous_breaches}
+    return tuple(b for b in breached if b.split(":", 1)[0] in foreign or b.split(":", 1)[0] in before)
+
+
 def parse_thresholds(text: str | None) -> dict[str, int]:
     """SolvencyDriftThresholdsSat: JSON ``{"lightning": sat, "onchain": sat}`` (empty: the defaults)."""
     out = dict(DEFAULT_THRESHOLDS_SAT)
