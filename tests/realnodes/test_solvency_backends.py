@@ -143,8 +143,12 @@ def test_foreign_spend_of_our_coins_is_found_and_trips_the_breaker(ddb, chain):
     spend_txid = chain.rpc.sendrawtransaction(tx.serialize().hex())
     assert not solvency.run_check(svc).breaches  # in the mempool only: not final, not drift yet
     chain.mine(1)
-    before_scan = _held(solvency.run_check(svc), ONCHAIN)
+    first = solvency.run_check(svc)
+    before_scan = _held(first, ONCHAIN)
     assert before_scan.unexplained_msat == -2_000_000_000  # gone from the chain, not booked yet: unexplained
+    # drift seen once is recorded (and alarmed through its metric); it pauses sends when the next check sees it too
+    assert first.breaches and svc.solvency.breaker(consistent=True).sends == "open"
+    solvency.run_check(svc)
     assert svc.solvency.breaker(consistent=True).sends == "paused"
 
     assert scan().get("foreign_spends") == 1
