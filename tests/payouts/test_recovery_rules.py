@@ -306,7 +306,7 @@ def test_the_chain_monitor_does_not_call_a_late_abandoned_transaction_a_foreign_
     flow.wait_for(lambda: flow.batch(successor_id).status is BatchStatus.SIGNING, what="successor SIGNING")
     _broadcast_psbt(flow, abandoned, signed_late)
     flow.confirm()
-    flow.svc.solvency = DynamoSolvencyStore(flow.moto.client("dynamodb"), flow.svc.sanctions._table)  # this test's table
+    flow.svc.solvency = DynamoSolvencyStore(flow.moto.client("dynamodb"), flow.svc.utxos._m.table_name)
     counts = deposits.scan_chain(flow.svc)
     assert counts.get("foreign_spends", 0) == 0, counts
     assert solvency.list_suspense(flow.svc, ADMIN, "open") == []

@@ -24,16 +24,23 @@ def _onchain(svc):
     return check, source
 
 
-def test_a_payout_batch_is_never_drift(flow):
+def _with_solvency(flow):
+    """The payout flow's services with the solvency check wired: its store, a Lightning node with nothing on it,
+    the breaker read uncached."""
+    from satflow.adapters.dynamodb.lightning import DynamoLightningStore
+
     svc = flow.svc
     svc.solvency = DynamoSolvencyStore(flow.moto.client("dynamodb"), svc.utxos._m.table_name)
     svc.breaker_cache_s = 0
     lsim = LightningSimulator(our_balance_msat=0)
     lnd = LndRestClient.from_secret(lsim.secret(), transport=lsim.transport())
     svc.lnd = lambda: lnd
-    from satflow.adapters.dynamodb.lightning import DynamoLightningStore
-
     svc.lightning = DynamoLightningStore(flow.moto.client("dynamodb"), svc.utxos._m)
+    return svc
+
+
+def test_a_payout_batch_is_never_drift(flow):
+    svc = _with_solvency(flow)
     flow.seed_utxos(400_000, 300_000)  # coins the operator put in (the flow tests seed them without deposits)
     solvency.book_capital(svc, ADMIN, "cap-chain", "onchain", 700_000_000, "in", "seeded hot wallet coins")
     check, source = _onchain(svc)
@@ -75,16 +82,9 @@ def test_a_signed_batch_whose_transaction_confirmed_before_its_broadcast_write_i
     """The broadcast step sends the signed transaction, then records BROADCAST: a crash (or a slow retry) in between
     leaves the batch SIGNED while a block confirms the transaction. Its inputs are gone and its change is ours, as for
     a BROADCAST batch; calling it unexplained tripped the breaker (sim seed 2 --onchain-share 0.45)."""
-    svc = flow.svc
-    svc.solvency = DynamoSolvencyStore(flow.moto.client("dynamodb"), svc.utxos._m.table_name)
-    svc.breaker_cache_s = 0
-    lsim = LightningSimulator(our_balance_msat=0)
-    lnd = LndRestClient.from_secret(lsim.secret(), transport=lsim.transport())
-    svc.lnd = lambda: lnd
-    from satflow.adapters.dynamodb.lightning import DynamoLightningStore
+    svc = _with_solvency(flow)
     from satflow.domain.payouts import BatchStatus
 
-    svc.lightning = DynamoLightningStore(flow.moto.client("dynamodb"), svc.utxos._m)
     flow.seed_utxos(400_000, 300_000)
     solvency.book_capital(svc, ADMIN, "cap-chain", "onchain", 700_000_000, "in", "seeded hot wallet coins")
     user = flow.new_account(funds_sat=1_000_000)
